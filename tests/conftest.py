@@ -1,0 +1,128 @@
+"""Fixtures for the real services: Pub/Sub emulator, BigQuery emulator, PostgreSQL, MariaDB, SQLite.
+
+Emulators start once per session on free ports; every test gets its own PostgreSQL schema, MariaDB
+database, BigQuery dataset and Pub/Sub names (uuid-suffixed), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from google.cloud import bigquery
+
+from devstack.emulators import Emulator, start_bigquery, start_pubsub
+from worker.sinks.bigquery_client import make_bigquery_client
+
+PROJECT = "etl-test"
+PG_ADMIN_URL = os.environ.get("ETL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("ETL_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/test")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+# --- emulators ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def emulator_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("emulator-logs")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(emulator_logs: Path) -> Iterator[Emulator]:
+    emulator = start_pubsub(PROJECT, emulator_logs)
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host_port
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(emulator_logs: Path) -> Iterator[Emulator]:
+    emulator = start_bigquery(PROJECT, emulator_logs)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def bq_client(bq_emulator: Emulator) -> bigquery.Client:
+    return make_bigquery_client(PROJECT, bq_emulator.host_port)
+
+
+@pytest.fixture
+def bq_dataset(bq_client: bigquery.Client) -> Iterator[str]:
+    """A fresh dataset id for this test (not created: the worker creates what it needs)."""
+    dataset_id = unique("ds")
+    try:
+        yield dataset_id
+    finally:
+        bq_client.delete_dataset(f"{PROJECT}.{dataset_id}", delete_contents=True, not_found_ok=True)
+
+
+# --- source databases --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_schema(pg_admin: sa.Engine) -> Iterator[str]:
+    """A fresh PostgreSQL schema in database `test`, dropped afterwards."""
+    name = unique("s")
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield name
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def mysql_admin() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(MYSQL_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"MariaDB is not reachable at {MYSQL_ADMIN_URL}: {exc}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def mysql_db(mysql_admin: sa.Engine) -> Iterator[str]:
+    """A fresh MariaDB database (MySQL's 'schema'), dropped afterwards."""
+    name = unique("d")
+    with mysql_admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield name
+    finally:
+        with mysql_admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE `{name}`"))
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "source.sqlite"

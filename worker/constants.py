@@ -1,0 +1,29 @@
+"""Names shared by several modules: event types, attribute keys, ledger and staging names."""
+
+from typing import Final
+
+# Message types (the `message_type` attribute / handler registry key).
+ETL_RUN_REQUESTED: Final = "etl-run-requested"
+
+# Event types published on the events topic.
+RUN_STARTED: Final = "run.started"
+RUN_PROGRESS: Final = "run.progress"
+RUN_COMPLETED: Final = "run.completed"
+RUN_FAILED: Final = "run.failed"
+
+# Pub/Sub attribute keys.
+ATTR_EVENT_TYPE: Final = "event_type"
+ATTR_RUN_ID: Final = "run_id"
+ATTR_DATA_SOURCE_ID: Final = "data_source_id"
+ATTR_MESSAGE_TYPE: Final = "message_type"
+ATTR_REPLAY_OF: Final = "replay_of"
+ATTR_REPLAY_COUNT: Final = "replay_count"
+DEAD_LETTER_ATTR_PREFIX: Final = "CloudPubSubDeadLetter"
+
+# BigQuery bookkeeping tables live in the destination dataset, prefixed so they sort apart.
+LEDGER_TABLE: Final = "_etl_ledger"
+STAGING_PREFIX: Final = "_etl_staging_"
+
+# Load modes.
+CATALOG: Final = "catalog"
+TRANSACTIONAL: Final = "transactional"

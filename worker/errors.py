@@ -1,0 +1,101 @@
+"""The error tree. Every failure a run can meet becomes one of these, in `classify()` alone.
+
+A concrete error is either *transient* (worth retrying: nack, redelivery, dead-letter at the end) or
+*permanent* (retrying cannot help: report `run.failed` and ack).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EtlError(Exception):
+    """Root of every error the worker reports. `retryable` decides the message's fate."""
+
+    retryable: ClassVar[bool] = True
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+
+class TransientError(EtlError):
+    """Marker: the same request may succeed later."""
+
+    retryable = True
+
+
+class PermanentError(EtlError):
+    """Marker: the same request will fail again; do not retry."""
+
+    retryable = False
+
+
+# --- permanent -----------------------------------------------------------------------------------
+class ConfigurationError(PermanentError):
+    """The request is invalid (the origin's ConfigurationError)."""
+
+
+class MessageDecodeError(ConfigurationError):
+    """The message body is not a valid request; keeps the raw bytes for the dead-letter operator."""
+
+    def __init__(self, message: str, raw: bytes = b"") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class SourceAuthError(PermanentError):
+    """The source database refused the credentials."""
+
+
+class SourceSchemaError(PermanentError):
+    """The source table or a selected column does not exist."""
+
+
+class UnsupportedTypeError(PermanentError):
+    """A source column has a type with no faithful BigQuery mapping."""
+
+
+class SchemaMismatchError(PermanentError):
+    """The destination table's schema cannot take the source's columns."""
+
+
+class DataRejectedError(PermanentError):
+    """BigQuery rejected the data itself (invalid values, schema mismatch in a load)."""
+
+
+class VerificationError(PermanentError):
+    """Counts disagree (extracted vs staged vs the source's COUNT): nothing is committed."""
+
+
+class SupersededError(PermanentError):
+    """A newer run has already committed this window or snapshot; this run is not applied."""
+
+
+# --- transient -----------------------------------------------------------------------------------
+class SourceConnectionError(TransientError):
+    """The source database is unreachable or dropped the connection (the origin's ConnectionError)."""
+
+
+class ExtractionError(TransientError):
+    """Reading rows failed for a reason that may pass (deadlock, timeout, lost connection)."""
+
+
+class LoadError(TransientError):
+    """A BigQuery load, query or metadata call failed for a reason that may pass."""
+
+
+class PublishError(TransientError):
+    """An event could not be published; the request must not be acked."""
+
+
+class RunTimeoutError(TransientError):
+    """The run exceeded ETL_MAX_RUN_SECONDS and was stopped before its lease could lapse."""
+
+
+class ShutdownInterrupted(TransientError):
+    """The worker is shutting down; the run stopped and its request goes back to Pub/Sub."""
+
+
+class UnexpectedError(TransientError):
+    """Anything not recognised. Transient so that it ends in the dead-letter topic, not silently acked."""

@@ -1,0 +1,31 @@
+"""A ledger entry: the durable record, written in the commit transaction, that a run was applied.
+
+It holds everything needed to publish the same `run.completed` again after a crash or a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    run_id: str
+    data_source_id: int
+    etl_run_id: int | None
+    dest_table: str
+    load_type: str
+    window_column: str | None
+    window_low: str | None
+    window_high: str | None
+    rows_extracted: int
+    rows_loaded: int
+    batches_loaded: int
+    source_row_count: int | None
+    attempt: int  # the delivery attempt that committed
+    completed_seq: int  # seq of that attempt's run.completed event
+    staging_token: str  # unique per delivery: tells "I applied it" from "found it applied"
+    started_at: datetime
+    committed_at: datetime
+    duration_seconds: float

@@ -1,0 +1,242 @@
+"""Versioned message models: the request Django publishes and the events the worker publishes.
+
+These pydantic models are the source of truth; `schemas/*.json` is generated from them
+(`make schemas`) and a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from worker import constants as c
+from worker.errors import MessageDecodeError
+
+SCHEMA_VERSION = 1
+MAX_IDENTIFIER_CHARS = 128
+MAX_SELECTED_COLUMNS = 10_000
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# BigQuery table names: letters, digits, underscores (we do not accept the other Unicode classes).
+_BQ_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+
+
+def _source_identifier(value: str) -> str:
+    """A source identifier is quoted by SQLAlchemy, never pasted; still refuse what no database allows."""
+    if not value or len(value) > MAX_IDENTIFIER_CHARS:
+        raise ValueError(f"identifier must have 1..{MAX_IDENTIFIER_CHARS} characters")
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("identifier must not contain control characters")
+    return value
+
+
+def _bq_table_name(value: str) -> str:
+    if not _BQ_TABLE.match(value):
+        raise ValueError("dest_table_name must match [A-Za-z_][A-Za-z0-9_]* (at most 1024 characters)")
+    if value.startswith("_etl_"):
+        raise ValueError("dest_table_name must not start with _etl_ (reserved for the worker)")
+    return value
+
+
+SourceIdentifier = Annotated[str, AfterValidator(_source_identifier)]
+DestTableName = Annotated[str, AfterValidator(_bq_table_name)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000)
+
+
+class ConnectionParams(_Frozen):
+    """How to reach the source database. The password is a secret: never logged, never published."""
+
+    host: str | None = Field(None, max_length=255, description="Host name or IP (not for sqlite).")
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port (not for sqlite).")
+    database: str = Field(
+        ..., min_length=1, max_length=4096, description="Database name (sqlite: a file path)."
+    )
+    username: str | None = Field(None, max_length=255, description="Database user.")
+    password: SecretStr | None = Field(None, max_length=4096, description="Plaintext password.")
+
+
+class EtlRunRequest(_Frozen):
+    """`etl-run-requested`: run one table's ETL once. The origin's job-config fields, versioned."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")
+    data_source_id: int = Field(..., ge=0, description="Django DataSource id.")
+    etl_run_id: int | None = Field(
+        None, ge=0, description="Django ETLRun id; the run's identity when present."
+    )
+    source_type: Literal["postgresql", "mysql", "sqlite"]
+    connection_params: ConnectionParams
+    schema_name: SourceIdentifier | None = Field(
+        None, description="Source schema (PostgreSQL schema; MySQL database). Default: the connection's."
+    )
+    source_table_name: SourceIdentifier
+    dest_table_name: DestTableName
+    load_type: Literal["catalog", "transactional"]
+    timestamp_column: SourceIdentifier | None = Field(
+        None, description="Cursor column for transactional loads (timestamp, date or integer)."
+    )
+    selected_columns: list[SourceIdentifier] | None = Field(
+        None, max_length=MAX_SELECTED_COLUMNS, description="Columns to load, in order; null: all."
+    )
+    last_sync_value: str | None = Field(
+        None,
+        max_length=64,
+        description="Inclusive start of the next window: the `watermark` of the last run.completed.",
+    )
+    historical_start_date: str | None = Field(
+        None, max_length=64, description="Inclusive start of the first transactional window."
+    )
+
+    @field_validator("last_sync_value", "historical_start_date", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("selected_columns")
+    @classmethod
+    def _unique_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("selected_columns must not repeat a column")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> EtlRunRequest:
+        if self.load_type == c.TRANSACTIONAL and not self.timestamp_column:
+            raise ValueError("transactional loads need timestamp_column")
+        if self.source_type != "sqlite" and not self.connection_params.host:
+            raise ValueError(f"{self.source_type} sources need connection_params.host")
+        if (
+            self.load_type == c.TRANSACTIONAL
+            and self.selected_columns
+            and self.timestamp_column not in self.selected_columns
+        ):
+            raise ValueError("selected_columns must include timestamp_column")
+        return self
+
+
+def decode_request(data: bytes) -> EtlRunRequest:
+    """Parse a request body; any failure is one permanent MessageDecodeError carrying the raw bytes."""
+    try:
+        return EtlRunRequest.model_validate_json(data)
+    except ValidationError as exc:
+        raise MessageDecodeError(_describe_validation_error(exc), raw=data) from None
+    except (ValueError, TypeError) as exc:  # pragma: no cover - pydantic wraps most errors
+        raise MessageDecodeError(f"invalid request: {exc}", raw=data) from None
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:10]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    suffix = f" (+{more} more)" if more > 0 else ""
+    return "invalid etl-run-requested message: " + "; ".join(parts) + suffix
+
+
+# --- events --------------------------------------------------------------------------------------
+class ErrorInfo(_Frozen):
+    type: str = Field(..., description="Error class, e.g. SourceConnectionError.")
+    message: str = Field(..., description="Human-readable reason (secrets redacted).")
+    retryable: bool = Field(..., description="True: Pub/Sub will redeliver the request.")
+
+
+class _Event(_Frozen):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(..., description="Unique per (run, attempt, seq); duplicates share it.")
+    run_id: str = Field(..., description="Stable run identity across redelivery and replay.")
+    data_source_id: int
+    etl_run_id: int | None
+    seq: int = Field(..., ge=1, description="Order of this event within its attempt.")
+    attempt: int = Field(..., ge=1, description="Delivery attempt that produced this event.")
+    occurred_at: datetime = Field(..., description="When it happened (UTC).")
+    dest_table: str
+    load_type: Literal["catalog", "transactional"]
+    rows_extracted: int = Field(0, ge=0)
+    rows_loaded: int = Field(0, ge=0)
+    batches_loaded: int = Field(0, ge=0)
+    duration_seconds: float = Field(0.0, ge=0)
+
+
+class RunStarted(_Event):
+    """A delivery of the request started work."""
+
+    event_type: Literal["run.started"] = c.RUN_STARTED
+    source_type: str
+    source_table: str
+
+
+class RunProgress(_Event):
+    """Counters while a run extracts and stages; at most one per batch and per interval."""
+
+    event_type: Literal["run.progress"] = c.RUN_PROGRESS
+    phase: Literal["extracting", "committing"]
+
+
+class RunCompleted(_Event):
+    """The run's rows are committed (by this delivery or an earlier one: the content is the same)."""
+
+    event_type: Literal["run.completed"] = c.RUN_COMPLETED
+    window_column: str | None = None
+    window_low: str | None = Field(None, description="Inclusive window start (transactional).")
+    window_high: str | None = Field(None, description="Exclusive window end (transactional).")
+    watermark: str | None = Field(
+        None, description="Store as last_sync_value: the next run starts here (transactional)."
+    )
+    source_row_count: int | None = Field(None, ge=0, description="COUNT(*) in the read snapshot.")
+    committed_at: datetime
+
+
+class RunFailed(_Event):
+    """The delivery failed. `error.retryable` says whether Pub/Sub will deliver it again."""
+
+    event_type: Literal["run.failed"] = c.RUN_FAILED
+    error: ErrorInfo
+
+
+Event = RunStarted | RunProgress | RunCompleted | RunFailed
+
+# Every message of the contract, by the name of its schema file.
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "etl-run-requested": EtlRunRequest,
+    "run.started": RunStarted,
+    "run.progress": RunProgress,
+    "run.completed": RunCompleted,
+    "run.failed": RunFailed,
+}
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    model = SCHEMA_MODELS[name]
+    # Django writes requests (validation side) and reads events (serialization side).
+    mode = "validation" if model is EtlRunRequest else "serialization"
+    schema = model.model_json_schema(mode=mode)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://etl-worker/schemas/{name}.v{SCHEMA_VERSION}.json"
+    return schema
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def dumps_schema(name: str) -> str:
+    return json.dumps(json_schema(name), indent=2, sort_keys=True) + "\n"

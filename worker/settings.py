@@ -1,0 +1,97 @@
+"""The worker's one settings object, read from the environment (names kept from the origin runner)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Built once in the CLI and passed down; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+
+    gcp_project_id: str = Field(validation_alias="GCP_PROJECT_ID", description="Google Cloud project id.")
+    bigquery_dataset: str = Field(
+        "raw_data", validation_alias="BIGQUERY_DATASET", description="Destination dataset."
+    )
+    bigquery_location: str | None = Field(
+        None, validation_alias="BIGQUERY_LOCATION", description="Dataset location when it is created."
+    )
+    etl_batch_size: int = Field(
+        10_000, ge=1, validation_alias="ETL_BATCH_SIZE", description="Rows fetched per source batch."
+    )
+    etl_max_retries: int = Field(
+        3, ge=1, validation_alias="ETL_MAX_RETRIES", description="Tries of a transient operation."
+    )
+    etl_retry_delay_s: float = Field(
+        5.0, ge=0, validation_alias="ETL_RETRY_DELAY", description="First backoff delay, seconds."
+    )
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL", description="Python logging level.")
+    pubsub_emulator_host: str | None = Field(
+        None, validation_alias="PUBSUB_EMULATOR_HOST", description="host:port of a Pub/Sub emulator."
+    )
+    bigquery_emulator_host: str | None = Field(
+        None,
+        validation_alias="BIGQUERY_EMULATOR_HOST",
+        description="host:port of a BigQuery emulator; anonymous credentials are used when set.",
+    )
+    etl_request_topic: str = Field("etl-run-requested", validation_alias="ETL_REQUEST_TOPIC")
+    etl_request_subscription: str = Field(
+        "etl-run-requested-worker", validation_alias="ETL_REQUEST_SUBSCRIPTION"
+    )
+    etl_events_topic: str = Field("etl-run-events", validation_alias="ETL_EVENTS_TOPIC")
+    etl_dead_letter_topic: str = Field(
+        "etl-run-requested-dead-letter", validation_alias="ETL_DEAD_LETTER_TOPIC"
+    )
+    etl_max_delivery_attempts: int = Field(
+        5, ge=5, le=100, validation_alias="ETL_MAX_DELIVERY_ATTEMPTS",
+        description="Deliveries before a request is dead-lettered (Pub/Sub allows 5..100).",
+    )
+    etl_ack_deadline_s: int = Field(
+        60, ge=10, le=600, validation_alias="ETL_ACK_DEADLINE_SECONDS",
+        description="Ack deadline of the worker subscription.",
+    )
+    etl_retry_min_backoff_s: int = Field(
+        30, ge=0, le=600, validation_alias="ETL_RETRY_MIN_BACKOFF_SECONDS",
+        description="Subscription retry policy: minimum delay before a nacked request returns.",
+    )
+    etl_retry_max_backoff_s: int = Field(
+        600, ge=0, le=600, validation_alias="ETL_RETRY_MAX_BACKOFF_SECONDS",
+        description="Subscription retry policy: maximum delay before a nacked request returns.",
+    )
+    etl_concurrency: int = Field(
+        1, ge=1, validation_alias="ETL_CONCURRENCY", description="Runs processed at the same time."
+    )
+    etl_max_run_s: int = Field(
+        4 * 3600, ge=60, validation_alias="ETL_MAX_RUN_SECONDS",
+        description="Lease is extended up to this long; a run is cut before it.",
+    )
+    etl_max_lease_extension_s: int = Field(
+        60, ge=10, le=600, validation_alias="ETL_MAX_LEASE_EXTENSION_SECONDS",
+        description="Each lease extension at most this long, so a dead worker's message returns quickly.",
+    )
+    etl_progress_interval_s: float = Field(
+        5.0, ge=0, validation_alias="ETL_PROGRESS_INTERVAL_SECONDS",
+        description="Minimum time between two run.progress events of one run.",
+    )
+    etl_incremental_lag_s: float = Field(
+        5.0, ge=0, validation_alias="ETL_INCREMENTAL_LAG",
+        description="Transactional window ends this long before the source clock (late commits).",
+    )
+    etl_part_rows: int = Field(
+        500_000, ge=1, validation_alias="ETL_PART_ROWS",
+        description="Rows per Parquet part file uploaded to staging (bounds spool disk).",
+    )
+    etl_spool_dir: str | None = Field(
+        None, validation_alias="ETL_SPOOL_DIR", description="Directory for Parquet parts (default: tmp)."
+    )
+    etl_staging_expiration_s: int = Field(
+        86_400, ge=3600, validation_alias="ETL_STAGING_EXPIRATION_SECONDS",
+        description="Staging tables expire after this long in case a crash leaves one behind.",
+    )
+    etl_shutdown_grace_s: float = Field(
+        8.0, ge=0, validation_alias="ETL_SHUTDOWN_GRACE_SECONDS",
+        description="After SIGTERM, a running run may finish within this time.",
+    )
+    json_logs: bool = Field(True, validation_alias="ETL_JSON_LOGS", description="JSON logs.")

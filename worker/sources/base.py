@@ -1,0 +1,49 @@
+"""What a source offers the runner: one consistent snapshot of one table, read in Arrow batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import pyarrow as pa
+
+from worker.columns import Column
+from worker.messages import EtlRunRequest
+from worker.window import Window
+
+
+class SourceSnapshot(Protocol):
+    """A read-only transaction on the source: every call sees the same data (REPEATABLE READ)."""
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The selected columns in request order (all columns in table order when none selected)."""
+        ...
+
+    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+        """Window for a transactional run.
+
+        `lows` are candidate inclusive starts as text (last_sync_value, the ledger's last high,
+        historical_start_date); the greatest, parsed for the cursor column's type, wins; none: no
+        lower bound. `high` is the source's clock, read in this snapshot, minus `lag_s` seconds
+        (for a date or integer cursor: see the implementation's documentation).
+        """
+        ...
+
+    def count_rows(self, window: Window | None) -> int:
+        """COUNT(*) of the rows `iter_batches(window)` yields, in the same snapshot."""
+        ...
+
+    def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Stream the rows (window None: the whole table) as batches of at most `batch_rows` rows,
+        with schema `arrow_schema(self.columns)`."""
+        ...
+
+
+class Source(Protocol):
+    name: str
+
+    def snapshot(self, request: EtlRunRequest) -> AbstractContextManager[SourceSnapshot]:
+        """Connect, open the snapshot, reflect the table; close everything on exit."""
+        ...
