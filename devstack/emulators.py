@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,9 @@ def _spawn(name: str, argv: list[str], log_dir: Path) -> tuple[subprocess.Popen[
     return process, log_path
 
 
-def _wait_until(ready: callable, process: subprocess.Popen[bytes], name: str, log_path: Path) -> None:  # type: ignore[valid-type]
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], name: str, log_path: Path
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -25,7 +25,7 @@ from pydantic import (
 from worker import constants as c
 from worker.errors import MessageDecodeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_IDENTIFIER_CHARS = 128
 MAX_SELECTED_COLUMNS = 10_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -159,13 +159,13 @@ class _Event(_Frozen):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(..., description="Unique per (run, attempt, seq); duplicates share it.")
     run_id: str = Field(..., description="Stable run identity across redelivery and replay.")
-    data_source_id: int
+    data_source_id: int | None = Field(..., description="Null only when the request was unreadable.")
     etl_run_id: int | None
     seq: int = Field(..., ge=1, description="Order of this event within its attempt.")
     attempt: int = Field(..., ge=1, description="Delivery attempt that produced this event.")
     occurred_at: datetime = Field(..., description="When it happened (UTC).")
-    dest_table: str
-    load_type: Literal["catalog", "transactional"]
+    dest_table: str | None
+    load_type: Literal["catalog", "transactional"] | None
     rows_extracted: int = Field(0, ge=0)
     rows_loaded: int = Field(0, ge=0)
     batches_loaded: int = Field(0, ge=0)
@@ -178,6 +178,8 @@ class RunStarted(_Event):
     event_type: Literal["run.started"] = c.RUN_STARTED
     source_type: str
     source_table: str
+    window_column: str | None = None
+    window_low: str | None = Field(None, description="Inclusive window start, once planned.")
 
 
 class RunProgress(_Event):
@@ -223,7 +225,8 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
 def json_schema(name: str) -> dict[str, Any]:
     model = SCHEMA_MODELS[name]
     # Django writes requests (validation side) and reads events (serialization side).
-    mode = "validation" if model is EtlRunRequest else "serialization"
+    mode: Literal["validation", "serialization"] = (
+        "validation" if model is EtlRunRequest else "serialization")
     schema = model.model_json_schema(mode=mode)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://etl-worker/schemas/{name}.v{SCHEMA_VERSION}.json"

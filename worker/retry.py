@@ -56,7 +56,8 @@ class RetryPolicy:
         @functools.wraps(fn)
         def classified(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
-                return retried(*args, **kwargs)
+                result: T = retried(*args, **kwargs)
+                return result
             except EtlError:
                 raise
             except Exception as exc:

@@ -19,7 +19,7 @@ def make_bigquery_client(project: str, emulator_host: str | None = None) -> bigq
     endpoint = emulator_host if emulator_host.startswith("http") else f"http://{emulator_host}"
     return bigquery.Client(
         project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=endpoint),
     )
 

@@ -1,0 +1,40 @@
+# The one entry point: `make help`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install services demo test lint schemas bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	@scripts/system-deps.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c "from devstack.emulators import install_duckdb_spatial; install_duckdb_spatial()"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create the virtualenv with the worker and its test tools
+
+services: ## start the local PostgreSQL and MariaDB if they are down
+	@scripts/services.sh
+
+demo: install services ## emulators + demo source + worker + one real run, end to end
+	@$(PY) -m devstack.demo
+
+test: install services ## the whole suite against real services (emulators start themselves)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff + mypy (strict on worker/)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
+
+schemas: install ## regenerate schemas/*.json from the message models
+	@$(PY) -m devstack.schemas
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run

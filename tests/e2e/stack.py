@@ -1,0 +1,145 @@
+"""Helpers for end-to-end tests: a worker on unique Pub/Sub names, publishing, collecting events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from google.cloud import bigquery, pubsub_v1
+
+from tests.conftest import PROJECT, unique
+from worker.app import build_worker
+from worker.settings import Settings
+from worker.topology import setup
+
+EVENT_WAIT_S = 120.0
+
+
+def make_settings(pubsub_host: str, bq_host: str, dataset: str, **overrides: Any) -> Settings:
+    """Settings for one test: unique topic/subscription names, short deadlines, fast retries."""
+    names = unique("t")
+    values: dict[str, Any] = {
+        "GCP_PROJECT_ID": PROJECT,
+        "BIGQUERY_DATASET": dataset,
+        "PUBSUB_EMULATOR_HOST": pubsub_host,
+        "BIGQUERY_EMULATOR_HOST": bq_host,
+        "ETL_REQUEST_TOPIC": f"{names}-requests",
+        "ETL_REQUEST_SUBSCRIPTION": f"{names}-worker",
+        "ETL_EVENTS_TOPIC": f"{names}-events",
+        "ETL_DEAD_LETTER_TOPIC": f"{names}-dead-letter",
+        "ETL_ACK_DEADLINE_SECONDS": 10,
+        "ETL_MAX_LEASE_EXTENSION_SECONDS": 10,
+        "ETL_RETRY_MIN_BACKOFF_SECONDS": 1,
+        "ETL_RETRY_MAX_BACKOFF_SECONDS": 2,
+        "ETL_RETRY_DELAY": 0.05,
+        "ETL_PROGRESS_INTERVAL_SECONDS": 0,
+        "ETL_INCREMENTAL_LAG": 0,
+        "ETL_SHUTDOWN_GRACE_SECONDS": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Stack:
+    """Topics and subscriptions made by `setup`, plus a test subscription on the events topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        setup(settings)
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        project = settings.gcp_project_id
+        self.request_topic = self.publisher.topic_path(project, settings.etl_request_topic)
+        self.request_subscription = self.subscriber.subscription_path(
+            project, settings.etl_request_subscription)
+        self.events_subscription = self.subscriber.subscription_path(
+            project, settings.etl_events_topic + "-test")
+        self.subscriber.create_subscription(
+            name=self.events_subscription,
+            topic=self.publisher.topic_path(project, settings.etl_events_topic),
+            enable_message_ordering=True,
+        )
+        self.events: list[dict[str, Any]] = []
+
+    def publish(self, body: dict[str, Any] | bytes, **attributes: str) -> str:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return str(self.publisher.publish(self.request_topic, data, **attributes).result(timeout=30))
+
+    def pull_events(self) -> list[dict[str, Any]]:
+        """Everything published so far on the events topic (unary pull, acked)."""
+        while True:
+            response = self.subscriber.pull(
+                subscription=self.events_subscription, max_messages=100, timeout=5)
+            if not response.received_messages:
+                return self.events
+            for received in response.received_messages:
+                event = json.loads(received.message.data)
+                event["_attributes"] = dict(received.message.attributes)
+                self.events.append(event)
+            self.subscriber.acknowledge(
+                subscription=self.events_subscription,
+                ack_ids=[r.ack_id for r in response.received_messages])
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
+                 timeout_s: float = EVENT_WAIT_S) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self.pull_events()):
+                return self.events
+            time.sleep(0.2)
+        raise AssertionError(f"events not seen within {timeout_s}s: {self.events}")
+
+    def terminal_events(self, run_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.pull_events() if e["run_id"] == run_id
+                and e["event_type"] in ("run.completed", "run.failed")]
+
+    def wait_terminal(self, run_id: str, count: int = 1) -> list[dict[str, Any]]:
+        self.wait_for(lambda _: len(self.terminal_events(run_id)) >= count)
+        return self.terminal_events(run_id)
+
+    def undelivered_requests(self) -> int:
+        """Requests still on the worker subscription (a separate unary pull; nacks them back)."""
+        response = self.subscriber.pull(
+            subscription=self.request_subscription, max_messages=10, timeout=5)
+        ack_ids = [r.ack_id for r in response.received_messages]
+        if ack_ids:
+            self.subscriber.modify_ack_deadline(
+                subscription=self.request_subscription, ack_ids=ack_ids, ack_deadline_seconds=0)
+        return len(ack_ids)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[threading.Thread]:
+    """The real `serve` loop in a thread, stopped (drained) at the end of the block."""
+    worker = build_worker(settings)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.serve()
+        except BaseException as exc:  # surfaced after the block
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="etl-worker-serve", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        worker.stop_requested.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "worker did not stop"
+    assert not errors, errors
+
+
+def bq_rows(client: bigquery.Client, dataset: str, table: str, order_by: str) -> list[tuple[Any, ...]]:
+    query = f"SELECT * FROM `{PROJECT}.{dataset}.{table}` ORDER BY `{order_by}`"
+    return [tuple(row.values()) for row in client.query(query).result()]
+
+
+def bq_count(client: bigquery.Client, dataset: str, table: str) -> int:
+    rows = list(client.query(f"SELECT COUNT(*) AS n FROM `{PROJECT}.{dataset}.{table}`").result())
+    return int(rows[0]["n"])

@@ -1,0 +1,61 @@
+"""Wiring: build the worker's parts from Settings. The CLI calls these; nothing here decides policy."""
+
+from __future__ import annotations
+
+from google.cloud import pubsub_v1
+
+from worker.events import EventBus, PubSubEventBus
+from worker.handlers.etl_run_requested import EtlRunRequestedHandler
+from worker.retry import RetryPolicy
+from worker.runner import Runner, RunOptions
+from worker.settings import Settings
+from worker.sinks.bigquery import BigQuerySink
+from worker.sinks.bigquery_client import make_bigquery_client
+from worker.sources import get_source
+from worker.subscriber import Worker
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(max_tries=settings.etl_max_retries, first_delay_s=settings.etl_retry_delay_s)
+
+
+def build_sink(settings: Settings) -> BigQuerySink:
+    client = make_bigquery_client(settings.gcp_project_id, settings.bigquery_emulator_host)
+    return BigQuerySink(
+        client=client,
+        project=settings.gcp_project_id,
+        dataset=settings.bigquery_dataset,
+        location=settings.bigquery_location,
+        staging_expiration_s=settings.etl_staging_expiration_s,
+        retry=retry_policy(settings),
+        emulator=bool(settings.bigquery_emulator_host),
+    )
+
+
+def build_runner(settings: Settings) -> Runner:
+    options = RunOptions(
+        batch_rows=settings.etl_batch_size,
+        part_rows=settings.etl_part_rows,
+        incremental_lag_s=settings.etl_incremental_lag_s,
+        max_run_s=settings.etl_max_run_s,
+        spool_dir=settings.etl_spool_dir,
+    )
+    return Runner(build_sink(settings), get_source, options, retry_policy(settings))
+
+
+def build_handler(settings: Settings, bus: EventBus) -> EtlRunRequestedHandler:
+    return EtlRunRequestedHandler(build_runner(settings), bus, settings.etl_progress_interval_s)
+
+
+def build_worker(settings: Settings) -> Worker:
+    bus = PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic)
+    subscription = pubsub_v1.SubscriberClient.subscription_path(
+        settings.gcp_project_id, settings.etl_request_subscription)
+    return Worker(
+        subscription,
+        build_handler(settings, bus),
+        concurrency=settings.etl_concurrency,
+        max_run_s=settings.etl_max_run_s,
+        max_lease_extension_s=settings.etl_max_lease_extension_s,
+        shutdown_grace_s=settings.etl_shutdown_grace_s,
+    )

@@ -1,0 +1,107 @@
+"""`etl-worker` (also `python -m worker`): thin wiring of subcommands to the worker's parts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from google.cloud import pubsub_v1
+from pydantic import ValidationError
+
+from worker import constants as c
+from worker import logs
+from worker.events import PrintEventBus
+from worker.handlers.base import Delivery, Outcome
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        print(f"etl-worker: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    json_logs = settings.json_logs if args.json_logs is None else args.json_logs
+    logs.configure(args.log_level or settings.log_level, json_logs)
+    command = _COMMANDS[args.command]
+    return command(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etl-worker", description=__doc__)
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: LOG_LEVEL)")
+    parser.add_argument("--json-logs", action=argparse.BooleanOptionalAction, default=None,
+                        help="JSON logs for Cloud Logging (default: ETL_JSON_LOGS, true)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="subscribe and process requests until SIGTERM/SIGINT")
+    run = sub.add_parser("run", help="process one request without Pub/Sub, printing its events")
+    run.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
+    run.add_argument("--run-id", help="run id (default: from etl_run_id, else random)")
+    sub.add_parser("setup", help="create topics and subscriptions (idempotent)")
+    publish = sub.add_parser("publish", help="publish a request like Django does")
+    publish.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
+    publish.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _read(path: Path) -> bytes:
+    return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import build_worker
+
+    worker = build_worker(settings)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        worker.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.serve()
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import build_handler
+
+    handler = build_handler(settings, PrintEventBus(sys.stdout))
+    attributes = {c.ATTR_RUN_ID: args.run_id} if args.run_id else {}
+    delivery = Delivery(data=_read(args.request), message_id=f"local-{uuid.uuid4().hex[:12]}",
+                        attributes=attributes)
+    outcome = handler.handle(delivery, threading.Event())
+    return 0 if outcome is Outcome.ACK else 1
+
+
+def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.topology import setup
+
+    for item in setup(settings):
+        print(item)
+    return 0
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    data = _read(args.request)
+    json.loads(data)  # refuse to publish what is not even JSON
+    attributes = dict(item.split("=", 1) for item in args.attribute)
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(settings.gcp_project_id, settings.etl_request_topic)
+    message_id = publisher.publish(topic, data, **attributes).result(timeout=60)
+    print(message_id)
+    return 0
+
+
+_COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish}

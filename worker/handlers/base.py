@@ -1,0 +1,34 @@
+"""What every handler gets (a Delivery) and returns (an Outcome): the transport stays outside."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"  # the outcome is durable: done, or failed for good and reported
+    NACK = "nack"  # try again later (Pub/Sub retry policy, then the dead-letter topic)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    data: bytes
+    message_id: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    delivery_attempt: int | None = None  # set by Pub/Sub when the subscription has a dead-letter policy
+    publish_time: datetime | None = None
+
+    @property
+    def attempt(self) -> int:
+        return self.delivery_attempt or 1
+
+
+class Handler(Protocol):
+    def handle(self, delivery: Delivery, interrupt: threading.Event) -> Outcome:
+        """Process one delivery; never raise. `interrupt` is set when the worker must stop."""
+        ...

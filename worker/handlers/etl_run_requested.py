@@ -1,0 +1,122 @@
+"""`etl-run-requested`: decode, run, and turn the result into ack or nack.
+
+The handler is the only place that decides a message's fate:
+- committed (now or earlier) and `run.completed` published → ack;
+- permanent error, reported in `run.failed` → ack (retrying cannot help);
+- transient error → `run.failed` (retryable) → nack, so Pub/Sub's retry and dead-letter policies act;
+- an event that cannot be published → nack (the outcome is not durable yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import Any
+
+from worker import constants as c
+from worker.classify import classify
+from worker.errors import EtlError, MessageDecodeError
+from worker.events import Counters, EventBus, RunEvents
+from worker.handlers.base import Delivery, Outcome
+from worker.logs import REDACTOR, log_context, redact
+from worker.messages import EtlRunRequest, decode_request
+from worker.runner import Runner
+
+log = logging.getLogger(__name__)
+_RUN_ID_ATTR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+
+def run_id_for(request: EtlRunRequest | None, delivery: Delivery) -> str:
+    """Stable across redelivery and dead-letter replay.
+
+    Django's etl_run_id when present; else a `run_id` attribute (set by `replay` and by publishers
+    that want their own id); else the id of the message as first published (Pub/Sub keeps the id
+    on redelivery; `replay` carries it in the `run_id` attribute).
+    """
+    if request is not None and request.etl_run_id is not None:
+        return f"etl-run-{request.etl_run_id}"
+    attribute = delivery.attributes.get(c.ATTR_RUN_ID, "")
+    if _RUN_ID_ATTR.match(attribute):
+        return attribute
+    return f"msg-{delivery.message_id}"
+
+
+class EtlRunRequestedHandler:
+    def __init__(self, runner: Runner, bus: EventBus, progress_interval_s: float) -> None:
+        self._runner = runner
+        self._bus = bus
+        self._progress_interval_s = progress_interval_s
+
+    def handle(self, delivery: Delivery, interrupt: threading.Event) -> Outcome:
+        try:
+            request = decode_request(delivery.data)
+        except MessageDecodeError as exc:
+            return self._reject(delivery, exc)
+        if request.connection_params.password is not None:
+            REDACTOR.register(request.connection_params.password.get_secret_value())
+        run_id = run_id_for(request, delivery)
+        with log_context(run_id=run_id, message_id=delivery.message_id,
+                         data_source_id=request.data_source_id, attempt=delivery.attempt):
+            events = self._events(run_id, delivery.attempt, request.data_source_id,
+                                  request.etl_run_id, request.dest_table_name, request.load_type)
+            return self._run(request, run_id, events, interrupt)
+
+    def _run(self, request: EtlRunRequest, run_id: str, events: RunEvents,
+             interrupt: threading.Event) -> Outcome:
+        log.info("run %s received: %s table %s → %s (%s)", run_id, request.source_type,
+                 request.source_table_name, request.dest_table_name, request.load_type)
+        try:
+            self._runner.run(request, run_id, events, interrupt)
+            return Outcome.ACK
+        except Exception as exc:
+            error = classify(exc)
+            log.error("run %s failed: %s: %s", run_id, error.type_name, redact(str(error)),
+                      exc_info=not isinstance(exc, EtlError))
+            return self._report_failure(events, error, Counters())
+
+    def _reject(self, delivery: Delivery, error: MessageDecodeError) -> Outcome:
+        hints = _best_effort_ids(delivery.data)
+        run_id = run_id_for(None, delivery) if hints["etl_run_id"] is None else (
+            f"etl-run-{hints['etl_run_id']}")
+        with log_context(run_id=run_id, message_id=delivery.message_id):
+            log.error("request rejected: %s", redact(str(error)))
+            events = self._events(run_id, delivery.attempt, **hints)
+            return self._report_failure(events, error, Counters())
+
+    def _report_failure(self, events: RunEvents, error: EtlError, counters: Counters) -> Outcome:
+        try:
+            events.failed(error, counters)
+        except Exception as exc:  # not durable: let Pub/Sub deliver it again
+            log.error("could not publish run.failed: %s", redact(str(exc)))
+            return Outcome.NACK
+        return Outcome.NACK if error.retryable else Outcome.ACK
+
+    def _events(self, run_id: str, attempt: int, data_source_id: int | None, etl_run_id: int | None,
+                dest_table: str | None, load_type: str | None) -> RunEvents:
+        return RunEvents(self._bus, run_id=run_id, attempt=attempt, data_source_id=data_source_id,
+                         etl_run_id=etl_run_id, dest_table=dest_table, load_type=load_type,
+                         progress_interval_s=self._progress_interval_s)
+
+
+def _best_effort_ids(data: bytes) -> dict[str, Any]:
+    """Whatever identifiers an invalid request still carries, so Django can match the failure."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    body = body if isinstance(body, dict) else {}
+
+    def pick(key: str, kind: type) -> Any:
+        value = body.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    load_type = body.get("load_type")
+    dest = pick("dest_table_name", str)
+    return {
+        "data_source_id": pick("data_source_id", int),
+        "etl_run_id": pick("etl_run_id", int),
+        "dest_table": dest[:1024] if dest else None,
+        "load_type": load_type if load_type in (c.CATALOG, c.TRANSACTIONAL) else None,
+    }

@@ -1,0 +1,194 @@
+"""A run's lifecycle as named steps: plan → extract and stage → verify → commit → report.
+
+The runner is the only place that sequences a run. It knows the Source and Sink protocols, not
+their implementations, and it raises typed errors; the handler decides the message's fate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker import constants as c
+from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
+from worker.events import Counters, RunEvents
+from worker.ledger import LedgerEntry
+from worker.messages import EtlRunRequest, utcnow
+from worker.retry import RetryPolicy
+from worker.sinks.base import Sink, Staging
+from worker.sources.base import Source, SourceSnapshot
+from worker.spool import PartWriter
+from worker.window import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    batch_rows: int
+    part_rows: int
+    incremental_lag_s: float
+    max_run_s: float
+    spool_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    entry: LedgerEntry
+    applied_now: bool  # False: an earlier delivery had already committed this run
+
+
+class Runner:
+    def __init__(
+        self,
+        sink: Sink,
+        sources: Callable[[str], Source],
+        options: RunOptions,
+        retry: RetryPolicy,
+    ) -> None:
+        self._sink = sink
+        self._sources = sources
+        self._options = options
+        self._retry = retry
+
+    def run(
+        self,
+        request: EtlRunRequest,
+        run_id: str,
+        events: RunEvents,
+        interrupt: threading.Event | None = None,
+    ) -> RunResult:
+        """Apply the run exactly once, publishing its events; raise a typed error on failure."""
+        existing = self._retry.call("ledger lookup", self._sink.find_commit, run_id)
+        if existing is not None:
+            log.info("run %s already committed at %s: reporting it again", run_id, existing.committed_at)
+            events.completed(existing)
+            return RunResult(existing, applied_now=False)
+        attempt = _RunAttempt(self, request, run_id, events, interrupt or threading.Event())
+        return attempt.execute()
+
+
+class _RunAttempt:
+    """The state of one delivery of one run (a fresh object per delivery)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        request: EtlRunRequest,
+        run_id: str,
+        events: RunEvents,
+        interrupt: threading.Event,
+    ) -> None:
+        self.sink = runner._sink
+        self.source = runner._sources(request.source_type)
+        self.options = runner._options
+        self.retry = runner._retry
+        self.request = request
+        self.run_id = run_id
+        self.events = events
+        self.interrupt = interrupt
+        self.counters = Counters()
+        self.started_at = utcnow()
+        self.attempt = events.attempt
+        self.window: Window | None = None
+
+    def execute(self) -> RunResult:
+        with self.source.snapshot(self.request) as snapshot:
+            window = self.window = self.plan(snapshot)
+            self.events.started(self.request.source_type, self._source_table(), window)
+            expected_rows = snapshot.count_rows(window)
+            log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
+            staging = self.retry.call("open staging", self.sink.open_staging,
+                                      self.request.dest_table_name, snapshot.columns, self.run_id,
+                                      self.attempt, self.request.load_type)
+            try:
+                self.extract_and_stage(snapshot, staging)
+                self.verify(expected_rows)
+                entry = self.commit(staging, window, expected_rows)
+            finally:
+                _drop_quietly(staging)
+        applied_now = entry.staging_token == staging.token
+        log.info("run %s %s: %d rows in %.1fs", self.run_id,
+                 "committed" if applied_now else "was already committed", entry.rows_loaded,
+                 entry.duration_seconds)
+        self.events.completed(entry)
+        return RunResult(entry, applied_now)
+
+    # --- steps -----------------------------------------------------------------------------------
+    def plan(self, snapshot: SourceSnapshot) -> Window | None:
+        if self.request.load_type != c.TRANSACTIONAL:
+            return None
+        committed_high = self.retry.call("ledger watermark", self.sink.last_window_high,
+                                         self.request.data_source_id, self.request.dest_table_name)
+        lows = [v for v in (self.request.last_sync_value, committed_high) if v]
+        if not lows and self.request.historical_start_date:
+            lows = [self.request.historical_start_date]
+        return snapshot.plan_window(lows, self.options.incremental_lag_s)
+
+    def extract_and_stage(self, snapshot: SourceSnapshot, staging: Staging) -> None:
+        spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
+        with PartWriter(snapshot.columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts:
+            for batch in snapshot.iter_batches(self.window, self.options.batch_rows):
+                self.check_deadlines()
+                self.counters.rows_extracted += batch.num_rows
+                self.counters.batches_loaded += 1
+                for part in parts.write(batch):
+                    self.load(staging, part)
+                self.events.progress(self.counters)
+            for part in parts.finish():
+                self.load(staging, part)
+
+    def load(self, staging: Staging, part: Path) -> None:
+        self.counters.rows_loaded += self.retry.call("load part", staging.load_part, part)
+        part.unlink(missing_ok=True)
+
+    def verify(self, expected_rows: int) -> None:
+        got = (self.counters.rows_extracted, self.counters.rows_loaded)
+        if got != (expected_rows, expected_rows):
+            raise VerificationError(
+                f"row counts disagree: source COUNT(*) {expected_rows}, extracted {got[0]}, "
+                f"staged {got[1]}; nothing was committed"
+            )
+
+    def commit(self, staging: Staging, window: Window | None, expected_rows: int) -> LedgerEntry:
+        self.check_deadlines()
+        self.events.progress(self.counters, phase="committing", force=True)
+        entry = LedgerEntry(
+            run_id=self.run_id, data_source_id=self.request.data_source_id,
+            etl_run_id=self.request.etl_run_id, dest_table=self.request.dest_table_name,
+            load_type=self.request.load_type, window_column=window.column if window else None,
+            window_low=window.low_text if window else None,
+            window_high=window.high_text if window else None,
+            rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
+            batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
+            attempt=self.attempt, completed_seq=self.events.reserve_seq(),
+            staging_token=staging.token, started_at=self.started_at, committed_at=utcnow(),
+            duration_seconds=round(self.events.elapsed_s, 3),
+        )
+        return self.retry.call("commit", staging.commit, entry)
+
+    def check_deadlines(self) -> None:
+        if self.interrupt.is_set():
+            raise ShutdownInterrupted("worker is shutting down; the request will be redelivered")
+        if self.events.elapsed_s > self.options.max_run_s:
+            raise RunTimeoutError(f"run exceeded ETL_MAX_RUN_SECONDS={self.options.max_run_s:.0f}")
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _source_table(self) -> str:
+        schema = self.request.schema_name
+        return f"{schema}.{self.request.source_table_name}" if schema else self.request.source_table_name
+
+
+def _window_note(window: Window | None) -> str:
+    return f" in [{window.low_text}, {window.high_text})" if window else ""
+
+
+def _drop_quietly(staging: Staging) -> None:
+    try:
+        staging.drop()
+    except Exception as exc:  # the table expires anyway; never mask the run's own outcome
+        log.warning("could not drop staging table: %s", exc)
+

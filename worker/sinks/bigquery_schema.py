@@ -1,0 +1,102 @@
+"""Destination schema rules: which source columns a BigQuery table can take, and what must change.
+
+Pure functions over names and type strings, so every rule is tested row by row without a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from google.cloud import bigquery
+
+from worker import errors
+from worker.columns import Column
+
+# tables.get answers with legacy type names (INTEGER, FLOAT, ...) whatever name created the column.
+_ALIASES = {
+    "INTEGER": "INT64",
+    "FLOAT": "FLOAT64",
+    "BOOLEAN": "BOOL",
+    "DECIMAL": "NUMERIC",
+    "BIGDECIMAL": "BIGNUMERIC",
+    "RECORD": "STRUCT",
+}
+# Source type -> destination types that hold every value of it exactly. The commit CASTs into them;
+# anything else (narrowing, STRING <-> JSON, scalar <-> ARRAY) is refused.
+_WIDENINGS: Mapping[str, frozenset[str]] = {
+    "INT64": frozenset({"NUMERIC", "BIGNUMERIC"}),
+    "NUMERIC": frozenset({"BIGNUMERIC"}),
+}
+
+
+@dataclass(frozen=True)
+class ExistingColumn:
+    """A destination column as tables.get reports it (type already normalised)."""
+
+    name: str
+    bq_type: str
+    repeated: bool
+
+    @property
+    def described(self) -> str:
+        return f"ARRAY<{self.bq_type}>" if self.repeated else self.bq_type
+
+
+@dataclass(frozen=True)
+class SchemaPlan:
+    """What open_staging must do to the destination before loading."""
+
+    new_columns: tuple[Column, ...]  # to add with ALTER TABLE ... ADD COLUMN (nullable)
+    dest_types: Mapping[str, str]  # destination type of every source column, for the commit's SELECT
+
+
+def normalise_type(bq_type: str) -> str:
+    upper = bq_type.upper()
+    return _ALIASES.get(upper, upper)
+
+
+def existing_columns(fields: Iterable[bigquery.SchemaField]) -> list[ExistingColumn]:
+    return [
+        ExistingColumn(field.name, normalise_type(field.field_type), field.mode == "REPEATED")
+        for field in fields
+    ]
+
+
+def plan_schema(existing: Iterable[ExistingColumn], columns: tuple[Column, ...]) -> SchemaPlan:
+    """Compare the destination with the source columns; raise SchemaMismatchError on a conflict.
+
+    BigQuery column names are case-insensitive, so `ID` and `id` are the same column.
+    """
+    by_name = {col.name.lower(): col for col in existing}
+    new: list[Column] = []
+    dest_types: dict[str, str] = {}
+    for column in columns:
+        old = by_name.get(column.name.lower())
+        if old is None:
+            new.append(column)
+            dest_types[column.name] = column.bq_type
+        else:
+            dest_types[column.name] = _checked_type(column, old)
+    return SchemaPlan(tuple(new), dest_types)
+
+
+def _checked_type(column: Column, old: ExistingColumn) -> str:
+    wanted = normalise_type(column.bq_type)
+    same_shape = old.repeated == column.repeated
+    if same_shape and old.bq_type == wanted:
+        return column.bq_type
+    if same_shape and old.bq_type in _WIDENINGS.get(wanted, ()):
+        return old.bq_type
+    new_type = f"ARRAY<{wanted}>" if column.repeated else wanted
+    raise errors.SchemaMismatchError(
+        f"column {column.name!r}: destination has {old.described}, source now gives {new_type}"
+    )
+
+
+def schema_fields(columns: tuple[Column, ...], *, staging: bool) -> list[bigquery.SchemaField]:
+    """SchemaFields in column order: destination types, or staging types (JSON as STRING)."""
+    return [
+        bigquery.SchemaField(col.name, col.staging_bq_type if staging else col.bq_type, mode=col.bq_mode)
+        for col in columns
+    ]

@@ -1,0 +1,106 @@
+"""Spool Arrow batches to Parquet part files of bounded size, for loading into BigQuery one by one.
+
+Each part holds exactly the table's columns, in table order, with the explicit Arrow schema: some
+loaders (bqemulator) match Parquet columns by position, and real BigQuery infers nothing when the
+schema is explicit. The caller loads each finished part and deletes it, so the spool directory holds
+at most the part being written plus the one being loaded, whatever the size of the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from worker.columns import Column, arrow_schema
+
+log = logging.getLogger(__name__)
+
+# SNAPPY is read by every Parquet loader BigQuery documents, and is cheap on CPU.
+PARQUET_COMPRESSION = "snappy"
+
+
+class PartWriter:
+    """Writes batches into `part-NNNNN.parquet` files of at most `part_rows` rows.
+
+    Use as a context manager: on exit the private spool directory and any part the caller did not
+    delete are removed, whether the run succeeded or not.
+    """
+
+    def __init__(self, columns: tuple[Column, ...], *, part_rows: int, spool_dir: Path | None = None) -> None:
+        if part_rows < 1:
+            raise ValueError(f"part_rows must be >= 1, got {part_rows}")
+        self.schema = arrow_schema(columns)
+        self.part_rows = part_rows
+        self.rows_written = 0
+        self.parts_written = 0
+        # A private directory per writer: concurrent runs never see each other's parts.
+        self.directory = Path(tempfile.mkdtemp(prefix="etl-spool-", dir=spool_dir))
+        self._open: tuple[pq.ParquetWriter, Path] | None = None  # the part being written
+        self._part_row_count = 0
+
+    def write(self, batch: pa.RecordBatch) -> list[Path]:
+        """Append `batch`; return the parts it completed (each exactly `part_rows` rows)."""
+        batch = self._conform(batch)
+        finished: list[Path] = []
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(self.part_rows - self._part_row_count, batch.num_rows - offset)
+            self._current_writer().write_batch(batch.slice(offset, take))
+            self._part_row_count += take
+            self.rows_written += take
+            offset += take
+            if self._part_row_count == self.part_rows:
+                finished.append(self._close_part())
+        return finished
+
+    def finish(self) -> list[Path]:
+        """Close the part being written, if any rows went into it; return it."""
+        return [self._close_part()] if self._open is not None else []
+
+    def close(self) -> None:
+        """Remove the spool directory and everything left in it."""
+        if self._open is not None:
+            self._open[0].close()
+            self._open = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with exactly the schema's columns, in its order and types."""
+        if batch.schema.equals(self.schema):
+            return batch
+        missing = [name for name in self.schema.names if name not in batch.schema.names]
+        if missing:
+            raise ValueError(f"batch lacks columns {missing}; expected {self.schema.names}")
+        arrays = [batch.column(field.name).cast(field.type) for field in self.schema]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _current_writer(self) -> pq.ParquetWriter:
+        if self._open is None:
+            path = self.directory / f"part-{self.parts_written:05d}.parquet"
+            self._open = (pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION), path)
+        return self._open[0]
+
+    def _close_part(self) -> Path:
+        if self._open is None:
+            raise RuntimeError("no part is open")
+        writer, path = self._open
+        writer.close()
+        rows = self._part_row_count
+        self._open, self._part_row_count = None, 0
+        self.parts_written += 1
+        log.debug("spooled part %s (%d rows)", path.name, rows)
+        return path
