@@ -91,9 +91,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 def subscribe_to_events(env: dict[str, str]) -> None:
     subscriber = pubsub_v1.SubscriberClient()
     publisher = pubsub_v1.PublisherClient()
-    subscriber.create_subscription(
-        name=subscriber.subscription_path(PROJECT, EVENTS_SUBSCRIPTION),
-        topic=publisher.topic_path(PROJECT, "etl-run-events"), enable_message_ordering=True)
+    subscriber.create_subscription(request={
+        "name": subscriber.subscription_path(PROJECT, EVENTS_SUBSCRIPTION),
+        "topic": publisher.topic_path(PROJECT, "etl-run-events"), "enable_message_ordering": True})
 
 
 def show_events(env: dict[str, str]) -> bool:

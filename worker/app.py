@@ -21,15 +21,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 def build_sink(settings: Settings) -> BigQuerySink:
     client = make_bigquery_client(settings.gcp_project_id, settings.bigquery_emulator_host)
-    return BigQuerySink(
-        client=client,
-        project=settings.gcp_project_id,
-        dataset=settings.bigquery_dataset,
-        location=settings.bigquery_location,
-        staging_expiration_s=settings.etl_staging_expiration_s,
-        retry=retry_policy(settings),
-        emulator=bool(settings.bigquery_emulator_host),
-    )
+    return BigQuerySink.from_settings(settings, client)
 
 
 def build_runner(settings: Settings) -> Runner:

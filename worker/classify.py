@@ -106,8 +106,10 @@ def _classify_google(exc: gexc.GoogleAPIError, text: str) -> errors.EtlError:
 
 
 def _is_quota(text: str) -> bool:
+    """400s that BigQuery documents as retryable: quotas, rate limits, transaction conflicts."""
     lowered = text.lower()
-    return "quota" in lowered or "ratelimitexceeded" in lowered or "rate limit" in lowered
+    return any(marker in lowered for marker in (
+        "quota", "ratelimitexceeded", "rate limit", "concurrent update", "could not serialize"))
 
 
 def _first_line(text: str) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from worker import constants as c
 from worker import logs
 from worker.events import PrintEventBus
-from worker.handlers.base import Delivery, Outcome
+from worker.handlers.base import Delivery
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_handler
 
-    handler = build_handler(settings, PrintEventBus(sys.stdout))
+    bus = PrintEventBus(sys.stdout)
+    handler = build_handler(settings, bus)
     attributes = {c.ATTR_RUN_ID: args.run_id} if args.run_id else {}
     delivery = Delivery(data=_read(args.request), message_id=f"local-{uuid.uuid4().hex[:12]}",
                         attributes=attributes)
-    outcome = handler.handle(delivery, threading.Event())
-    return 0 if outcome is Outcome.ACK else 1
+    handler.handle(delivery, threading.Event())
+    return 0 if bus.last_event_type == c.RUN_COMPLETED else 1
 
 
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:

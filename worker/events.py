@@ -76,9 +76,11 @@ class PrintEventBus:
     def __init__(self, stream: TextIO = sys.stdout) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self.last_event_type: str | None = None
 
     def publish(self, event: Event) -> None:
         with self._lock:
+            self.last_event_type = event.event_type
             self._stream.write(encode_event(event).decode() + "\n")
             self._stream.flush()
 

@@ -32,9 +32,14 @@ class RetryPolicy:
         """Run `fn`, retrying transient failures; raise the classified EtlError at the end."""
         return self.wrap(what, fn)(*args, **kwargs)
 
-    def wrap(self, what: str, fn: Callable[P, T]) -> Callable[P, T]:
+    def wrap(
+        self, what: str, fn: Callable[P, T], retry_if: Callable[[EtlError], bool] | None = None
+    ) -> Callable[P, T]:
+        """`fn` with retries of transient failures (and only those `retry_if` accepts, if given)."""
+
         def give_up(exc: Exception) -> bool:
-            return not classify(exc).retryable
+            error = classify(exc)
+            return not error.retryable or (retry_if is not None and not retry_if(error))
 
         def on_backoff(details: backoff.types.Details) -> None:
             log.warning(

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import constants as c
-from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
+from worker.errors import (
+    EtlError,
+    ExtractionError,
+    RunTimeoutError,
+    ShutdownInterrupted,
+    SourceConnectionError,
+    VerificationError,
+)
 from worker.events import Counters, RunEvents
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, utcnow
@@ -62,13 +69,19 @@ class Runner:
         interrupt: threading.Event | None = None,
     ) -> RunResult:
         """Apply the run exactly once, publishing its events; raise a typed error on failure."""
-        existing = self._retry.call("ledger lookup", self._sink.find_commit, run_id)
+        existing = self._sink.find_commit(run_id)
         if existing is not None:
             log.info("run %s already committed at %s: reporting it again", run_id, existing.committed_at)
             events.completed(existing)
             return RunResult(existing, applied_now=False)
-        attempt = _RunAttempt(self, request, run_id, events, interrupt or threading.Event())
-        return attempt.execute()
+        interrupt = interrupt or threading.Event()
+
+        def attempt() -> RunResult:  # a fresh staging area and counters for every try
+            return _RunAttempt(self, request, run_id, events, interrupt).execute()
+
+        # The sink retries its own calls; here a whole attempt is retried when the SOURCE failed
+        # transiently (connection refused or dropped mid-stream), which cannot be resumed in place.
+        return self._retry.wrap("run", attempt, retry_if=_is_source_error)()
 
 
 class _RunAttempt:
@@ -85,7 +98,6 @@ class _RunAttempt:
         self.sink = runner._sink
         self.source = runner._sources(request.source_type)
         self.options = runner._options
-        self.retry = runner._retry
         self.request = request
         self.run_id = run_id
         self.events = events
@@ -101,9 +113,8 @@ class _RunAttempt:
             self.events.started(self.request.source_type, self._source_table(), window)
             expected_rows = snapshot.count_rows(window)
             log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
-            staging = self.retry.call("open staging", self.sink.open_staging,
-                                      self.request.dest_table_name, snapshot.columns, self.run_id,
-                                      self.attempt, self.request.load_type)
+            staging = self.sink.open_staging(self.request.dest_table_name, snapshot.columns,
+                                             self.run_id, self.attempt, self.request.load_type)
             try:
                 self.extract_and_stage(snapshot, staging)
                 self.verify(expected_rows)
@@ -121,8 +132,8 @@ class _RunAttempt:
     def plan(self, snapshot: SourceSnapshot) -> Window | None:
         if self.request.load_type != c.TRANSACTIONAL:
             return None
-        committed_high = self.retry.call("ledger watermark", self.sink.last_window_high,
-                                         self.request.data_source_id, self.request.dest_table_name)
+        committed_high = self.sink.last_window_high(
+            self.request.data_source_id, self.request.dest_table_name)
         lows = [v for v in (self.request.last_sync_value, committed_high) if v]
         if not lows and self.request.historical_start_date:
             lows = [self.request.historical_start_date]
@@ -142,7 +153,7 @@ class _RunAttempt:
                 self.load(staging, part)
 
     def load(self, staging: Staging, part: Path) -> None:
-        self.counters.rows_loaded += self.retry.call("load part", staging.load_part, part)
+        self.counters.rows_loaded += staging.load_part(part)
         part.unlink(missing_ok=True)
 
     def verify(self, expected_rows: int) -> None:
@@ -168,7 +179,7 @@ class _RunAttempt:
             staging_token=staging.token, started_at=self.started_at, committed_at=utcnow(),
             duration_seconds=round(self.events.elapsed_s, 3),
         )
-        return self.retry.call("commit", staging.commit, entry)
+        return staging.commit(entry)
 
     def check_deadlines(self) -> None:
         if self.interrupt.is_set():
@@ -180,6 +191,10 @@ class _RunAttempt:
     def _source_table(self) -> str:
         schema = self.request.schema_name
         return f"{schema}.{self.request.source_table_name}" if schema else self.request.source_table_name
+
+
+def _is_source_error(error: EtlError) -> bool:
+    return isinstance(error, (SourceConnectionError, ExtractionError))
 
 
 def _window_note(window: Window | None) -> str:

@@ -58,11 +58,11 @@ class Stack:
             project, settings.etl_request_subscription)
         self.events_subscription = self.subscriber.subscription_path(
             project, settings.etl_events_topic + "-test")
-        self.subscriber.create_subscription(
-            name=self.events_subscription,
-            topic=self.publisher.topic_path(project, settings.etl_events_topic),
-            enable_message_ordering=True,
-        )
+        self.subscriber.create_subscription(request={
+            "name": self.events_subscription,
+            "topic": self.publisher.topic_path(project, settings.etl_events_topic),
+            "enable_message_ordering": True,
+        })
         self.events: list[dict[str, Any]] = []
 
     def publish(self, body: dict[str, Any] | bytes, **attributes: str) -> str:

@@ -77,6 +77,13 @@ def sql_literal(bq_type: str, value: object) -> str:
     raise ValueError(f"cannot write {value!r} as a {bq_type} literal")
 
 
+def load_output_rows(reported: int, staged_before: int, emulator: bool) -> int:
+    """Real BigQuery: a load job's outputRows counts the rows that job wrote. bqemulator reports the
+    destination table's total after the load; staging is private to one delivery and loaded one
+    part at a time, so the job's own rows are the total minus what the earlier parts staged."""
+    return reported - staged_before if emulator else reported
+
+
 def alter_statements(table_sql: str, columns: Sequence[Column], emulator: bool) -> list[str]:
     """Real BigQuery: one ALTER TABLE with every ADD COLUMN (one metadata update; the limit is 5 per
     table per 10 s). bqemulator's parser allows one ALTER command per statement."""

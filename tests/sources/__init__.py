@@ -1,0 +1,70 @@
+"""Helpers shared by the source tests: requests, reading every batch, spying on cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from worker.columns import arrow_schema
+from worker.messages import EtlRunRequest
+from worker.sources.base import SourceSnapshot
+from worker.window import Window
+
+
+def make_request(source_type: str, connection: dict[str, Any], table: str, **fields: Any) -> EtlRunRequest:
+    """An EtlRunRequest with test defaults; `fields` override (selected_columns, timestamp_column...)."""
+    values: dict[str, Any] = {
+        "data_source_id": 1,
+        "source_type": source_type,
+        "connection_params": connection,
+        "source_table_name": table,
+        "dest_table_name": "dest",
+        "load_type": "transactional" if fields.get("timestamp_column") else "catalog",
+    }
+    values.update(fields)
+    return EtlRunRequest.model_validate(values)
+
+
+def connection_of(engine: sa.Engine, **overrides: Any) -> dict[str, Any]:
+    """connection_params for the database an admin engine points at."""
+    url = engine.url
+    params = {"host": url.host, "port": url.port, "database": url.database, "username": url.username}
+    params.update(overrides)
+    return params
+
+
+def read_rows(
+    snapshot: SourceSnapshot, window: Window | None = None, batch_rows: int = 1000
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in snapshot.iter_batches(window, batch_rows):
+        assert batch.schema == arrow_schema(snapshot.columns)
+        rows.extend(batch.to_pylist())
+    return rows
+
+
+@dataclass
+class Execution:
+    statement: str
+    stream_results: bool
+    cursor: Any
+
+
+@contextmanager
+def spy_cursors() -> Iterator[list[Execution]]:
+    """Every statement any engine executes meanwhile, with its cursor and stream_results option."""
+    seen: list[Execution] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        streamed = bool(context.execution_options.get("stream_results")) if context else False
+        seen.append(Execution(statement, streamed, cursor))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", spy)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", spy)

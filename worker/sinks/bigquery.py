@@ -1,0 +1,377 @@
+"""The BigQuery sink: a ledger table, one expiring staging table per delivery, one commit script.
+
+Rows reach the destination only through the commit script's transaction (DML), never by a load
+job: loads go to the staging table, so the destination's per-table daily load quota is untouched
+and a crash at any point leaves the destination as it was. Emulator differences are handled in
+`emulator_compat`; SQL text lives in `bigquery_sql`, schema rules in `bigquery_schema`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from worker import errors
+from worker.columns import Column
+from worker.constants import CATALOG, LEDGER_TABLE, TRANSACTIONAL
+from worker.ledger import LedgerEntry
+from worker.retry import RetryPolicy
+from worker.settings import Settings
+from worker.sinks import bigquery_client, emulator_compat
+from worker.sinks import bigquery_schema as schema
+from worker.sinks import bigquery_sql as sql
+
+log = logging.getLogger(__name__)
+
+STAGING_TOKEN_BYTES = 4  # 8 hex characters: unique among the deliveries of one run
+# Texts of the errors real BigQuery gives when two transactions touch one table at once: the
+# loser may simply try again, unlike other invalid-query errors.
+_CONCURRENCY_MARKERS = ("concurrent update", "could not serialize access")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how the sink talks to BigQuery; shared by the sink and its staging tables."""
+
+    client: bigquery.Client
+    project: str
+    dataset: str
+    location: str | None
+    retry: RetryPolicy
+    api_retry: bigquery.retry.Retry
+    emulator: bool
+    job_timeout_s: float | None
+
+    def table_id(self, table: str) -> str:
+        return f"{self.project}.{self.dataset}.{table}"
+
+    def table_sql(self, table: str) -> str:
+        return sql.table_sql(self.project, self.dataset, table)
+
+    def rows(self, query: str, params: Sequence[bigquery.ScalarQueryParameter] = ()) -> list[Any]:
+        """Run one statement and return its rows. job_retry=None: the RetryPolicy retries instead."""
+        config = bigquery.QueryJobConfig(query_parameters=list(params))
+        job = self.client.query(
+            query, job_config=config, location=self.location, retry=self.api_retry, job_retry=None
+        )
+        return list(job.result(retry=self.api_retry, job_retry=None))
+
+    def start_or_resume(self, start: Callable[[str], Any], job_id: str) -> Any:
+        """Insert a job under `job_id`; if it already exists (a retried insert whose first response
+        was lost: 409 on real BigQuery), wait on that job instead of running the work twice."""
+        try:
+            return start(job_id)
+        except gexc.Conflict:
+            log.info("job %s already exists; resuming it", job_id)
+            return self.client.get_job(job_id, location=self.location, retry=self.api_retry)
+
+
+class _JobSteps:
+    """One step (a part's load, a commit) run under deterministic job ids.
+
+    A retry after an unknown outcome reuses the id, so it meets the first job; a retry after the
+    job itself *failed* takes the next id, because BigQuery never reruns a failed job id.
+    """
+
+    def __init__(self, target: _Target, make_id: Callable[[int], str]) -> None:
+        self._target = target
+        self._make_id = make_id
+        self._resubmit = 0
+
+    def run(self, start: Callable[[str], Any]) -> Any:
+        job = self._target.start_or_resume(start, self._make_id(self._resubmit))
+        try:
+            # A timeout escapes as transient with the job unfinished: the retry resumes it by id.
+            job.result(retry=self._target.api_retry, timeout=self._target.job_timeout_s)
+        except gexc.GoogleAPICallError:
+            if job.error_result is not None:
+                self._resubmit += 1
+            raise
+        return job
+
+
+class BigQuerySink:
+    """Implements `Sink` on one BigQuery dataset."""
+
+    def __init__(
+        self,
+        client: bigquery.Client,
+        *,
+        project: str,
+        dataset: str,
+        retry: RetryPolicy,
+        location: str | None = None,
+        staging_expiration_s: int = 86_400,
+        emulator: bool = False,
+        api_retry: bigquery.retry.Retry | None = None,
+        job_timeout_s: float | None = None,
+    ) -> None:
+        """`retry` retries whole steps (a load, the commit); `api_retry` single API calls (default:
+        the library's, bounded on an emulator); `job_timeout_s` bounds each wait on a job."""
+        self._target = _Target(
+            client=client,
+            project=project,
+            dataset=sql.validate_dataset(dataset),
+            location=location,
+            retry=retry,
+            api_retry=api_retry or emulator_compat.default_api_retry(emulator),
+            emulator=emulator,
+            job_timeout_s=job_timeout_s,
+        )
+        self._staging_expiration_s = staging_expiration_s
+        self._ledger_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: bigquery.Client) -> BigQuerySink:
+        return cls(
+            client,
+            project=settings.gcp_project_id,
+            dataset=settings.bigquery_dataset,
+            location=settings.bigquery_location,
+            staging_expiration_s=settings.etl_staging_expiration_s,
+            retry=RetryPolicy(max_tries=settings.etl_max_retries, first_delay_s=settings.etl_retry_delay_s),
+            emulator=bool(settings.bigquery_emulator_host),
+            api_retry=bigquery_client.api_retry(settings.bigquery_emulator_host),
+        )
+
+    # --- Sink -----------------------------------------------------------------------------------
+    def find_commit(self, run_id: str) -> LedgerEntry | None:
+        self.ensure_ledger()
+        return self._target.retry.call(f"ledger lookup of run {run_id}", _read_entry, self._target, run_id)
+
+    def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
+        """The window_high of the most recently committed transactional run of this source + table
+        (the greatest, as windows of one table are committed in order), as text; None if none."""
+        self.ensure_ledger()
+        query = sql.last_window_high_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [
+            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
+            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
+            bigquery.ScalarQueryParameter("load_type", "STRING", TRANSACTIONAL),
+        ]
+        rows = self._target.retry.call("ledger window lookup", self._target.rows, query, params)
+        return str(rows[0]["window_high"]) if rows else None
+
+    def open_staging(
+        self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str
+    ) -> BigQueryStaging:
+        if load_type not in (CATALOG, TRANSACTIONAL):
+            raise errors.ConfigurationError(f"unknown load type {load_type!r}")
+        if not columns:
+            raise errors.SourceSchemaError(f"no columns to load into {dest_table}")
+        sql.validate_table(dest_table)
+        self.ensure_ledger()
+        plan = self._target.retry.call(
+            f"preparing {dest_table}", _prepare_destination, self._target, dest_table, columns
+        )
+        token = secrets.token_hex(STAGING_TOKEN_BYTES)
+        staging = BigQueryStaging(
+            self._target, dest_table=dest_table, columns=columns, plan=plan,
+            run_id=run_id, attempt=attempt, load_type=load_type, token=token,
+        )
+        self._target.retry.call(
+            f"creating {staging.table_name}", _create_staging, self._target, staging.table_name,
+            columns, self._staging_expiration_s, run_id,
+        )
+        return staging
+
+    # --- setup ----------------------------------------------------------------------------------
+    def ensure_ledger(self) -> None:
+        """Create the dataset and the ledger table if missing (once per sink; both idempotent)."""
+        if not self._ledger_ready:
+            self._target.retry.call("creating dataset and ledger", _create_dataset_and_ledger, self._target)
+            self._ledger_ready = True
+
+
+class BigQueryStaging:
+    """Implements `Staging`: this delivery's staging table, its loads and its commit."""
+
+    def __init__(
+        self, target: _Target, *, dest_table: str, columns: tuple[Column, ...], plan: schema.SchemaPlan,
+        run_id: str, attempt: int, load_type: str, token: str,
+    ) -> None:
+        self._target = target
+        self._columns = columns
+        self._plan = plan
+        self.dest_table = dest_table
+        self.run_id = run_id
+        self.attempt = attempt
+        self.load_type = load_type
+        self.token = token
+        self.table_name = sql.staging_table_name(run_id, attempt, token)
+        self.parts_loaded = 0
+        self.rows_loaded = 0
+
+    def load_part(self, path: Path) -> int:
+        part = self.parts_loaded
+        steps = _JobSteps(self._target, partial(sql.load_job_id, self.run_id, self.attempt, self.token, part))
+        started = time.monotonic()
+        job = self._target.retry.call(
+            f"load of part {part} of run {self.run_id}", steps.run, partial(self._start_load, path)
+        )
+        reported = int(job.output_rows or 0)
+        rows = emulator_compat.load_output_rows(reported, self.rows_loaded, self._target.emulator)
+        self.parts_loaded += 1
+        self.rows_loaded += rows
+        log.info(
+            "run %s: part %d loaded into %s (%d rows, %.2fs)",
+            self.run_id, part, self.table_name, rows, time.monotonic() - started,
+        )
+        return rows
+
+    def commit(self, entry: LedgerEntry) -> LedgerEntry:
+        self._check_entry(entry)
+        started = time.monotonic()
+        steps = _JobSteps(self._target, partial(sql.commit_job_id, self.run_id, self.attempt, self.token))
+        self._target.retry.call(f"commit of run {self.run_id}", self._run_commit, steps, entry)
+        in_force = self._target.retry.call(
+            f"ledger lookup of run {self.run_id}", _read_entry, self._target, self.run_id
+        )
+        if in_force is None:
+            raise errors.LoadError(f"commit of run {self.run_id} finished but the ledger has no entry")
+        log.info(
+            "run %s: %s into %s (%.2fs)", self.run_id,
+            "committed" if in_force.staging_token == self.token
+            else f"already committed by delivery {in_force.staging_token}",
+            self.dest_table, time.monotonic() - started,
+        )
+        return in_force
+
+    def drop(self) -> None:
+        self._target.retry.call(
+            f"dropping {self.table_name}", self._target.client.delete_table,
+            self._target.table_id(self.table_name), retry=self._target.api_retry, not_found_ok=True,
+        )
+        log.info("run %s: dropped %s", self.run_id, self.table_name)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _start_load(self, path: Path, job_id: str) -> Any:
+        options = bigquery.ParquetOptions()
+        options.enable_list_inference = True  # Parquet LIST -> REPEATED, not a record of `list`
+        config = bigquery.LoadJobConfig(
+            schema=schema.schema_fields(self._columns, staging=True),
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+            parquet_options=options,
+        )
+        # No `size`: a resumable upload (multipart fails on the emulator; resumable works everywhere).
+        with path.open("rb") as file:
+            return self._target.client.load_table_from_file(
+                file, self._target.table_id(self.table_name), job_id=job_id,
+                job_config=config, location=self._target.location,
+            )
+
+    def _run_commit(self, steps: _JobSteps, entry: LedgerEntry) -> None:
+        script = sql.commit_script(
+            dest=self._target.table_sql(self.dest_table),
+            staging=self._target.table_sql(self.table_name),
+            ledger=self._target.table_sql(LEDGER_TABLE),
+            columns=self._columns,
+            dest_types=self._plan.dest_types,
+            replace=self.load_type == CATALOG,
+        )
+        query, params = emulator_compat.script_query(script, sql.ledger_params(entry), self._target.emulator)
+        config = bigquery.QueryJobConfig(query_parameters=params)
+
+        def start(job_id: str) -> Any:
+            return self._target.client.query(
+                query, job_config=config, job_id=job_id, location=self._target.location,
+                retry=self._target.api_retry, job_retry=None,
+            )
+
+        try:
+            steps.run(start)
+        except gexc.GoogleAPICallError as exc:
+            mapped = _commit_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _check_entry(self, entry: LedgerEntry) -> None:
+        expected = (self.run_id, self.token, self.dest_table, self.load_type)
+        got = (entry.run_id, entry.staging_token, entry.dest_table, entry.load_type)
+        if got != expected:
+            raise ValueError(f"ledger entry {got} does not belong to staging {expected}")
+
+
+# --- module helpers (each one retried as a unit by the caller's RetryPolicy) ---------------------
+def _read_entry(target: _Target, run_id: str) -> LedgerEntry | None:
+    query = sql.find_commit_sql(target.table_sql(LEDGER_TABLE))
+    rows = target.rows(query, [bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
+    return sql.entry_from_row(rows[0]) if rows else None
+
+
+def _create_dataset_and_ledger(target: _Target) -> None:
+    dataset = bigquery.Dataset(f"{target.project}.{target.dataset}")
+    if target.location:
+        dataset.location = target.location
+    target.client.create_dataset(dataset, exists_ok=True, retry=target.api_retry)
+    ledger = bigquery.Table(target.table_id(LEDGER_TABLE), schema=sql.ledger_schema())
+    ledger.description = "One row per applied ETL run, written in the run's commit transaction."
+    target.client.create_table(ledger, exists_ok=True, retry=target.api_retry)
+
+
+def _prepare_destination(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> schema.SchemaPlan:
+    """Create the destination when missing; add new columns; refuse incompatible types."""
+    table_id = target.table_id(dest_table)
+    try:
+        table = target.client.get_table(table_id, retry=target.api_retry)
+    except gexc.NotFound:
+        created = bigquery.Table(table_id, schema=schema.schema_fields(columns, staging=False))
+        table = target.client.create_table(created, exists_ok=True, retry=target.api_retry)
+        log.info("created %s with %d columns", table_id, len(columns))
+    existing = schema.existing_columns(table.schema)
+    if target.emulator:
+        existing = emulator_compat.reported_columns(existing, columns)
+    plan = schema.plan_schema(existing, columns)
+    if plan.new_columns:
+        _add_columns(target, dest_table, plan.new_columns)
+    return plan
+
+
+def _add_columns(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> None:
+    for statement in emulator_compat.alter_statements(target.table_sql(dest_table), columns, target.emulator):
+        target.rows(statement)
+    if target.emulator:
+        emulator_compat.sync_catalog_after_alter(
+            target.client, target.table_id(dest_table), columns, target.api_retry
+        )
+    log.info("added columns %s to %s", [col.name for col in columns], dest_table)
+
+
+def _create_staging(
+    target: _Target, name: str, columns: tuple[Column, ...], expiration_s: int, run_id: str
+) -> None:
+    table = bigquery.Table(target.table_id(name), schema=schema.schema_fields(columns, staging=True))
+    # Permanent tables cannot be created inside a transaction, so staging is a real table; the
+    # expiry removes it if a crash skips drop().
+    table.expires = datetime.now(UTC) + timedelta(seconds=expiration_s)
+    table.description = f"ETL staging for run {run_id}; dropped after commit."
+    target.client.create_table(table, exists_ok=True, retry=target.api_retry)
+    log.info("run %s: created staging table %s", run_id, name)
+
+
+def _commit_error(exc: gexc.GoogleAPICallError) -> errors.EtlError | None:
+    """The commit script's failure as the worker should see it; None: let classify() decide."""
+    text = str(exc)
+    if sql.VERIFICATION_MARKER in text:
+        return errors.VerificationError(_marked_message(text))
+    if any(marker in text.lower() for marker in _CONCURRENCY_MARKERS):
+        return errors.LoadError(f"commit lost a race with a concurrent transaction: {text}")
+    return None
+
+
+def _marked_message(text: str) -> str:
+    start = text.index(sql.VERIFICATION_MARKER) + len(sql.VERIFICATION_MARKER)
+    return text[start:].split(";")[0].split("\n")[0].strip()

@@ -1,0 +1,150 @@
+"""MySQL and MariaDB through mysqlclient (MySQLdb): a consistent-snapshot READ ONLY transaction.
+
+The session's time zone is set to UTC after reading the clock, so TIMESTAMP columns (stored in UTC,
+returned in the session zone) come back as UTC, while NOW(6) is the session's default wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
+
+from worker.messages import ConnectionParams
+from worker.sources import typemap as tm
+from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, password_of
+from worker.window import CursorValue
+
+_ONE_DAY = timedelta(days=1)
+
+
+def time_of_day(value: timedelta) -> time | None:
+    """MySQL TIME is a duration (-838:59:59 .. 838:59:59); only a time of day fits BigQuery TIME."""
+    if not timedelta(0) <= value < _ONE_DAY:
+        return None
+    return (datetime.min + value).time()
+
+
+def integer_rule(sa_type: TypeEngine[Any], _resolve: tm.Resolver) -> tm.Target:
+    # TINYINT(1) is how MySQL spells BOOL; BIGINT UNSIGNED exceeds INT64, NUMERIC holds it exactly.
+    if isinstance(sa_type, mysql.TINYINT) and sa_type.display_width == 1:
+        return tm.BOOL_FROM_INT
+    if isinstance(sa_type, mysql.BIGINT) and sa_type.unsigned:
+        return UNSIGNED_BIGINT
+    return tm.INT64
+
+
+def bit_rule(sa_type: TypeEngine[Any], _resolve: tm.Resolver) -> tm.Target:
+    # SQLAlchemy returns BIT as an int; BIT(64) exceeds INT64.
+    return tm.INT64 if (getattr(sa_type, "length", None) or 1) <= 63 else UNSIGNED_BIGINT
+
+
+UNSIGNED_BIGINT = tm.Target(tm.NUMERIC_ARROW, "NUMERIC")  # ints: no NaN to filter
+TIME_OF_DAY = tm.Target(tm.TIME.arrow_type, "TIME", convert=time_of_day, read="raw")
+
+TYPES: tm.TypeTable = {
+    mysql.TINYINT: integer_rule,
+    mysql.SMALLINT: integer_rule,
+    mysql.MEDIUMINT: integer_rule,
+    mysql.INTEGER: integer_rule,
+    mysql.BIGINT: integer_rule,
+    mysql.BIT: bit_rule,
+    mysql.YEAR: tm.INT64,
+    # SQLAlchemy's TIME processing drops the days of the driver's timedelta (25:00 would be 01:00).
+    mysql.TIME: TIME_OF_DAY,
+    mysql.TIMESTAMP: tm.TIMESTAMP,  # reflected without timezone=True, yet it is an instant
+    mysql.SET: tm.STRING_RAW,  # the driver's 'a,b' text rather than SQLAlchemy's Python set
+    mysql.ENUM: tm.STRING_RAW,
+}
+
+EXAMPLES = (
+    tm.TypeExample("TINYINT(1), BOOL", mysql.TINYINT(display_width=1), "non-zero → true"),
+    tm.TypeExample("TINYINT .. BIGINT; UNSIGNED up to INT", mysql.INTEGER(unsigned=True)),
+    tm.TypeExample("BIGINT UNSIGNED", mysql.BIGINT(unsigned=True)),
+    tm.TypeExample("DECIMAL(p, s) with s ≤ 9 and p - s ≤ 29", mysql.DECIMAL(20, 4)),
+    tm.TypeExample("DECIMAL(p, s) with s ≤ 38 and p - s ≤ 38", mysql.DECIMAL(65, 30)),
+    tm.TypeExample("DECIMAL(p, s), wider", mysql.DECIMAL(65, 0), "exact text"),
+    tm.TypeExample("FLOAT, DOUBLE", mysql.DOUBLE()),
+    tm.TypeExample("CHAR, VARCHAR, TEXT", mysql.VARCHAR(10)),
+    tm.TypeExample("ENUM", mysql.ENUM("a", "b")),
+    tm.TypeExample("SET", mysql.SET("a", "b"), "text as MySQL writes it: 'a,b'"),
+    tm.TypeExample("BLOB, BINARY, VARBINARY", mysql.BLOB()),
+    tm.TypeExample("BIT(n), n ≤ 63", mysql.BIT(8)),
+    tm.TypeExample("BIT(64)", mysql.BIT(64)),
+    tm.TypeExample("YEAR", mysql.YEAR()),
+    tm.TypeExample("DATE", mysql.DATE(), "zero date → NULL"),
+    tm.TypeExample("DATETIME", mysql.DATETIME(fsp=6), "zero date → NULL"),
+    tm.TypeExample("TIMESTAMP", mysql.TIMESTAMP(fsp=6), "as UTC; zero → NULL"),
+    tm.TypeExample("TIME", mysql.TIME(fsp=6), "negative or ≥ 24:00:00 → NULL"),
+    tm.TypeExample("JSON (MariaDB: LONGTEXT with json_valid)", mysql.JSON(), "compact text"),
+)
+
+# MariaDB stores JSON as LONGTEXT with a column CHECK (json_valid(`col`)), listed here
+# (information_schema names are case-insensitive).
+_CHECKS = sa.table(
+    "CHECK_CONSTRAINTS",
+    sa.column("constraint_schema"),
+    sa.column("table_name"),
+    sa.column("constraint_name"),
+    sa.column("level"),
+    sa.column("check_clause"),
+    schema="information_schema",
+)
+
+
+def _json_valid_clause(column: str) -> str:
+    return "json_valid(`" + column.replace("`", "``") + "`)"
+
+
+class MySQLDialect(SqlDialect):
+    name = "mysql"
+    types = TYPES
+    examples = EXAMPLES
+
+    def url(self, params: ConnectionParams) -> sa.URL:
+        return sa.URL.create(
+            "mysql+mysqldb",
+            username=params.username,
+            password=password_of(params),
+            host=params.host,
+            port=params.port,
+            database=params.database,
+            query={"charset": "utf8mb4"},
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"connect_args": self.connect_args(), "isolation_level": "REPEATABLE READ"}
+
+    def open_snapshot(self, conn: sa.Connection) -> Clock:
+        conn.execute(sa.text("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
+        utc_now, local_now = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6), NOW(6)")).one()
+        conn.execute(sa.text("SET time_zone = '+00:00'"))
+        return Clock(zoned=utc_now.replace(tzinfo=UTC), local=local_now)
+
+    def refine_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, TypeEngine[Any]]:
+        if not getattr(conn.dialect, "is_mariadb", False):
+            return {}  # MySQL has a real JSON type, reflected as such
+        schema = table.schema or conn.execute(sa.select(sa.func.database())).scalar_one()
+        query = sa.select(_CHECKS.c.constraint_name, _CHECKS.c.check_clause).where(
+            _CHECKS.c.constraint_schema == schema,
+            _CHECKS.c.table_name == table.name,
+            _CHECKS.c.level == "Column",
+        )
+        return {
+            name: mysql.JSON()
+            for name, clause in conn.execute(query)
+            if name in table.c and clause == _json_valid_clause(name)
+        }
+
+    def cursor_param(self, value: CursorValue) -> object:
+        # The session zone is UTC; MySQLdb would send an aware datetime's offset, which MariaDB
+        # does not accept in a literal.
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value

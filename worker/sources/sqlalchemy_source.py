@@ -1,0 +1,388 @@
+"""The generic Source on SQLAlchemy 2 Core: one read-only snapshot of one reflected table.
+
+Dialect modules supply what differs (`SqlDialect`): the URL, how to open a consistent read-only
+snapshot and read the database's clock in it, per-connection driver setup, and type-table entries.
+Everything else is here: reflection, the column mapping, window planning, COUNT(*) and streaming.
+
+Queries are built with SQLAlchemy constructs only; identifiers are never pasted into SQL text.
+The snapshot owns one connection. On MySQL a connection can have only one open streaming result,
+so the runner calls `plan_window` and `count_rows` before `iter_batches` (the snapshot refuses
+other queries while a stream is open, on every dialect, to keep that contract portable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, Literal, TypeVar
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import NullType, TypeEngine
+
+from worker import constants as c
+from worker.columns import Column, arrow_schema
+from worker.errors import ConfigurationError, SourceSchemaError, UnsupportedTypeError
+from worker.messages import ConnectionParams, EtlRunRequest
+from worker.sources.typemap import Target, TypeExample, TypeTable, loads_exact, lookup
+from worker.window import CursorValue, Window
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10
+CursorKind = Literal["naive", "zoned", "date", "integer"]
+_CURSOR_KINDS: dict[str, CursorKind] = {
+    "DATETIME": "naive",
+    "TIMESTAMP": "zoned",
+    "DATE": "date",
+    "INT64": "integer",
+}
+# An integer window's high when no row has a cursor value: below every BIGINT, so the next run's
+# window (low = this high) still reads every row that appears later.
+INTEGER_FLOOR = -(2**63)
+_Bound = TypeVar("_Bound", datetime, date, int)
+_PlannedBounds = tuple[CursorValue | None, CursorValue]
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The database's clock, read inside the snapshot."""
+
+    zoned: datetime  # aware, UTC
+    local: datetime  # naive wall clock in the session's default time zone
+
+
+class SqlDialect(ABC):
+    """What one database family does differently. Subclasses live in the dialect modules."""
+
+    name: ClassVar[str]
+    types: ClassVar[TypeTable] = {}
+    examples: ClassVar[tuple[TypeExample, ...]] = ()  # documented rows (docs/types.md)
+
+    @abstractmethod
+    def url(self, params: ConnectionParams) -> sa.URL:
+        """The connection URL (built with sa.URL.create; its repr hides the password)."""
+
+    def engine_options(self) -> dict[str, Any]:
+        """Extra create_engine() keyword arguments (connect_args, isolation_level)."""
+        return {}
+
+    def on_connect(self, dbapi_conn: Any) -> None:
+        """Per DB-API connection setup, before SQLAlchemy uses it (typecasters, transaction mode)."""
+        return None
+
+    @abstractmethod
+    def open_snapshot(self, conn: sa.Connection) -> Clock:
+        """Start the consistent read-only transaction on a fresh connection; read the clock in it."""
+
+    def refine_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, TypeEngine[Any]]:
+        """Column types that reflection gets wrong, by column name (MariaDB JSON is LONGTEXT)."""
+        return {}
+
+    def cursor_param(self, value: CursorValue) -> object:
+        """A window bound as the driver should receive it."""
+        return value
+
+    def create_engine(self, params: ConnectionParams) -> sa.Engine:
+        # NullPool: the snapshot's one connection is really closed on exit, never pooled.
+        engine = sa.create_engine(
+            self.url(params), poolclass=NullPool, json_deserializer=loads_exact, **self.engine_options()
+        )
+        sa.event.listen(engine, "connect", lambda dbapi_conn, _record: self.on_connect(dbapi_conn))
+        return engine
+
+
+def password_of(params: ConnectionParams) -> str | None:
+    return params.password.get_secret_value() if params.password is not None else None
+
+
+class SqlAlchemySource:
+    """A `Source` for one dialect."""
+
+    def __init__(self, dialect: SqlDialect) -> None:
+        self.dialect = dialect
+        self.name = dialect.name
+
+    @contextmanager
+    def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemySnapshot]:
+        """Connect, open the snapshot, reflect the table; close everything on exit."""
+        started = time.monotonic()
+        engine = self.dialect.create_engine(request.connection_params)
+        try:
+            with engine.connect() as conn:
+                clock = self.dialect.open_snapshot(conn)
+                layout = _Layout.reflect(conn, self.dialect, request)
+                log.info(
+                    "source snapshot open: %s %s, %d columns (%.2fs)",
+                    self.name,
+                    layout.qualified,
+                    len(layout.fields),
+                    time.monotonic() - started,
+                )
+                yield SqlAlchemySnapshot(conn, self.dialect, layout, clock)
+        finally:
+            engine.dispose()
+
+
+# --- reflection ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Field:
+    """A selected column: what it becomes, how to convert it, and what the SELECT reads."""
+
+    column: Column
+    target: Target
+    expr: sa.ColumnElement[Any]
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    column: sa.ColumnElement[Any]
+    kind: CursorKind
+
+
+@dataclass(frozen=True)
+class _Layout:
+    table: sa.Table
+    qualified: str
+    fields: tuple[_Field, ...]
+    cursor: _Cursor | None
+
+    @classmethod
+    def reflect(cls, conn: sa.Connection, dialect: SqlDialect, request: EtlRunRequest) -> _Layout:
+        qualified = _qualified(request.schema_name, request.source_table_name)
+        try:
+            table = sa.Table(
+                request.source_table_name, sa.MetaData(), schema=request.schema_name, autoload_with=conn
+            )
+        except sa.exc.NoSuchTableError:
+            raise SourceSchemaError(f"source table not found: {qualified}") from None
+        mapper = _Mapper(table, qualified, dialect.refine_types(conn, table), dialect.types, conn.dialect)
+        # None (and an empty list, which selects nothing useful) mean every column in table order.
+        names = request.selected_columns or [col.name for col in table.columns]
+        fields = tuple(mapper.field(name) for name in names)
+        cursor = None
+        if request.load_type == c.TRANSACTIONAL and request.timestamp_column:
+            cursor = mapper.cursor(request.timestamp_column)
+        return cls(table, qualified, fields, cursor)
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return f"{schema}.{name}" if schema else name
+
+
+@dataclass(frozen=True)
+class _Mapper:
+    """Maps reflected columns through the type tables."""
+
+    table: sa.Table
+    qualified: str
+    refined: dict[str, TypeEngine[Any]]
+    types: TypeTable
+    sa_dialect: sa.Dialect
+
+    def field(self, name: str) -> _Field:
+        col, sa_type, source_type, target = self._resolve(name)
+        column = Column(name, source_type, target.arrow_type, target.bq_type, target.repeated)
+        return _Field(column, target, _read_expr(col, sa_type, target).label(name))
+
+    def cursor(self, name: str) -> _Cursor:
+        col, _, source_type, target = self._resolve(name)
+        kind = None if target.repeated else _CURSOR_KINDS.get(target.bq_type)
+        if kind is None:
+            raise ConfigurationError(
+                f"timestamp_column {name!r} ({source_type}) must be a timestamp, date or integer column"
+            )
+        return _Cursor(col, kind)
+
+    def _resolve(self, name: str) -> tuple[sa.Column[Any], TypeEngine[Any], str, Target]:
+        col = _table_column(self.table, self.qualified, name)
+        sa_type = self.refined.get(name, col.type)
+        source_type = _compiled(sa_type, self.sa_dialect)
+        target = lookup(sa_type, self.types)
+        if target is None:
+            raise UnsupportedTypeError(
+                f"column {name!r} of {self.qualified} has type {source_type!r}, which has no BigQuery mapping"
+            )
+        return col, sa_type, source_type, target
+
+
+def _table_column(table: sa.Table, qualified: str, name: str) -> sa.Column[Any]:
+    try:
+        return table.c[name]
+    except KeyError:
+        raise SourceSchemaError(f"column {name!r} not found in source table {qualified}") from None
+
+
+def _compiled(sa_type: TypeEngine[Any], dialect: sa.Dialect) -> str:
+    try:
+        return str(sa_type.compile(dialect=dialect)).lower()
+    except sa.exc.CompileError:  # NullType: reflection did not recognise the type
+        return "unrecognised type"
+
+
+def _read_expr(col: sa.Column[Any], sa_type: TypeEngine[Any], target: Target) -> sa.ColumnElement[Any]:
+    if target.read == "raw":  # NullType has no result processor: the driver's value as is
+        return sa.type_coerce(col, NullType())
+    if target.read == "text":
+        return sa.cast(col, sa.ARRAY(sa.Text()) if target.repeated else sa.Text())
+    return col if sa_type is col.type else sa.type_coerce(col, sa_type)
+
+
+# --- window --------------------------------------------------------------------------------------
+def parse_cursor(text: str, kind: CursorKind) -> CursorValue:
+    """A cursor value from its text: zoned → aware UTC (naive text is UTC); naive → naive (an offset
+    in the text is converted to UTC, then dropped); date; integer."""
+    if kind == "integer":
+        return _parse(text, kind, int)
+    if kind == "date":
+        return _parse(text, kind, _parse_date)
+    return _parse(text, kind, _parse_zoned if kind == "zoned" else _parse_naive)
+
+
+def _parse(text: str, kind: CursorKind, parse: Callable[[str], _Bound]) -> _Bound:
+    try:
+        return parse(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"cannot read {text!r} as a {kind} cursor value") from None
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # a datetime text: its date
+        return datetime.fromisoformat(text).date()
+
+
+def _parse_zoned(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _parse_naive(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _bounds(lows: Sequence[_Bound], high: _Bound) -> tuple[_Bound | None, _Bound]:
+    """The greatest low; a high at or below it makes the window empty (never negative)."""
+    low = max(lows) if lows else None
+    return (low, low) if low is not None and high <= low else (low, high)
+
+
+# --- the snapshot --------------------------------------------------------------------------------
+class SqlAlchemySnapshot:
+    """A `SourceSnapshot`: every call runs on one connection inside one read-only transaction."""
+
+    def __init__(self, conn: sa.Connection, dialect: SqlDialect, layout: _Layout, clock: Clock) -> None:
+        self._conn = conn
+        self._dialect = dialect
+        self._layout = layout
+        self._clock = clock
+        self._columns = tuple(f.column for f in layout.fields)
+        self._schema = arrow_schema(self._columns)
+        self._streaming = False
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+        """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
+        this snapshot minus `lag_s` (zoned: UTC now; naive: the session zone's wall clock).
+
+        A date cursor's high is the date of (clock - lag): today's rows load tomorrow, no gap and no
+        overlap. An integer cursor's high is MAX(cursor) + 1 in this snapshot. Known limit: an id
+        below that MAX that commits after the snapshot (a long transaction) is never read.
+        """
+        cursor = self._require_cursor()
+        self._check_idle()
+        texts = [text for text in lows if text]
+        low, high = self._plan(cursor, texts, timedelta(seconds=lag_s))
+        window = Window(column=cursor.column.name, low=low, high=high)
+        log.info("window planned on %s: [%s, %s)", window.column, window.low_text, window.high_text)
+        return window
+
+    def count_rows(self, window: Window | None) -> int:
+        self._check_idle()
+        query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._where(window))
+        return int(self._conn.execute(query).scalar_one())
+
+    def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be at least 1")
+        self._check_idle()
+        query = (
+            sa.select(*(f.expr for f in self._layout.fields))
+            .select_from(self._layout.table)
+            .where(*self._where(window))
+            .execution_options(stream_results=True, yield_per=batch_rows)  # server-side cursor
+        )
+        self._streaming = True
+        rows = batches = 0
+        try:
+            with self._conn.execute(query) as result:
+                for partition in result.partitions():
+                    rows, batches = rows + len(partition), batches + 1
+                    yield self._to_batch(partition)
+        finally:
+            self._streaming = False
+            log.info("read %d rows in %d batches from %s", rows, batches, self._layout.qualified)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta) -> _PlannedBounds:
+        kind = cursor.kind
+        if kind == "integer":
+            return _bounds([_parse(t, kind, int) for t in texts], self._integer_high(cursor))
+        if kind == "date":
+            return _bounds([_parse(t, kind, _parse_date) for t in texts], (self._clock.local - lag).date())
+        if kind == "zoned":
+            return _bounds([_parse(t, kind, _parse_zoned) for t in texts], self._clock.zoned - lag)
+        return _bounds([_parse(t, kind, _parse_naive) for t in texts], self._clock.local - lag)
+
+    def _integer_high(self, cursor: _Cursor) -> int:
+        top = self._conn.execute(sa.select(sa.func.max(cursor.column))).scalar_one()
+        return INTEGER_FLOOR if top is None else int(top) + 1
+
+    def _where(self, window: Window | None) -> list[sa.ColumnElement[bool]]:
+        # Half-open [low, high); a NULL cursor satisfies neither comparison, so it is never read.
+        if window is None:
+            return []
+        col = _table_column(self._layout.table, self._layout.qualified, window.column)
+        conditions = [col < self._dialect.cursor_param(window.high)]
+        if window.low is not None:
+            conditions.append(col >= self._dialect.cursor_param(window.low))
+        return conditions
+
+    def _to_batch(self, rows: Sequence[sa.Row[Any]]) -> pa.RecordBatch:
+        by_column = zip(*rows, strict=True)  # transpose: convert and build each column at once
+        arrays = [_to_array(values, f) for values, f in zip(by_column, self._layout.fields, strict=True)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
+
+    def _require_cursor(self) -> _Cursor:
+        if self._layout.cursor is None:
+            raise ConfigurationError("plan_window needs a transactional request with timestamp_column")
+        return self._layout.cursor
+
+    def _check_idle(self) -> None:
+        if self._streaming:
+            raise RuntimeError("a batch stream is open on this snapshot: finish iter_batches first")
+
+
+def _to_array(values: Sequence[Any], field: _Field) -> pa.Array:
+    convert = field.target.convert
+    try:
+        if convert is not None:
+            values = [None if value is None else convert(value) for value in values]
+        return pa.array(values, type=field.column.arrow_type)
+    except (pa.ArrowException, TypeError, ValueError, ArithmeticError) as exc:
+        column = field.column
+        raise UnsupportedTypeError(
+            f"column {column.name!r} ({column.source_type}): a value cannot be converted to "
+            f"{column.arrow_type}: {exc}"
+        ) from exc
