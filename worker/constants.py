@@ -22,6 +22,7 @@ DEAD_LETTER_ATTR_PREFIX: Final = "CloudPubSubDeadLetter"
 
 # BigQuery bookkeeping tables live in the destination dataset, prefixed so they sort apart.
 LEDGER_TABLE: Final = "_etl_ledger"
+HEADS_TABLE: Final = "_etl_heads"
 STAGING_PREFIX: Final = "_etl_staging_"
 
 # Load modes.

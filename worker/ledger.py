@@ -29,3 +29,6 @@ class LedgerEntry:
     started_at: datetime
     committed_at: datetime
     duration_seconds: float
+    window_low_key: str | None = None  # sortable forms of the bounds (window.cursor_key), for the
+    window_high_key: str | None = None  # overlap guard in the commit transaction
+    snapshot_at: datetime | None = None  # source clock when the snapshot opened: orders catalog commits

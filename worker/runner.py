@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from worker import constants as c
@@ -19,9 +20,11 @@ from worker.errors import (
     RunTimeoutError,
     ShutdownInterrupted,
     SourceConnectionError,
+    SupersededError,
     VerificationError,
 )
 from worker.events import Counters, RunEvents
+from worker.faults import crash_point
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, utcnow
 from worker.retry import RetryPolicy
@@ -31,6 +34,7 @@ from worker.spool import PartWriter
 from worker.window import Window
 
 log = logging.getLogger(__name__)
+MAX_REPLANS = 3  # a transactional run overtaken by concurrent runs plans its window again
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,17 @@ class Runner:
 
         # The sink retries its own calls; here a whole attempt is retried when the SOURCE failed
         # transiently (connection refused or dropped mid-stream), which cannot be resumed in place.
-        return self._retry.wrap("run", attempt, retry_if=_is_source_error)()
+        retried = self._retry.wrap("run", attempt, retry_if=_is_source_error)
+        for replans_left in range(MAX_REPLANS, -1, -1):
+            try:
+                return retried()
+            except SupersededError:
+                # A concurrent run committed an overlapping window first: plan again from the
+                # ledger's new high (transactional). An older catalog snapshot is simply not applied.
+                if request.load_type != c.TRANSACTIONAL or not replans_left:
+                    raise
+                log.warning("run %s: window overtaken by a concurrent run; planning again", run_id)
+        raise AssertionError("unreachable")
 
 
 class _RunAttempt:
@@ -106,9 +120,11 @@ class _RunAttempt:
         self.started_at = utcnow()
         self.attempt = events.attempt
         self.window: Window | None = None
+        self.snapshot_at: datetime | None = None
 
     def execute(self) -> RunResult:
         with self.source.snapshot(self.request) as snapshot:
+            self.snapshot_at = snapshot.snapshot_at
             window = self.window = self.plan(snapshot)
             self.events.started(self.request.source_type, self._source_table(), window)
             expected_rows = snapshot.count_rows(window)
@@ -125,6 +141,7 @@ class _RunAttempt:
         log.info("run %s %s: %d rows in %.1fs", self.run_id,
                  "committed" if applied_now else "was already committed", entry.rows_loaded,
                  entry.duration_seconds)
+        crash_point("after_commit")
         self.events.completed(entry)
         return RunResult(entry, applied_now)
 
@@ -146,6 +163,7 @@ class _RunAttempt:
                 self.check_deadlines()
                 self.counters.rows_extracted += batch.num_rows
                 self.counters.batches_loaded += 1
+                crash_point("extraction_started")
                 for part in parts.write(batch):
                     self.load(staging, part)
                 self.events.progress(self.counters)
@@ -153,7 +171,9 @@ class _RunAttempt:
                 self.load(staging, part)
 
     def load(self, staging: Staging, part: Path) -> None:
+        crash_point("part_written")
         self.counters.rows_loaded += staging.load_part(part)
+        crash_point("staging_loaded")
         part.unlink(missing_ok=True)
 
     def verify(self, expected_rows: int) -> None:
@@ -173,12 +193,16 @@ class _RunAttempt:
             load_type=self.request.load_type, window_column=window.column if window else None,
             window_low=window.low_text if window else None,
             window_high=window.high_text if window else None,
+            window_low_key=window.low_key if window else None,
+            window_high_key=window.high_key if window else None,
+            snapshot_at=self.snapshot_at,
             rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
             batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
             attempt=self.attempt, completed_seq=self.events.reserve_seq(),
             staging_token=staging.token, started_at=self.started_at, committed_at=utcnow(),
             duration_seconds=round(self.events.elapsed_s, 3),
         )
+        crash_point("before_commit")
         return staging.commit(entry)
 
     def check_deadlines(self) -> None:

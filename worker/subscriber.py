@@ -15,6 +15,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
+from worker.faults import crash_point
 from worker.handlers.base import Delivery, Handler, Outcome
 from worker.logs import log_context, redact
 
@@ -98,7 +99,11 @@ class Worker:
             outcome = self._handle(delivery)
             with log_context(message_id=message.message_id):
                 log.info("%s message %s", outcome.value, message.message_id)
-            message.ack() if outcome is Outcome.ACK else message.nack()
+            if outcome is Outcome.ACK:
+                crash_point("after_completed")
+                message.ack()
+            else:
+                message.nack()
         except BaseException as exc:  # never let anything escape a callback
             log.error("callback failed; nacking: %s", redact(repr(exc)), exc_info=True)
             message.nack()

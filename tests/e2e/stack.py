@@ -21,6 +21,11 @@ EVENT_WAIT_S = 120.0
 
 def make_settings(pubsub_host: str, bq_host: str, dataset: str, **overrides: Any) -> Settings:
     """Settings for one test: unique topic/subscription names, short deadlines, fast retries."""
+    return Settings(**settings_env(pubsub_host, bq_host, dataset, **overrides))
+
+
+def settings_env(pubsub_host: str, bq_host: str, dataset: str, **overrides: Any) -> dict[str, str]:
+    """The same settings as environment variables (for worker subprocesses)."""
     names = unique("t")
     values: dict[str, Any] = {
         "GCP_PROJECT_ID": PROJECT,
@@ -41,14 +46,15 @@ def make_settings(pubsub_host: str, bq_host: str, dataset: str, **overrides: Any
         "ETL_SHUTDOWN_GRACE_SECONDS": 5,
     }
     values.update(overrides)
-    return Settings(**values)
+    return {key: str(value) for key, value in values.items()}
 
 
 class Stack:
     """Topics and subscriptions made by `setup`, plus a test subscription on the events topic."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}
         setup(settings)
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -76,7 +77,16 @@ def entry_for(staging: BigQueryStaging, rows_extracted: int, **changes: Any) -> 
         staging_token=staging.token, started_at=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
         committed_at=datetime.now(UTC), duration_seconds=1.25,
     )
-    return dataclasses.replace(entry, **changes)
+    entry = dataclasses.replace(entry, **changes)
+    if entry.window_high_key is None and staging.load_type == TRANSACTIONAL:
+        # The commit guard compares sortable keys: give each run its own day unless told.
+        day = next(_DAYS)
+        low, high = entry.window_low or f"2000-01-{day:02d}", entry.window_high or f"2000-01-{day + 1:02d}"
+        entry = dataclasses.replace(entry, window_low_key=low, window_high_key=high)
+    return entry
+
+
+_DAYS = itertools.count(1)
 
 
 def commit_rows(
@@ -278,3 +288,33 @@ def test_last_window_high_is_the_latest_committed_transactional_high(
     assert sink.last_window_high(11, "orders") == "2024-01-02T00:00:00.000000"
     assert sink.last_window_high(12, "orders") is None
     assert sink.last_window_high(11, "other") is None
+
+
+def test_an_overlapping_window_is_refused_inside_the_transaction(
+    sink: BigQuerySink, tmp_path: Path, query: Any
+) -> None:
+    # Given a committed window [Jan 1, Jan 3) of this source and table
+    rows: Rows = [{"id": 1, "name": "a"}]
+    commit_rows(sink, tmp_path, (ID, NAME), rows, "run-1", TRANSACTIONAL,
+                window_low_key="2024-01-01", window_high_key="2024-01-03")
+    # When a concurrent run planned [Jan 2, Jan 4) from an older ledger and commits second
+    with pytest.raises(errors.SupersededError, match="overlapping window"):
+        commit_rows(sink, tmp_path, (ID, NAME), [{"id": 2, "name": "b"}], "run-2", TRANSACTIONAL,
+                    window_low_key="2024-01-02", window_high_key="2024-01-04")
+    # Then nothing of it was applied; the touching window [Jan 3, Jan 4) is accepted
+    assert ids(query) == [1]
+    commit_rows(sink, tmp_path, (ID, NAME), [{"id": 3, "name": "c"}], "run-3", TRANSACTIONAL,
+                window_low_key="2024-01-03", window_high_key="2024-01-04")
+    assert ids(query) == [1, 3]
+    assert query("SELECT version FROM {ds}._etl_heads") == [{"version": 2}]
+
+
+def test_an_older_catalog_snapshot_never_overwrites_a_newer_one(
+    sink: BigQuerySink, tmp_path: Path, query: Any
+) -> None:
+    newer = datetime(2024, 6, 1, 12, 0, 1, tzinfo=UTC)
+    commit_rows(sink, tmp_path, (ID, NAME), [{"id": 2, "name": "new"}], "run-new", snapshot_at=newer)
+    with pytest.raises(errors.SupersededError, match="newer snapshot"):
+        commit_rows(sink, tmp_path, (ID, NAME), [{"id": 1, "name": "old"}], "run-old",
+                    snapshot_at=datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC))
+    assert ids(query) == [2]

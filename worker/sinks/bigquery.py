@@ -23,7 +23,8 @@ from google.cloud import bigquery
 
 from worker import errors
 from worker.columns import Column
-from worker.constants import CATALOG, LEDGER_TABLE, TRANSACTIONAL
+from worker.constants import CATALOG, HEADS_TABLE, LEDGER_TABLE, TRANSACTIONAL
+from worker.faults import crash_point
 from worker.ledger import LedgerEntry
 from worker.retry import RetryPolicy
 from worker.settings import Settings
@@ -174,6 +175,7 @@ class BigQuerySink:
         plan = self._target.retry.call(
             f"preparing {dest_table}", _prepare_destination, self._target, dest_table, columns
         )
+        self._target.retry.call(f"heads row of {dest_table}", _ensure_head, self._target, dest_table)
         token = secrets.token_hex(STAGING_TOKEN_BYTES)
         staging = BigQueryStaging(
             self._target, dest_table=dest_table, columns=columns, plan=plan,
@@ -277,6 +279,7 @@ class BigQueryStaging:
             dest=self._target.table_sql(self.dest_table),
             staging=self._target.table_sql(self.table_name),
             ledger=self._target.table_sql(LEDGER_TABLE),
+            heads=self._target.table_sql(HEADS_TABLE),
             columns=self._columns,
             dest_types=self._plan.dest_types,
             replace=self.load_type == CATALOG,
@@ -285,10 +288,12 @@ class BigQueryStaging:
         config = bigquery.QueryJobConfig(query_parameters=params)
 
         def start(job_id: str) -> Any:
-            return self._target.client.query(
+            job = self._target.client.query(
                 query, job_config=config, job_id=job_id, location=self._target.location,
                 retry=self._target.api_retry, job_retry=None,
             )
+            crash_point("commit_submitted")
+            return job
 
         try:
             steps.run(start)
@@ -312,6 +317,11 @@ def _read_entry(target: _Target, run_id: str) -> LedgerEntry | None:
     return sql.entry_from_row(rows[0]) if rows else None
 
 
+def _ensure_head(target: _Target, dest_table: str) -> None:
+    params = [bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table)]
+    target.rows(sql.ensure_head_sql(target.table_sql(HEADS_TABLE)), params)
+
+
 def _create_dataset_and_ledger(target: _Target) -> None:
     dataset = bigquery.Dataset(f"{target.project}.{target.dataset}")
     if target.location:
@@ -320,6 +330,9 @@ def _create_dataset_and_ledger(target: _Target) -> None:
     ledger = bigquery.Table(target.table_id(LEDGER_TABLE), schema=sql.ledger_schema())
     ledger.description = "One row per applied ETL run, written in the run's commit transaction."
     target.client.create_table(ledger, exists_ok=True, retry=target.api_retry)
+    heads = bigquery.Table(target.table_id(HEADS_TABLE), schema=sql.heads_schema())
+    heads.description = "One row per destination, updated by every commit to serialise them."
+    target.client.create_table(heads, exists_ok=True, retry=target.api_retry)
 
 
 def _prepare_destination(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> schema.SchemaPlan:
@@ -366,12 +379,14 @@ def _commit_error(exc: gexc.GoogleAPICallError) -> errors.EtlError | None:
     """The commit script's failure as the worker should see it; None: let classify() decide."""
     text = str(exc)
     if sql.VERIFICATION_MARKER in text:
-        return errors.VerificationError(_marked_message(text))
+        return errors.VerificationError(_marked_message(text, sql.VERIFICATION_MARKER))
+    if sql.SUPERSEDED_MARKER in text:
+        return errors.SupersededError(_marked_message(text, sql.SUPERSEDED_MARKER))
     if any(marker in text.lower() for marker in _CONCURRENCY_MARKERS):
         return errors.LoadError(f"commit lost a race with a concurrent transaction: {text}")
     return None
 
 
-def _marked_message(text: str) -> str:
-    start = text.index(sql.VERIFICATION_MARKER) + len(sql.VERIFICATION_MARKER)
+def _marked_message(text: str, marker: str) -> str:
+    start = text.index(marker) + len(marker)
     return text[start:].split(";")[0].split("\n")[0].strip()

@@ -30,6 +30,17 @@ _RUN_ID_CHARS = 128  # run ids are UUID-like; the cap only guards the 1024-char 
 
 # Raised from inside the commit script; the sink turns a failure carrying it into VerificationError.
 VERIFICATION_MARKER = "etl-verification:"
+# ... into SupersededError: a concurrent run committed an overlapping window or a newer snapshot.
+SUPERSEDED_MARKER = "etl-superseded:"
+# One row per destination table, updated inside every commit transaction. Two transactions that
+# UPDATE the same row conflict on real BigQuery (the later one aborts with "concurrent update" and
+# is retried), so the overlap guard below cannot be passed by two runs at once (no write skew).
+HEADS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("dest_table", "STRING"),
+    ("version", "INT64"),
+    ("last_run_id", "STRING"),
+    ("updated_at", "TIMESTAMP"),
+)
 
 # The ledger's columns, in table order, with their BigQuery types: one per LedgerEntry field.
 LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -41,6 +52,9 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
     ("window_column", "STRING"),
     ("window_low", "STRING"),
     ("window_high", "STRING"),
+    ("window_low_key", "STRING"),
+    ("window_high_key", "STRING"),
+    ("snapshot_at", "TIMESTAMP"),
     ("rows_extracted", "INT64"),
     ("rows_loaded", "INT64"),
     ("batches_loaded", "INT64"),
@@ -145,7 +159,7 @@ def last_window_high_sql(ledger: str) -> str:
         f"SELECT window_high FROM {ledger} "
         "WHERE data_source_id = @data_source_id AND dest_table = @dest_table "
         "AND load_type = @load_type AND window_high IS NOT NULL "
-        "ORDER BY committed_at DESC, completed_seq DESC LIMIT 1"
+        "ORDER BY window_high_key DESC, committed_at DESC LIMIT 1"
     )
 
 
@@ -178,9 +192,49 @@ def select_expr(column: Column, dest_type: str) -> str:
     return name
 
 
+def ensure_head_sql(heads: str) -> str:
+    """Create this destination's heads row if missing (outside the transaction; idempotent)."""
+    return (
+        f"MERGE {heads} AS h USING (SELECT @dest_table AS dest_table) AS s "
+        "ON h.dest_table = s.dest_table "
+        "WHEN NOT MATCHED THEN INSERT (dest_table, version) VALUES (s.dest_table, 0)"
+    )
+
+
+def heads_schema() -> list[bigquery.SchemaField]:
+    return [bigquery.SchemaField(name, bq_type) for name, bq_type in HEADS_FIELDS]
+
+
+def guard_sql(ledger: str, replace: bool) -> str:
+    """Refuse (inside the transaction) a run that a concurrent one has overtaken.
+
+    Transactional: a committed window of this source and table overlapping [low, high).
+    Catalog: a committed snapshot of this table taken later than ours (older never wins).
+    """
+    if replace:
+        condition = (
+            f"SELECT 1 FROM {ledger} WHERE dest_table = @dest_table AND load_type = 'catalog' "
+            "AND snapshot_at > @snapshot_at"
+        )
+        reason = "a newer snapshot of this table is already committed"
+    else:
+        condition = (
+            f"SELECT 1 FROM {ledger} WHERE dest_table = @dest_table "
+            "AND data_source_id = @data_source_id AND load_type = 'transactional' "
+            "AND (@window_low_key IS NULL OR window_high_key > @window_low_key) "
+            "AND (window_low_key IS NULL OR window_low_key < @window_high_key)"
+        )
+        reason = "an overlapping window of this table is already committed"
+    return (
+        f"  IF EXISTS ({condition}) THEN\n"
+        f"    SELECT ERROR('{SUPERSEDED_MARKER} {reason}');\n"
+        "  END IF;\n"
+    )
+
+
 def commit_script(
     *, dest: str, staging: str, ledger: str, columns: Sequence[Column],
-    dest_types: Mapping[str, str], replace: bool,
+    dest_types: Mapping[str, str], replace: bool, heads: str | None = None,
 ) -> str:
     """One script: verify the staged count, then apply the run and record it, or do nothing.
 
@@ -194,6 +248,10 @@ def commit_script(
     ledger_cols = ", ".join(name for name, _ in LEDGER_FIELDS)
     ledger_vals = ", ".join(f"@{name}" for name, _ in LEDGER_FIELDS)
     delete = f"  DELETE FROM {dest} WHERE TRUE;\n" if replace else ""
+    bump_head = (
+        f"  UPDATE {heads} SET version = version + 1, last_run_id = @run_id, "
+        "updated_at = @committed_at WHERE dest_table = @dest_table;\n"
+    ) if heads else ""
     return (
         f"DECLARE staged_rows INT64 DEFAULT (SELECT COUNT(*) FROM {staging});\n"
         "BEGIN TRANSACTION;\n"
@@ -204,6 +262,8 @@ def commit_script(
         f"    SELECT ERROR(FORMAT('{VERIFICATION_MARKER} staging holds %d rows, %d were extracted',\n"
         "                        staged_rows, @rows_extracted));\n"
         "  END IF;\n"
+        f"{guard_sql(ledger, replace)}"
+        f"{bump_head}"
         f"{delete}"
         f"  INSERT INTO {dest} ({names}) SELECT {exprs} FROM {staging};\n"
         f"  INSERT INTO {ledger} ({ledger_cols}) VALUES ({ledger_vals});\n"

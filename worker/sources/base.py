@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Protocol
 
 import pyarrow as pa
@@ -19,6 +20,11 @@ class SourceSnapshot(Protocol):
     @property
     def columns(self) -> tuple[Column, ...]:
         """The selected columns in request order (all columns in table order when none selected)."""
+        ...
+
+    @property
+    def snapshot_at(self) -> datetime:
+        """The source database's clock (aware, UTC), read when this snapshot was opened."""
         ...
 
     def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:

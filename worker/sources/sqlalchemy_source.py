@@ -292,6 +292,11 @@ class SqlAlchemySnapshot:
     def columns(self) -> tuple[Column, ...]:
         return self._columns
 
+    @property
+    def snapshot_at(self) -> datetime:
+        """The source's clock (UTC) when the snapshot was opened: orders catalog snapshots."""
+        return self._clock.zoned
+
     def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
         """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
         this snapshot minus `lag_s` (zoned: UTC now; naive: the session zone's wall clock).

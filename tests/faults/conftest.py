@@ -1,0 +1,3 @@
+from tests.e2e.conftest import orders_source
+
+__all__ = ["orders_source"]

@@ -1,0 +1,35 @@
+"""Crash points for the fault-injection suite: the worker kills itself (SIGKILL) at a named phase.
+
+Inert unless the environment has ETL_FAULT_INJECTION=1 (set only by the test suite) and
+ETL_CRASH_AT names the phase. SIGKILL, not an exception: nothing gets to clean up, exactly as when a
+Cloud Run instance or a GKE node disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+log = logging.getLogger(__name__)
+
+PHASES = (
+    "extraction_started",  # the first batch was read from the source
+    "part_written",  # a Parquet part file is on disk, not yet loaded
+    "staging_loaded",  # a load job into the staging table finished
+    "before_commit",  # just before the commit transaction is submitted
+    "commit_submitted",  # the commit job was submitted; its outcome not yet seen
+    "after_commit",  # the commit finished; run.completed not yet published
+    "after_completed",  # run.completed published; the request not yet acked
+)
+
+
+def crash_point(phase: str) -> None:
+    if os.environ.get("ETL_FAULT_INJECTION") != "1" or os.environ.get("ETL_CRASH_AT") != phase:
+        return
+    log.critical("fault injection: killing the worker at %s", phase)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
