@@ -36,5 +36,9 @@ lint: install ## ruff + mypy (strict on worker/)
 schemas: install ## regenerate schemas/*.json from the message models
 	@$(PY) -m devstack.schemas
 
+bench: install services ## extraction vs the dumps, dlt and a naive loop (BENCH_ARGS=--quick; docs/performance.md)
+	@$(PY) -m pip install -q -e '.[bench]'
+	@$(PY) -m bench.extract $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run

@@ -16,11 +16,20 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
+from tests.password_postgres import PasswordPostgres, password_postgres
 from worker.sinks.bigquery_client import make_bigquery_client
 
 PROJECT = "etl-test"
 PG_ADMIN_URL = os.environ.get("ETL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("ETL_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(autouse=True)
+def _close_event_streams() -> Iterator[None]:
+    yield
+    from tests.e2e.stack import close_open_stacks  # late: the stack module imports this one
+
+    close_open_stacks()
 
 
 def unique(prefix: str) -> str:
@@ -126,3 +135,10 @@ def mysql_db(mysql_admin: sa.Engine) -> Iterator[str]:
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "source.sqlite"
+
+
+@pytest.fixture(scope="session")
+def password_pg() -> Iterator[PasswordPostgres]:
+    """A throwaway PostgreSQL that checks passwords (the machine's one trusts 127.0.0.1)."""
+    with password_postgres() as server:
+        yield server

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 from google.cloud import pubsub_v1
 
 from worker.events import EventBus, PubSubEventBus
 from worker.handlers.etl_run_requested import EtlRunRequestedHandler
 from worker.retry import RetryPolicy
 from worker.runner import Runner, RunOptions
+from worker.secrets import SecretResolver
 from worker.settings import Settings
 from worker.sinks.bigquery import BigQuerySink
 from worker.sinks.bigquery_client import make_bigquery_client
@@ -32,7 +35,8 @@ def build_runner(settings: Settings) -> Runner:
         max_run_s=settings.etl_max_run_s,
         spool_dir=settings.etl_spool_dir,
     )
-    return Runner(build_sink(settings), get_source, options, retry_policy(settings))
+    sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings))
+    return Runner(build_sink(settings), sources, options, retry_policy(settings))
 
 
 def build_handler(settings: Settings, bus: EventBus) -> EtlRunRequestedHandler:

@@ -23,6 +23,9 @@ _AUTH_MARKERS = (
     "role \"",
     "authentication failed",
 )
+# ... "the name you gave cannot be a name here" (MySQL/MariaDB raise some as OperationalError).
+_INVALID_NAME_MARKERS = ("invalid utf8", "incorrect table name", "incorrect database name",
+                         "incorrect column name", "identifier name")
 # ... "the database/schema you named does not exist".
 _MISSING_MARKERS = ("does not exist", "unknown database", "no such table", "doesn't exist")
 
@@ -78,10 +81,14 @@ def _classify_sqlalchemy(exc: saexc.SQLAlchemyError, text: str) -> errors.EtlErr
             return errors.SourceAuthError(_first_line(text))
         if "unknown database" in lowered or ("database \"" in lowered and "does not exist" in lowered):
             return errors.SourceSchemaError(_first_line(text))
+        if any(marker in lowered for marker in _INVALID_NAME_MARKERS):
+            return errors.ConfigurationError(_first_line(text))
         return errors.SourceConnectionError(_first_line(text))
     if isinstance(exc, saexc.ProgrammingError):
         if any(marker in lowered for marker in _MISSING_MARKERS):
             return errors.SourceSchemaError(_first_line(text))
+        return errors.ConfigurationError(_first_line(text))
+    if isinstance(exc, saexc.DatabaseError) and "file is not a database" in lowered:  # SQLite
         return errors.ConfigurationError(_first_line(text))
     if isinstance(exc, (saexc.DataError, saexc.IntegrityError)):
         return errors.ExtractionError(_first_line(text))

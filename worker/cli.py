@@ -15,6 +15,7 @@ from types import FrameType
 
 from google.cloud import pubsub_v1
 from pydantic import ValidationError
+from rich.console import Console
 
 from worker import constants as c
 from worker import logs
@@ -23,6 +24,7 @@ from worker.handlers.base import Delivery
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+OUTPUT_WIDTH = 200
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="publish a request like Django does")
     publish.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
     publish.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
+    _add_operator_commands(sub)
     return parser
+
+
+def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser("replay", help="show dead-lettered requests; republish the selected ones")
+    replay.add_argument("--run-id", action="append", default=[], help="replay this run (repeatable)")
+    replay.add_argument("--data-source-id", action="append", type=int, default=[],
+                        help="replay this data source's requests (repeatable)")
+    replay.add_argument("--all", action="store_true", help="replay every dead-lettered request")
+    replay.add_argument("--limit", type=_count, help="replay at most this many")
+    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
+    runs = sub.add_parser("runs", help="recent committed runs from the BigQuery ledger, newest first")
+    runs.add_argument("--data-source-id", type=int, help="only this data source's runs")
+    runs.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
+    watch = sub.add_parser("watch", help="live progress of runs from the events topic")
+    watch.add_argument("--run-id", help="follow this run and exit when it ends")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _read(path: Path) -> bytes:
@@ -105,4 +130,30 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish}
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.replay import Selection, replay
+
+    selection = Selection(run_ids=frozenset(args.run_id), data_source_ids=frozenset(args.data_source_id),
+                          everything=args.all, limit=args.limit)
+    return replay(settings, selection, dry_run=args.dry_run, out=sys.stdout)
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.runs_cmd import runs
+
+    return runs(settings, limit=args.limit, data_source_id=args.data_source_id, console=_console())
+
+
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.watch import watch
+
+    return watch(settings, run_id=args.run_id, console=_console())
+
+
+def _console() -> Console:
+    """stdout; wide when it is not a terminal, so piped tables keep one line per row."""
+    return Console(width=None if sys.stdout.isatty() else OUTPUT_WIDTH)
+
+
+_COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish,
+             "replay": cmd_replay, "runs": cmd_runs, "watch": cmd_watch}

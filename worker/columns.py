@@ -6,6 +6,7 @@ Arrow types; the sink creates and evolves BigQuery tables from the BigQuery type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -33,5 +34,33 @@ class Column:
         return "STRING" if self.bq_type in STAGED_AS_STRING else self.bq_type
 
 
+# The Arrow type each BigQuery type travels as, in batches and in the Parquet parts loaded into
+# staging: one to one, so a part's schema follows from the BigQuery schema alone. JSON is staged as
+# STRING; decimals carry BigQuery's own precision and scale (NUMERIC(38, 9), BIGNUMERIC(76, 38)).
+BQ_ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "INT64": pa.int64(),
+    "FLOAT64": pa.float64(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "JSON": pa.string(),
+    "BYTES": pa.binary(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+    "DATETIME": pa.timestamp("us"),  # no time zone: a wall-clock DATETIME
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),  # an instant
+}
+
+
+def bq_arrow_type(bq_type: str, repeated: bool = False) -> pa.DataType:
+    """The Arrow type of a BigQuery column (a list for REPEATED)."""
+    item = BQ_ARROW_TYPES[bq_type]
+    return pa.list_(item) if repeated else item
+
+
 def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
-    return pa.schema([pa.field(col.name, col.arrow_type, nullable=True) for col in columns])
+    """The explicit schema of batches and Parquet parts, derived from the columns' BigQuery types."""
+    return pa.schema(
+        [pa.field(col.name, bq_arrow_type(col.bq_type, col.repeated), nullable=True) for col in columns]
+    )

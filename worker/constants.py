@@ -18,6 +18,8 @@ ATTR_DATA_SOURCE_ID: Final = "data_source_id"
 ATTR_MESSAGE_TYPE: Final = "message_type"
 ATTR_REPLAY_OF: Final = "replay_of"
 ATTR_REPLAY_COUNT: Final = "replay_count"
+# Deliveries of the run before its replay, so that event attempts (and event ids) go on counting.
+ATTR_PRIOR_ATTEMPTS: Final = "prior_attempts"
 DEAD_LETTER_ATTR_PREFIX: Final = "CloudPubSubDeadLetter"
 
 # BigQuery bookkeeping tables live in the destination dataset, prefixed so they sort apart.

@@ -56,6 +56,10 @@ class UnsupportedTypeError(PermanentError):
     """A source column has a type with no faithful BigQuery mapping."""
 
 
+class SourceDataError(PermanentError):
+    """A source value BigQuery cannot hold, in a run that asked for `strict_types`."""
+
+
 class SchemaMismatchError(PermanentError):
     """The destination table's schema cannot take the source's columns."""
 

@@ -180,6 +180,7 @@ class RunEvents:
             window_low=entry.window_low, window_high=entry.window_high,
             watermark=entry.window_high if entry.load_type == c.TRANSACTIONAL else None,
             source_row_count=entry.source_row_count, committed_at=entry.committed_at,
+            values_nulled=dict(entry.values_nulled), warnings=list(entry.warnings),
         ))
 
     def failed(self, error: EtlError, counters: Counters) -> None:

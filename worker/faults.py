@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,18 @@ PHASES = (
 )
 
 
+def _enabled() -> bool:
+    return os.environ.get("ETL_FAULT_INJECTION") == "1"
+
+
+def slow_point() -> None:
+    """Make each batch take ETL_SLOW_BATCH_SECONDS (a long run, for shutdown and timeout tests)."""
+    if _enabled() and os.environ.get("ETL_SLOW_BATCH_SECONDS"):
+        time.sleep(float(os.environ["ETL_SLOW_BATCH_SECONDS"]))
+
+
 def crash_point(phase: str) -> None:
-    if os.environ.get("ETL_FAULT_INJECTION") != "1" or os.environ.get("ETL_CRASH_AT") != phase:
+    if not _enabled() or os.environ.get("ETL_CRASH_AT") != phase:
         return
     log.critical("fault injection: killing the worker at %s", phase)
     for handler in logging.getLogger().handlers:

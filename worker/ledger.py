@@ -5,7 +5,8 @@ It holds everything needed to publish the same `run.completed` again after a cra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -32,3 +33,7 @@ class LedgerEntry:
     window_low_key: str | None = None  # sortable forms of the bounds (window.cursor_key), for the
     window_high_key: str | None = None  # overlap guard in the commit transaction
     snapshot_at: datetime | None = None  # source clock when the snapshot opened: orders catalog commits
+    # Reported again, unchanged, in every run.completed of the run: per column, values BigQuery
+    # cannot hold that were loaded as NULL; warnings such as a column the source no longer has.
+    values_nulled: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()

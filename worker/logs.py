@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 _LABELS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("etl_log_labels", default={})  # noqa: B039
 # user:password@host in URLs and password=... pairs, whatever the secret is.
@@ -37,9 +38,10 @@ class Redactor:
         self._lock = threading.Lock()
 
     def register(self, secret: str | None) -> None:
+        """Mask `secret` from now on, also as it appears percent-encoded in a URL."""
         if secret and len(secret) >= 3:  # masking 1-2 characters would garble every line
             with self._lock:
-                self._secrets.add(secret)
+                self._secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
 
     def redact(self, text: str) -> str:
         with self._lock:

@@ -31,6 +31,8 @@ MAX_SELECTED_COLUMNS = 10_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # BigQuery table names: letters, digits, underscores (we do not accept the other Unicode classes).
 _BQ_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+# Ways a request may give the source password: plaintext, or a reference resolved on the worker.
+PASSWORD_FIELDS = ("password", "password_env", "password_file", "password_secret")
 
 
 def _source_identifier(value: str) -> str:
@@ -67,7 +69,28 @@ class ConnectionParams(_Frozen):
         ..., min_length=1, max_length=4096, description="Database name (sqlite: a file path)."
     )
     username: str | None = Field(None, max_length=255, description="Database user.")
-    password: SecretStr | None = Field(None, max_length=4096, description="Plaintext password.")
+    password: SecretStr | None = Field(
+        None, max_length=4096, description="Plaintext password (local use; prefer a reference below)."
+    )
+    password_env: str | None = Field(
+        None, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable of the worker that holds the password.",
+    )
+    password_file: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="Path of a file on the worker holding the password, e.g. /run/secrets/NAME.",
+    )
+    password_secret: str | None = Field(
+        None, max_length=1024, pattern=r"^projects/[^/\s]+/secrets/[^/\s]+(/versions/[^/\s]+)?$",
+        description="Secret Manager secret (projects/P/secrets/S[/versions/V]; default version: latest).",
+    )
+
+    @model_validator(mode="after")
+    def _one_password(self) -> ConnectionParams:
+        given = [name for name in PASSWORD_FIELDS if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(PASSWORD_FIELDS)}; got {', '.join(given)}")
+        return self
 
 
 class EtlRunRequest(_Frozen):
@@ -99,6 +122,11 @@ class EtlRunRequest(_Frozen):
     )
     historical_start_date: str | None = Field(
         None, max_length=64, description="Inclusive start of the first transactional window."
+    )
+    strict_types: bool = Field(
+        False,
+        description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
+        "±infinity, ...) instead of loading it as NULL and counting it in values_nulled.",
     )
 
     @field_validator("last_sync_value", "historical_start_date", mode="before")
@@ -201,6 +229,14 @@ class RunCompleted(_Event):
     )
     source_row_count: int | None = Field(None, ge=0, description="COUNT(*) in the read snapshot.")
     committed_at: datetime
+    values_nulled: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per column: values BigQuery cannot hold, loaded as NULL (see docs/types.md).",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Things Django should show, e.g. a destination column the source no longer has.",
+    )
 
 
 class RunFailed(_Event):

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from worker import constants as c
@@ -24,9 +25,10 @@ from worker.errors import (
     VerificationError,
 )
 from worker.events import Counters, RunEvents
-from worker.faults import crash_point
+from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, utcnow
+from worker.pipeline import BackgroundLoader
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink, Staging
 from worker.sources.base import Source, SourceSnapshot
@@ -121,6 +123,7 @@ class _RunAttempt:
         self.attempt = events.attempt
         self.window: Window | None = None
         self.snapshot_at: datetime | None = None
+        self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
 
     def execute(self) -> RunResult:
         with self.source.snapshot(self.request) as snapshot:
@@ -158,17 +161,24 @@ class _RunAttempt:
 
     def extract_and_stage(self, snapshot: SourceSnapshot, staging: Staging) -> None:
         spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
-        with PartWriter(snapshot.columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts:
+        with (
+            PartWriter(snapshot.columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts,
+            # Parts load on a background thread while extraction goes on (worker/pipeline.py).
+            BackgroundLoader(partial(self.load, staging)) as loader,
+        ):
             for batch in snapshot.iter_batches(self.window, self.options.batch_rows):
                 self.check_deadlines()
                 self.counters.rows_extracted += batch.num_rows
                 self.counters.batches_loaded += 1
                 crash_point("extraction_started")
+                slow_point()
                 for part in parts.write(batch):
-                    self.load(staging, part)
+                    loader.submit(part)
                 self.events.progress(self.counters)
             for part in parts.finish():
-                self.load(staging, part)
+                loader.submit(part)
+            loader.finish()
+        self.values_nulled = snapshot.values_nulled
 
     def load(self, staging: Staging, part: Path) -> None:
         crash_point("part_written")
@@ -196,6 +206,7 @@ class _RunAttempt:
             window_low_key=window.low_key if window else None,
             window_high_key=window.high_key if window else None,
             snapshot_at=self.snapshot_at,
+            values_nulled=self.values_nulled, warnings=staging.warnings,
             rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
             batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
             attempt=self.attempt, completed_seq=self.events.reserve_seq(),

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         1, ge=1, validation_alias="ETL_CONCURRENCY", description="Runs processed at the same time."
     )
     etl_max_run_s: int = Field(
-        4 * 3600, ge=60, validation_alias="ETL_MAX_RUN_SECONDS",
+        4 * 3600, ge=1, validation_alias="ETL_MAX_RUN_SECONDS",
         description="Lease is extended up to this long; a run is cut before it.",
     )
     etl_max_lease_extension_s: int = Field(
@@ -93,5 +93,13 @@ class Settings(BaseSettings):
     etl_shutdown_grace_s: float = Field(
         8.0, ge=0, validation_alias="ETL_SHUTDOWN_GRACE_SECONDS",
         description="After SIGTERM, a running run may finish within this time.",
+    )
+    etl_password_env_prefix: str = Field(
+        "ETL_SECRET_", validation_alias="ETL_PASSWORD_ENV_PREFIX",
+        description="A request's password_env must start with this (so it cannot name any variable).",
+    )
+    etl_password_file_dirs: str = Field(
+        "/run/secrets", validation_alias="ETL_PASSWORD_FILE_DIRS",
+        description="':'-separated directories a request's password_file must lie in.",
     )
     json_logs: bool = Field(True, validation_alias="ETL_JSON_LOGS", description="JSON logs.")

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # SNAPPY is read by every Parquet loader BigQuery documents, and is cheap on CPU.
 PARQUET_COMPRESSION = "snappy"
+# No dictionary pages: they tripled the cost of writing a part (profile in docs/performance.md) and,
+# on the high-cardinality columns extracted tables are made of, did not make parts smaller.
+PARQUET_DICTIONARY = False
 
 
 class PartWriter:
@@ -91,7 +94,10 @@ class PartWriter:
     def _current_writer(self) -> pq.ParquetWriter:
         if self._open is None:
             path = self.directory / f"part-{self.parts_written:05d}.parquet"
-            self._open = (pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION), path)
+            writer = pq.ParquetWriter(
+                path, self.schema, compression=PARQUET_COMPRESSION, use_dictionary=PARQUET_DICTIONARY
+            )
+            self._open = (writer, path)
         return self._open[0]
 
     def _close_part(self) -> Path:

@@ -17,6 +17,13 @@ from worker.settings import Settings
 from worker.topology import setup
 
 EVENT_WAIT_S = 120.0
+_OPEN_STACKS: list[Stack] = []
+
+
+def close_open_stacks() -> None:
+    """Stop the event streams of every Stack made by a test (called after each test)."""
+    while _OPEN_STACKS:
+        _OPEN_STACKS.pop().close()
 
 
 def make_settings(pubsub_host: str, bq_host: str, dataset: str, **overrides: Any) -> Settings:
@@ -70,25 +77,34 @@ class Stack:
             "enable_message_ordering": True,
         })
         self.events: list[dict[str, Any]] = []
+        self._arrived: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        # Streaming pull: the emulator's unary pull can hold messages back until the run ends.
+        self._stream = self.subscriber.subscribe(self.events_subscription, self._on_event)
+        _OPEN_STACKS.append(self)
+
+    def _on_event(self, message: Any) -> None:
+        event = json.loads(message.data)
+        event["_attributes"] = dict(message.attributes)
+        with self._lock:
+            self._arrived.append(event)
+        message.ack()
+
+    def close(self) -> None:
+        self._stream.cancel()
+        with contextlib.suppress(Exception):
+            self._stream.result(timeout=10)
 
     def publish(self, body: dict[str, Any] | bytes, **attributes: str) -> str:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return str(self.publisher.publish(self.request_topic, data, **attributes).result(timeout=30))
 
     def pull_events(self) -> list[dict[str, Any]]:
-        """Everything published so far on the events topic (unary pull, acked)."""
-        while True:
-            response = self.subscriber.pull(
-                subscription=self.events_subscription, max_messages=100, timeout=5)
-            if not response.received_messages:
-                return self.events
-            for received in response.received_messages:
-                event = json.loads(received.message.data)
-                event["_attributes"] = dict(received.message.attributes)
-                self.events.append(event)
-            self.subscriber.acknowledge(
-                subscription=self.events_subscription,
-                ack_ids=[r.ack_id for r in response.received_messages])
+        """Everything received so far on the events topic, in arrival order."""
+        with self._lock:
+            self.events.extend(self._arrived)
+            self._arrived.clear()
+        return self.events
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
                  timeout_s: float = EVENT_WAIT_S) -> list[dict[str, Any]]:
@@ -103,8 +119,9 @@ class Stack:
         return [e for e in self.pull_events() if e["run_id"] == run_id
                 and e["event_type"] in ("run.completed", "run.failed")]
 
-    def wait_terminal(self, run_id: str, count: int = 1) -> list[dict[str, Any]]:
-        self.wait_for(lambda _: len(self.terminal_events(run_id)) >= count)
+    def wait_terminal(self, run_id: str, count: int = 1,
+                      timeout_s: float = EVENT_WAIT_S) -> list[dict[str, Any]]:
+        self.wait_for(lambda _: len(self.terminal_events(run_id)) >= count, timeout_s)
         return self.terminal_events(run_id)
 
     def undelivered_requests(self) -> int:

@@ -141,6 +141,24 @@ def test_unknown_table_fails_permanently_naming_it(
     assert stack.undelivered_requests() == 0
 
 
+def test_unknown_column_fails_permanently_naming_it(
+    stack: Stack, orders_source: SeededSource
+) -> None:
+    # Given an existing table, a selected column and a cursor column that it does not have
+    selected = orders_source.request("catalog", etl_run_id=502, selected_columns=["id", "no_such_column"])
+    cursor = orders_source.request("transactional", etl_run_id=503, timestamp_column="no_such_cursor")
+    with serving(stack.settings):
+        stack.publish(selected)
+        stack.publish(cursor)
+        failures = [stack.wait_terminal(f"etl-run-{n}")[0] for n in (502, 503)]
+    # Then each fails permanently, naming the missing column, and nothing is left to redeliver
+    for failed, name in zip(failures, ("no_such_column", "no_such_cursor"), strict=True):
+        assert failed["event_type"] == "run.failed"
+        assert failed["error"]["type"] == "SourceSchemaError" and not failed["error"]["retryable"]
+        assert name in failed["error"]["message"]
+    assert stack.undelivered_requests() == 0
+
+
 def _delete_sql(source: SeededSource, where: str) -> str:
     quote = '"' if source.dialect == "postgresql" else "`"
     return f"DELETE FROM {quote}{source.schema}{quote}.orders WHERE {where}"

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from worker.constants import ATTR_PRIOR_ATTEMPTS
+
+_MAX_COUNT_DIGITS = 6
+
 
 class Outcome(enum.Enum):
     ACK = "ack"  # the outcome is durable: done, or failed for good and reported
@@ -25,7 +29,15 @@ class Delivery:
 
     @property
     def attempt(self) -> int:
-        return self.delivery_attempt or 1
+        """This delivery's number among all deliveries of the run: a replayed request carries the
+        count of its earlier deliveries (`prior_attempts`), so event ids never repeat after a replay."""
+        return prior_attempts(self.attributes) + (self.delivery_attempt or 1)
+
+
+def prior_attempts(attributes: Mapping[str, str]) -> int:
+    """The `prior_attempts` attribute set by `etl-worker replay`; 0 when absent or not a count."""
+    text = attributes.get(ATTR_PRIOR_ATTEMPTS, "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= _MAX_COUNT_DIGITS else 0
 
 
 class Handler(Protocol):

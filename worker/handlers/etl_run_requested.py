@@ -104,7 +104,7 @@ def _best_effort_ids(data: bytes) -> dict[str, Any]:
     """Whatever identifiers an invalid request still carries, so Django can match the failure."""
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         body = None
     body = body if isinstance(body, dict) else {}
 

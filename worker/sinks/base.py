@@ -13,6 +13,7 @@ class Staging(Protocol):
     """Rows of one delivery of one run, invisible to readers until `commit`."""
 
     token: str  # unique per delivery; part of every job id, stored in the ledger entry
+    warnings: tuple[str, ...]  # about the destination's schema, for run.completed
 
     def load_part(self, path: Path) -> int:
         """Load one Parquet part file (written with `arrow_schema(columns)`); return rows loaded."""

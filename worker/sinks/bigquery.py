@@ -35,6 +35,7 @@ from worker.sinks import bigquery_sql as sql
 log = logging.getLogger(__name__)
 
 STAGING_TOKEN_BYTES = 4  # 8 hex characters: unique among the deliveries of one run
+DECIMAL_TARGET_TYPES = (bigquery.DecimalTargetType.NUMERIC, bigquery.DecimalTargetType.BIGNUMERIC)
 # Texts of the errors real BigQuery gives when two transactions touch one table at once: the
 # loser may simply try again, unlike other invalid-query errors.
 _CONCURRENCY_MARKERS = ("concurrent update", "could not serialize access")
@@ -163,6 +164,10 @@ class BigQuerySink:
         rows = self._target.retry.call("ledger window lookup", self._target.rows, query, params)
         return str(rows[0]["window_high"]) if rows else None
 
+    def recent_entries(self, limit: int, data_source_id: int | None = None) -> list[LedgerEntry]:
+        """The newest committed runs first (`etl-worker runs`); none when there is no ledger yet."""
+        return self._target.retry.call("ledger listing", _recent_entries, self._target, limit, data_source_id)
+
     def open_staging(
         self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str
     ) -> BigQueryStaging:
@@ -213,6 +218,7 @@ class BigQueryStaging:
         self.table_name = sql.staging_table_name(run_id, attempt, token)
         self.parts_loaded = 0
         self.rows_loaded = 0
+        self.warnings = plan.warnings(dest_table)
 
     def load_part(self, path: Path) -> int:
         part = self.parts_loaded
@@ -266,6 +272,9 @@ class BigQueryStaging:
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
             parquet_options=options,
+            # Parquet DECIMAL(76, 38) becomes BIGNUMERIC only when allowed here (the default is
+            # NUMERIC alone); NUMERIC still wins for DECIMAL(38, 9).
+            decimal_target_types=DECIMAL_TARGET_TYPES,
         )
         # No `size`: a resumable upload (multipart fails on the emulator; resumable works everywhere).
         with path.open("rb") as file:
@@ -317,6 +326,17 @@ def _read_entry(target: _Target, run_id: str) -> LedgerEntry | None:
     return sql.entry_from_row(rows[0]) if rows else None
 
 
+def _recent_entries(target: _Target, limit: int, data_source_id: int | None) -> list[LedgerEntry]:
+    query = sql.recent_entries_sql(target.table_sql(LEDGER_TABLE), data_source_id is not None)
+    params = [bigquery.ScalarQueryParameter("limit", "INT64", limit)]
+    if data_source_id is not None:
+        params.append(bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id))
+    try:
+        return [sql.entry_from_row(row) for row in target.rows(query, params)]
+    except gexc.NotFound:  # no dataset or ledger yet: nothing has run (a read must not create them)
+        return []
+
+
 def _ensure_head(target: _Target, dest_table: str) -> None:
     params = [bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table)]
     target.rows(sql.ensure_head_sql(target.table_sql(HEADS_TABLE)), params)
@@ -350,6 +370,8 @@ def _prepare_destination(target: _Target, dest_table: str, columns: tuple[Column
     plan = schema.plan_schema(existing, columns)
     if plan.new_columns:
         _add_columns(target, dest_table, plan.new_columns)
+    for warning in plan.warnings(dest_table):
+        log.warning("%s", warning)
     return plan
 
 

@@ -49,6 +49,15 @@ class SchemaPlan:
 
     new_columns: tuple[Column, ...]  # to add with ALTER TABLE ... ADD COLUMN (nullable)
     dest_types: Mapping[str, str]  # destination type of every source column, for the commit's SELECT
+    missing: tuple[str, ...] = ()  # destination columns the source no longer sends: new rows get NULL
+
+    def warnings(self, dest_table: str) -> tuple[str, ...]:
+        """What run.completed reports about this plan (the column stays: dropping data is for a human)."""
+        return tuple(
+            f"column {name!r} of {dest_table} is no longer in the source columns: it is kept, and the "
+            "rows of this run have NULL in it"
+            for name in self.missing
+        )
 
 
 def normalise_type(bq_type: str) -> str:
@@ -66,8 +75,12 @@ def existing_columns(fields: Iterable[bigquery.SchemaField]) -> list[ExistingCol
 def plan_schema(existing: Iterable[ExistingColumn], columns: tuple[Column, ...]) -> SchemaPlan:
     """Compare the destination with the source columns; raise SchemaMismatchError on a conflict.
 
+    New source columns are to be added; destination columns the source no longer sends are kept
+    (listed in `missing`).
+
     BigQuery column names are case-insensitive, so `ID` and `id` are the same column.
     """
+    existing = list(existing)
     by_name = {col.name.lower(): col for col in existing}
     new: list[Column] = []
     dest_types: dict[str, str] = {}
@@ -78,7 +91,9 @@ def plan_schema(existing: Iterable[ExistingColumn], columns: tuple[Column, ...])
             dest_types[column.name] = column.bq_type
         else:
             dest_types[column.name] = _checked_type(column, old)
-    return SchemaPlan(tuple(new), dest_types)
+    sent = {column.name.lower() for column in columns}
+    missing = tuple(col.name for col in existing if col.name.lower() not in sent)
+    return SchemaPlan(tuple(new), dest_types, missing)
 
 
 def _checked_type(column: Column, old: ExistingColumn) -> str:
@@ -90,7 +105,8 @@ def _checked_type(column: Column, old: ExistingColumn) -> str:
         return old.bq_type
     new_type = f"ARRAY<{wanted}>" if column.repeated else wanted
     raise errors.SchemaMismatchError(
-        f"column {column.name!r}: destination has {old.described}, source now gives {new_type}"
+        f"column {column.name!r}: destination has {old.described}, source now gives {new_type} "
+        f"(source type {column.source_type}); nothing was loaded"
     )
 
 

@@ -5,8 +5,9 @@ Every identifier is validated and quoted with backticks; every value travels as 
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.cloud import bigquery
@@ -65,6 +66,8 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
     ("started_at", "TIMESTAMP"),
     ("committed_at", "TIMESTAMP"),
     ("duration_seconds", "FLOAT64"),
+    ("values_nulled", "STRING"),
+    ("warnings", "STRING"),
 )
 _LEDGER_REQUIRED = frozenset({"run_id", "data_source_id", "dest_table", "load_type", "staging_token"})
 
@@ -163,15 +166,52 @@ def last_window_high_sql(ledger: str) -> str:
     )
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _counts_from_text(text: str | None) -> dict[str, int]:
+    return {str(name): int(count) for name, count in json.loads(text).items()} if text else {}
+
+
+def _texts_from_text(text: str | None) -> tuple[str, ...]:
+    return tuple(str(item) for item in json.loads(text)) if text else ()
+
+
+# Ledger columns that hold a structure, as JSON text: (to the parameter, from the row). Every
+# other column holds its LedgerEntry field as is. Rows written before a column existed read NULL.
+_LEDGER_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "values_nulled": (lambda counts: _json_text(dict(counts)), _counts_from_text),
+    "warnings": (lambda texts: _json_text(list(texts)), _texts_from_text),
+}
+
+
+def _encoded(name: str, value: Any) -> Any:
+    codec = _LEDGER_CODECS.get(name)
+    return value if codec is None else codec[0](value)
+
+
+def _decoded(name: str, value: Any) -> Any:
+    codec = _LEDGER_CODECS.get(name)
+    return value if codec is None else codec[1](value)
+
+
+def recent_entries_sql(ledger: str, by_data_source: bool) -> str:
+    """The newest ledger entries first (@limit of them), optionally of one @data_source_id."""
+    where = "WHERE data_source_id = @data_source_id " if by_data_source else ""
+    return f"SELECT * FROM {ledger} {where}ORDER BY committed_at DESC, run_id LIMIT @limit"
+
+
 def ledger_params(entry: LedgerEntry) -> list[bigquery.ScalarQueryParameter]:
     """One query parameter per ledger column, named after it."""
     return [
-        bigquery.ScalarQueryParameter(name, bq_type, getattr(entry, name)) for name, bq_type in LEDGER_FIELDS
+        bigquery.ScalarQueryParameter(name, bq_type, _encoded(name, getattr(entry, name)))
+        for name, bq_type in LEDGER_FIELDS
     ]
 
 
 def entry_from_row(row: Mapping[str, Any]) -> LedgerEntry:
-    return LedgerEntry(**{name: row[name] for name, _ in LEDGER_FIELDS})
+    return LedgerEntry(**{name: _decoded(name, row.get(name)) for name, _ in LEDGER_FIELDS})
 
 
 def ledger_schema() -> list[bigquery.SchemaField]:
@@ -183,12 +223,17 @@ def ledger_schema() -> list[bigquery.SchemaField]:
 
 # --- the commit script -------------------------------------------------------------------------
 def select_expr(column: Column, dest_type: str) -> str:
-    """How a staged column becomes a destination value: JSON parsed, widened types cast."""
+    """How a staged column becomes a destination value: JSON parsed, widened types cast (element by
+    element for an array, keeping its order)."""
     name = quote_name(column.name)
     if column.bq_type in STAGED_AS_STRING:
-        return STAGED_AS_STRING[column.bq_type].format(name)
+        convert = STAGED_AS_STRING[column.bq_type]
+        if column.repeated:
+            item = convert.format("item")
+            return f"ARRAY(SELECT {item} FROM UNNEST({name}) AS item WITH OFFSET AS pos ORDER BY pos)"
+        return convert.format(name)
     if dest_type != column.bq_type:
-        return f"CAST({name} AS {dest_type})"
+        return f"CAST({name} AS {f'ARRAY<{dest_type}>' if column.repeated else dest_type})"
     return name
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from worker.errors import ConfigurationError
+from worker.secrets import SecretResolver
 from worker.sources.base import Source
 from worker.sources.mysql import MySQLDialect
 from worker.sources.postgresql import PostgresDialect
 from worker.sources.sqlalchemy_source import SqlAlchemySource, SqlDialect
 from worker.sources.sqlite import SQLiteDialect
-from worker.sources.typemap import render_markdown
+from worker.sources.typedoc import Section, render_markdown
 
 DIALECTS: dict[str, type[SqlDialect]] = {
     "postgresql": PostgresDialect,
@@ -21,20 +22,24 @@ _TITLES = {"postgresql": "PostgreSQL", "mysql": "MySQL / MariaDB", "sqlite": "SQ
 TYPES_DOC = Path(__file__).resolve().parents[2] / "docs" / "types.md"
 
 
-def get_source(source_type: str) -> Source:
-    """The source for a request's `source_type`; an unknown name is a ConfigurationError."""
+def get_source(source_type: str, secrets: SecretResolver | None = None) -> Source:
+    """The source for a request's `source_type`; an unknown name is a ConfigurationError.
+    `secrets` resolves password references (default: the default allow-lists, os.environ)."""
     try:
         dialect = DIALECTS[source_type]
     except KeyError:
         valid = ", ".join(sorted(DIALECTS))
         raise ConfigurationError(f"unknown source type {source_type!r}; valid: {valid}") from None
-    return SqlAlchemySource(dialect())
+    return SqlAlchemySource(dialect(), secrets)
 
 
 def types_markdown() -> str:
     """docs/types.md: the mapping tables of every dialect."""
     return render_markdown(
-        [(_TITLES[name], dialect.types, dialect.examples) for name, dialect in DIALECTS.items()]
+        [
+            Section(_TITLES[name], dialect.types, dialect.examples, dialect.losses)
+            for name, dialect in DIALECTS.items()
+        ]
     )
 
 

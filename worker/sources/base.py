@@ -23,6 +23,12 @@ class SourceSnapshot(Protocol):
         ...
 
     @property
+    def values_nulled(self) -> dict[str, int]:
+        """Per column, values read so far that BigQuery cannot hold and were loaded as NULL
+        (complete once `iter_batches` is exhausted; empty in strict mode, which raises instead)."""
+        ...
+
+    @property
     def snapshot_at(self) -> datetime:
         """The source database's clock (aware, UTC), read when this snapshot was opened."""
         ...

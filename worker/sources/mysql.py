@@ -6,10 +6,11 @@ returned in the session zone) come back as UTC, while NOW(6) is the session's de
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
@@ -28,6 +29,28 @@ def time_of_day(value: timedelta) -> time | None:
     return (datetime.min + value).time()
 
 
+def date_from_text(text: str) -> date | None:
+    """A DATE as MySQL writes it; a zero date ('0000-00-00') or a zero month or day is no date."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def naive_from_text(text: str) -> datetime | None:
+    """A DATETIME as MySQL writes it ('2024-01-02 03:04:05.123456'); zero dates are no date-time."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def utc_from_text(text: str) -> datetime | None:
+    """A TIMESTAMP as MySQL writes it in the snapshot's session time zone, which is UTC."""
+    moment = naive_from_text(text)
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
 def integer_rule(sa_type: TypeEngine[Any], _resolve: tm.Resolver) -> tm.Target:
     # TINYINT(1) is how MySQL spells BOOL; BIGINT UNSIGNED exceeds INT64, NUMERIC holds it exactly.
     if isinstance(sa_type, mysql.TINYINT) and sa_type.display_width == 1:
@@ -42,10 +65,14 @@ def bit_rule(sa_type: TypeEngine[Any], _resolve: tm.Resolver) -> tm.Target:
     return tm.INT64 if (getattr(sa_type, "length", None) or 1) <= 63 else UNSIGNED_BIGINT
 
 
-UNSIGNED_BIGINT = tm.Target(tm.NUMERIC_ARROW, "NUMERIC")  # ints: no NaN to filter
-TIME_OF_DAY = tm.Target(tm.TIME.arrow_type, "TIME", convert=time_of_day, read="raw")
+UNSIGNED_BIGINT = tm.target("NUMERIC")  # ints: no NaN to filter
+TIME_OF_DAY = tm.target("TIME", convert=time_of_day, read="raw")
 
 TYPES: tm.TypeTable = {
+    # Read as MySQL's text: MySQLdb turns zero dates into None, which could not be told from NULL
+    # (and so could not be counted).
+    sqltypes.Date: tm.target("DATE", convert=date_from_text, read="text"),
+    sqltypes.DateTime: tm.target("DATETIME", convert=naive_from_text, read="text"),
     mysql.TINYINT: integer_rule,
     mysql.SMALLINT: integer_rule,
     mysql.MEDIUMINT: integer_rule,
@@ -55,13 +82,14 @@ TYPES: tm.TypeTable = {
     mysql.YEAR: tm.INT64,
     # SQLAlchemy's TIME processing drops the days of the driver's timedelta (25:00 would be 01:00).
     mysql.TIME: TIME_OF_DAY,
-    mysql.TIMESTAMP: tm.TIMESTAMP,  # reflected without timezone=True, yet it is an instant
+    # Reflected without timezone=True, yet it is an instant (read in the UTC session).
+    mysql.TIMESTAMP: tm.target("TIMESTAMP", convert=utc_from_text, read="text"),
     mysql.SET: tm.STRING_RAW,  # the driver's 'a,b' text rather than SQLAlchemy's Python set
     mysql.ENUM: tm.STRING_RAW,
 }
 
 EXAMPLES = (
-    tm.TypeExample("TINYINT(1), BOOL", mysql.TINYINT(display_width=1), "non-zero → true"),
+    tm.TypeExample("TINYINT(1), BOOL", mysql.TINYINT(display_width=1), "0, 1; other values → NULL"),
     tm.TypeExample("TINYINT .. BIGINT; UNSIGNED up to INT", mysql.INTEGER(unsigned=True)),
     tm.TypeExample("BIGINT UNSIGNED", mysql.BIGINT(unsigned=True)),
     tm.TypeExample("DECIMAL(p, s) with s ≤ 9 and p - s ≤ 29", mysql.DECIMAL(20, 4)),
@@ -79,7 +107,22 @@ EXAMPLES = (
     tm.TypeExample("DATETIME", mysql.DATETIME(fsp=6), "zero date → NULL"),
     tm.TypeExample("TIMESTAMP", mysql.TIMESTAMP(fsp=6), "as UTC; zero → NULL"),
     tm.TypeExample("TIME", mysql.TIME(fsp=6), "negative or ≥ 24:00:00 → NULL"),
-    tm.TypeExample("JSON (MariaDB: LONGTEXT with json_valid)", mysql.JSON(), "compact text"),
+    tm.TypeExample("JSON (MariaDB: LONGTEXT with json_valid)", mysql.JSON(), "compact text, then PARSE_JSON"),
+    tm.TypeExample("GEOMETRY, POINT, ... (not listed)", sqltypes.NullType()),
+)
+
+LOSSES = (
+    tm.Loss("DATE, DATETIME, TIMESTAMP", "zero dates (`0000-00-00`, `0000-00-00 00:00:00`) and dates "
+            "with a zero month or day (`2024-00-10`), as a permissive sql_mode allows", tm.NULLED),
+    tm.Loss("TIME", "negative, or 24:00:00 and more (MySQL TIME is a duration up to 838:59:59)", tm.NULLED),
+    tm.Loss("TINYINT(1), BOOL", "a value other than 0 and 1 (MySQL reads 2 as true)", tm.NULLED),
+    tm.Loss("TIMESTAMP", "the session time zone it was written in", "the same instant in UTC"),
+    tm.Loss("FLOAT", "every value", "FLOAT64 of the shortest text MySQL sends (`1.1`)"),
+    tm.Loss("SET", "every value", "STRING: MySQL's text, members in definition order (`a,c`)"),
+    tm.Loss("ENUM", "an invalid value stored as `''` under a permissive sql_mode", "`''`"),
+    tm.Loss("BIT(n)", "every value", "its unsigned integer value (INT64; NUMERIC for BIT(64))"),
+    tm.Loss("YEAR", "every value", "INT64 (`0000` → `0`)"),
+    tm.Loss("CHAR(n)", "trailing spaces", "removed, as MySQL itself returns CHAR values"),
 )
 
 # MariaDB stores JSON as LONGTEXT with a column CHECK (json_valid(`col`)), listed here
@@ -103,6 +146,7 @@ class MySQLDialect(SqlDialect):
     name = "mysql"
     types = TYPES
     examples = EXAMPLES
+    losses = LOSSES
 
     def url(self, params: ConnectionParams) -> sa.URL:
         return sa.URL.create(

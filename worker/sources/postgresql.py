@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
 import psycopg2
+import pyarrow as pa
 import sqlalchemy as sa
 from psycopg2 import extensions as pgext
+from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql as pg
 
 from worker.messages import ConnectionParams
+from worker.sources import pg_copy
 from worker.sources import typemap as tm
+from worker.sources.converters import Unrepresentable, finite_decimal
+from worker.sources.fastpath import FastRead
 from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, password_of
 
 _INFINITE = frozenset({"infinity", "-infinity"})
 
 
 def _lenient(base: Any) -> Any:
-    """psycopg2's date/time typecaster, returning NULL for values Python (and BigQuery) cannot hold.
+    """psycopg2's date/time typecaster, returning `Unrepresentable` for values BigQuery cannot hold.
 
     psycopg2 turns ±infinity into date(time).max/min (silently wrong), raises on years beyond 9999
-    or BC, and turns time '24:00:00' into 00:00; a single such row would end the run.
+    or BC, and turns time '24:00:00' into 00:00; a single such row would end the run. The marker
+    lets the batch builder load NULL and count it (or refuse it in strict mode).
     """
 
     def cast(text: str | None, cursor: Any) -> Any:
-        if text is None or text in _INFINITE or text.startswith("24:"):
+        if text is None:
             return None
+        if text in _INFINITE or text.startswith("24:"):
+            return Unrepresentable(text)
         try:
             return base(text, cursor)
         except (ValueError, psycopg2.DataError):
-            return None
+            return Unrepresentable(text)
 
     return pgext.new_type(base.values, f"ETL_{base.name}", cast)
 
@@ -48,7 +57,9 @@ _CASTERS = (
 
 TYPES: tm.TypeTable = {
     pg.INTERVAL: tm.STRING_CAST,  # psycopg2's timedelta folds months into 30 days: PostgreSQL's text
-    pg.MONEY: tm.STRING_CAST,
+    # money is an integer count of cents (lc_monetary's digits); its text ('$12.50') depends on the
+    # locale, its numeric cast does not.
+    pg.MONEY: tm.target("NUMERIC", convert=finite_decimal, read="numeric"),
     pg.INET: tm.STRING,
     pg.CIDR: tm.STRING,
 }
@@ -58,29 +69,50 @@ EXAMPLES = (
     tm.TypeExample("numeric(p, s) with s ≤ 9 and p - s ≤ 29", pg.NUMERIC(38, 9), "NaN → NULL"),
     tm.TypeExample("numeric(p, s) with s ≤ 38 and p - s ≤ 38", pg.NUMERIC(76, 38), "NaN → NULL"),
     tm.TypeExample("numeric, or wider numeric(p, s)", pg.NUMERIC(), "exact text, NaN as 'NaN'"),
-    tm.TypeExample("real, double precision", pg.DOUBLE_PRECISION()),
+    tm.TypeExample("real, double precision", pg.DOUBLE_PRECISION(), "NaN, ±Infinity, -0 kept"),
     tm.TypeExample("boolean", pg.BOOLEAN()),
     tm.TypeExample("text, varchar(n), char(n)", pg.TEXT()),
     tm.TypeExample("bytea", pg.BYTEA()),
     tm.TypeExample("date", pg.DATE(), "±infinity, BC, year > 9999 → NULL"),
     tm.TypeExample("time", pg.TIME(), "24:00:00 → NULL"),
-    tm.TypeExample("time with time zone", pg.TIME(timezone=True)),
+    tm.TypeExample("time with time zone", pg.TIME(timezone=True), "PostgreSQL's text, e.g. '12:34:56+05:30'"),
     tm.TypeExample("timestamp", pg.TIMESTAMP(), "±infinity, BC, year > 9999 → NULL"),
-    tm.TypeExample("timestamp with time zone", pg.TIMESTAMP(timezone=True), "as UTC"),
-    tm.TypeExample("json, jsonb", pg.JSONB(), "compact text"),
+    tm.TypeExample("timestamp with time zone", pg.TIMESTAMP(timezone=True), "as UTC; same NULLs"),
+    tm.TypeExample("json, jsonb", pg.JSONB(), "compact text, then PARSE_JSON"),
     tm.TypeExample("uuid", pg.UUID()),
     tm.TypeExample("inet, cidr", pg.INET()),
     tm.TypeExample("interval", pg.INTERVAL(), "PostgreSQL's text, e.g. '1 year 2 mons'"),
     tm.TypeExample("enum types", pg.ENUM("a", "b", name="mood")),
-    tm.TypeExample("money", pg.MONEY(), "PostgreSQL's text, e.g. '$12.50'"),
-    tm.TypeExample("integer[] (arrays of the types above)", pg.ARRAY(pg.INTEGER()), "NULL elements → NULL"),
+    tm.TypeExample("money", pg.MONEY(), "its value, e.g. 12.50"),
+    tm.TypeExample("integer[] (arrays of any type above)", pg.ARRAY(pg.INTEGER()), "NULL elements → NULL"),
+    tm.TypeExample("numeric(10, 2)[]", pg.ARRAY(pg.NUMERIC(10, 2))),
+    tm.TypeExample("text[], uuid[], inet[], enum[]", pg.ARRAY(pg.TEXT())),
+    tm.TypeExample("jsonb[]", pg.ARRAY(pg.JSONB()), "each element parsed"),
+    tm.TypeExample("point, xml, tsvector, ranges, ... (not listed)", sqltypes.NullType()),
 )
 
+LOSSES = (
+    tm.Loss("date, timestamp, timestamptz (also in arrays)", "`infinity`, `-infinity`", tm.NULLED),
+    tm.Loss("date, timestamp, timestamptz (also in arrays)", "years after 9999, and BC", tm.NULLED),
+    tm.Loss("time", "`24:00:00`", tm.NULLED),
+    tm.Loss("numeric(p, s) (NUMERIC, BIGNUMERIC)", "`NaN`", tm.NULLED),
+    tm.Loss("numeric without precision, or wider", "every value", "STRING: the exact decimal text, "
+            "`NaN` and `±Infinity` spelled out"),
+    tm.Loss("real", "every value", "FLOAT64 of the shortest text PostgreSQL prints (`0.1`, not "
+            "`0.10000000149011612`)"),
+    tm.Loss("timestamptz", "the offset it was written with", "the same instant in UTC (PostgreSQL does "
+            "not store the offset either)"),
+    tm.Loss("time with time zone", "every value", "STRING: PostgreSQL's text, e.g. `12:34:56.123456+05:30`"),
+    tm.Loss("interval", "every value", "STRING: PostgreSQL's text in the server's IntervalStyle"),
+    tm.Loss("money", "the currency symbol and grouping", "NUMERIC of the amount (`-$1,234.50` → `-1234.50`)"),
+    tm.Loss("uuid, inet, cidr, enum", "every value", "STRING: PostgreSQL's text"),
+)
 
 class PostgresDialect(SqlDialect):
     name = "postgresql"
     types = TYPES
     examples = EXAMPLES
+    losses = LOSSES
 
     def url(self, params: ConnectionParams) -> sa.URL:
         return sa.URL.create(
@@ -99,8 +131,15 @@ class PostgresDialect(SqlDialect):
         for caster in _CASTERS:
             pgext.register_type(caster, dbapi_conn)
 
+    def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
+        return pg_copy.fast_batches(read)  # COPY ... TO STDOUT, when every column allows it
+
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         # Must be the transaction's first statement; the snapshot is taken by the next one.
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         zoned, local = conn.execute(sa.text("SELECT now(), LOCALTIMESTAMP")).one()
+        # timestamptz values are sent in the session's zone: in UTC, the greatest one (9999-12-31
+        # 23:59:59.999999+00) is not written as year 10000, nor early years with a seconds offset.
+        # After the clock: a naive cursor's window uses the session's own wall clock.
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
         return Clock(zoned=zoned.astimezone(UTC), local=local)

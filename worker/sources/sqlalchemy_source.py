@@ -30,7 +30,10 @@ from worker import constants as c
 from worker.columns import Column, arrow_schema
 from worker.errors import ConfigurationError, SourceSchemaError, UnsupportedTypeError
 from worker.messages import ConnectionParams, EtlRunRequest
-from worker.sources.typemap import Target, TypeExample, TypeTable, loads_exact, lookup
+from worker.secrets import SecretResolver
+from worker.sources.arrays import NulledValues
+from worker.sources.fastpath import FastField, FastRead, fast_column_array, gc_paused
+from worker.sources.typemap import Loss, Target, TypeExample, TypeTable, loads_exact, lookup
 from worker.window import CursorValue, Window
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class SqlDialect(ABC):
     name: ClassVar[str]
     types: ClassVar[TypeTable] = {}
     examples: ClassVar[tuple[TypeExample, ...]] = ()  # documented rows (docs/types.md)
+    losses: ClassVar[tuple[Loss, ...]] = ()  # documented values that do not survive (docs/types.md)
 
     @abstractmethod
     def url(self, params: ConnectionParams) -> sa.URL:
@@ -89,6 +93,10 @@ class SqlDialect(ABC):
         """A window bound as the driver should receive it."""
         return value
 
+    def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
+        """The generic path's exact batches read a faster way (PostgreSQL COPY), or None."""
+        return None
+
     def create_engine(self, params: ConnectionParams) -> sa.Engine:
         # NullPool: the snapshot's one connection is really closed on exit, never pooled.
         engine = sa.create_engine(
@@ -105,15 +113,17 @@ def password_of(params: ConnectionParams) -> str | None:
 class SqlAlchemySource:
     """A `Source` for one dialect."""
 
-    def __init__(self, dialect: SqlDialect) -> None:
+    def __init__(self, dialect: SqlDialect, secrets: SecretResolver | None = None) -> None:
         self.dialect = dialect
         self.name = dialect.name
+        self._secrets = secrets or SecretResolver()
 
     @contextmanager
     def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemySnapshot]:
         """Connect, open the snapshot, reflect the table; close everything on exit."""
         started = time.monotonic()
-        engine = self.dialect.create_engine(request.connection_params)
+        # A password reference (env, file, Secret Manager) becomes the password only here.
+        engine = self.dialect.create_engine(self._secrets.resolved(request.connection_params))
         try:
             with engine.connect() as conn:
                 clock = self.dialect.open_snapshot(conn)
@@ -125,7 +135,8 @@ class SqlAlchemySource:
                     len(layout.fields),
                     time.monotonic() - started,
                 )
-                yield SqlAlchemySnapshot(conn, self.dialect, layout, clock)
+                nulled = NulledValues(strict=request.strict_types)
+                yield SqlAlchemySnapshot(conn, self.dialect, layout, clock, nulled)
         finally:
             engine.dispose()
 
@@ -226,11 +237,16 @@ def _compiled(sa_type: TypeEngine[Any], dialect: sa.Dialect) -> str:
         return "unrecognised type"
 
 
+# Read modes in which the database casts the column (element-wise for an array) before sending it.
+_READ_CASTS: dict[str, Callable[[], TypeEngine[Any]]] = {"text": sa.Text, "numeric": sa.Numeric}
+
+
 def _read_expr(col: sa.Column[Any], sa_type: TypeEngine[Any], target: Target) -> sa.ColumnElement[Any]:
     if target.read == "raw":  # NullType has no result processor: the driver's value as is
         return sa.type_coerce(col, NullType())
-    if target.read == "text":
-        return sa.cast(col, sa.ARRAY(sa.Text()) if target.repeated else sa.Text())
+    cast_to = _READ_CASTS.get(target.read)
+    if cast_to is not None:
+        return sa.cast(col, sa.ARRAY(cast_to()) if target.repeated else cast_to())
     return col if sa_type is col.type else sa.type_coerce(col, sa_type)
 
 
@@ -279,7 +295,10 @@ def _bounds(lows: Sequence[_Bound], high: _Bound) -> tuple[_Bound | None, _Bound
 class SqlAlchemySnapshot:
     """A `SourceSnapshot`: every call runs on one connection inside one read-only transaction."""
 
-    def __init__(self, conn: sa.Connection, dialect: SqlDialect, layout: _Layout, clock: Clock) -> None:
+    def __init__(
+        self, conn: sa.Connection, dialect: SqlDialect, layout: _Layout, clock: Clock,
+        nulled: NulledValues | None = None,
+    ) -> None:
         self._conn = conn
         self._dialect = dialect
         self._layout = layout
@@ -287,10 +306,16 @@ class SqlAlchemySnapshot:
         self._columns = tuple(f.column for f in layout.fields)
         self._schema = arrow_schema(self._columns)
         self._streaming = False
+        self._nulled = nulled or NulledValues()
 
     @property
     def columns(self) -> tuple[Column, ...]:
         return self._columns
+
+    @property
+    def values_nulled(self) -> dict[str, int]:
+        """Per column, the values read so far that BigQuery cannot hold, loaded as NULL."""
+        return dict(self._nulled.counts)
 
     @property
     def snapshot_at(self) -> datetime:
@@ -331,13 +356,34 @@ class SqlAlchemySnapshot:
         self._streaming = True
         rows = batches = 0
         try:
-            with self._conn.execute(query) as result:
-                for partition in result.partitions():
-                    rows, batches = rows + len(partition), batches + 1
-                    yield self._to_batch(partition)
+            for batch in self._stream(query, window, batch_rows):
+                rows, batches = rows + batch.num_rows, batches + 1
+                yield batch
         finally:
             self._streaming = False
             log.info("read %d rows in %d batches from %s", rows, batches, self._layout.qualified)
+            if self._nulled.counts:
+                log.warning("values BigQuery cannot hold, loaded as NULL, per column of %s: %s",
+                            self._layout.qualified, self._nulled.counts)
+
+    def _stream(self, query: sa.Select[Any], window: Window | None, batch_rows: int,
+                ) -> Iterator[pa.RecordBatch]:
+        """The dialect's fast reader when it carries every column exactly, else the generic one."""
+        fast = self._dialect.fast_batches(self._fast_read(window, batch_rows))
+        if fast is not None:
+            yield from fast
+            return
+        with gc_paused(), self._conn.execute(query) as result:
+            for partition in result.partitions():
+                yield self._to_batch(partition)
+
+    def _fast_read(self, window: Window | None, batch_rows: int) -> FastRead:
+        fields = tuple(
+            FastField(f.column, f.target.convert, f.target.bq_type, f.target.read, f.target.repeated, f.expr)
+            for f in self._layout.fields
+        )
+        return FastRead(self._conn, self._layout.table, fields, tuple(self._where(window)), self._schema,
+                        batch_rows, self._nulled)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta) -> _PlannedBounds:
@@ -366,7 +412,10 @@ class SqlAlchemySnapshot:
 
     def _to_batch(self, rows: Sequence[sa.Row[Any]]) -> pa.RecordBatch:
         by_column = zip(*rows, strict=True)  # transpose: convert and build each column at once
-        arrays = [_to_array(values, f) for values, f in zip(by_column, self._layout.fields, strict=True)]
+        arrays = [
+            fast_column_array(values, f.column, f.target.convert, self._nulled)
+            for values, f in zip(by_column, self._layout.fields, strict=True)
+        ]
         return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
 
     def _require_cursor(self) -> _Cursor:
@@ -378,16 +427,3 @@ class SqlAlchemySnapshot:
         if self._streaming:
             raise RuntimeError("a batch stream is open on this snapshot: finish iter_batches first")
 
-
-def _to_array(values: Sequence[Any], field: _Field) -> pa.Array:
-    convert = field.target.convert
-    try:
-        if convert is not None:
-            values = [None if value is None else convert(value) for value in values]
-        return pa.array(values, type=field.column.arrow_type)
-    except (pa.ArrowException, TypeError, ValueError, ArithmeticError) as exc:
-        column = field.column
-        raise UnsupportedTypeError(
-            f"column {column.name!r} ({column.source_type}): a value cannot be converted to "
-            f"{column.arrow_type}: {exc}"
-        ) from exc

@@ -10,17 +10,20 @@ SQLite's own functions write them.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.types import TypeEngine
 
 from worker.errors import ConfigurationError
 from worker.messages import ConnectionParams
 from worker.sources import typemap as tm
+from worker.sources.converters import Converter, bool_from_int
 from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect
 
 
@@ -49,26 +52,84 @@ def time_from_text(value: Any) -> time | None:
         return None
 
 
-# The generic rules' SQLAlchemy processing raises on a malformed value; read the text instead.
+def of_class(kind: type[Any], value: Any) -> Any:
+    """The value when SQLite stored it with the declared type's storage class, else None."""
+    return value if type(value) is kind else None
+
+
+def float_value(value: Any) -> float | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value) if float(value) == value else None  # huge ints lose digits as floats
+    return value if isinstance(value, float) else None
+
+
+def decimal_value(value: Any) -> Decimal | None:
+    """A decimal from what SQLite stored: an INTEGER, a REAL (its shortest text: 0.1 is 0.1), or text
+    that NUMERIC affinity kept because converting it would have lost digits."""
+    if isinstance(value, float):
+        value = repr(value)
+    if not isinstance(value, int | str) or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
+def _then(second: Converter | None, value: Any) -> Any:
+    number = decimal_value(value)
+    return number if number is None or second is None else second(number)
+
+
+def numeric_rule(sa_type: TypeEngine[Any], resolve: tm.Resolver) -> tm.Target:
+    """The generic NUMERIC/BIGNUMERIC/STRING choice, fed from the raw stored value: SQLAlchemy's
+    processing would round a REAL to the declared scale and fails on text."""
+    chosen = tm.numeric_rule(sa_type, resolve)
+    return tm.target(chosen.bq_type, convert=partial(_then, chosen.convert), read="raw")
+
+
+# SQLite stores any value in any column: each rule reads the raw stored value and keeps it only when
+# it fits the declared type (anything else is a value BigQuery cannot hold in that column).
 TYPES: tm.TypeTable = {
-    sqltypes.DateTime: tm.Target(pa.timestamp("us"), "DATETIME", convert=datetime_from_text, read="raw"),
-    sqltypes.Date: tm.Target(pa.date32(), "DATE", convert=date_from_text, read="raw"),
-    sqltypes.Time: tm.Target(pa.time64("us"), "TIME", convert=time_from_text, read="raw"),
+    sqltypes.Integer: tm.target("INT64", convert=partial(of_class, int), read="raw"),
+    sqltypes.Float: tm.target("FLOAT64", convert=float_value, read="raw"),
+    sqltypes.Numeric: numeric_rule,
+    sqltypes.String: tm.target("STRING", convert=partial(of_class, str), read="raw"),
+    sqltypes._Binary: tm.target("BYTES", convert=partial(of_class, bytes), read="raw"),
+    sqltypes.Boolean: tm.target("BOOL", convert=bool_from_int, read="raw"),
+    sqltypes.DateTime: tm.target("DATETIME", convert=datetime_from_text, read="raw"),
+    sqltypes.Date: tm.target("DATE", convert=date_from_text, read="raw"),
+    sqltypes.Time: tm.target("TIME", convert=time_from_text, read="raw"),
 }
 
 EXAMPLES = (
-    tm.TypeExample("INTEGER", sqlite.INTEGER()),
-    tm.TypeExample("REAL", sqlite.REAL()),
+    tm.TypeExample("INTEGER (and INT, BIGINT, ...)", sqlite.INTEGER()),
+    tm.TypeExample("REAL (and FLOAT, DOUBLE)", sqlite.REAL()),
     tm.TypeExample("TEXT, VARCHAR", sqlite.TEXT()),
     tm.TypeExample("BLOB", sqlite.BLOB()),
-    tm.TypeExample("NUMERIC(p, s), DECIMAL(p, s)", sqlite.NUMERIC(10, 2), "stored as REAL by SQLite"),
+    tm.TypeExample("NUMERIC(p, s), DECIMAL(p, s)", sqlite.NUMERIC(10, 2), "the stored number, exactly"),
     tm.TypeExample("NUMERIC, DECIMAL (no precision)", sqlite.NUMERIC(), "text of the stored value"),
-    tm.TypeExample("BOOLEAN", sqlite.BOOLEAN()),
+    tm.TypeExample("BOOLEAN", sqlite.BOOLEAN(), "0, 1; other values → NULL"),
     tm.TypeExample("DATE", sqltypes.DATE(), "ISO text; unreadable → NULL"),
     tm.TypeExample("DATETIME, TIMESTAMP", sqltypes.DATETIME(), "ISO text; an offset converts to UTC"),
     tm.TypeExample("TIME", sqltypes.TIME(), "ISO text; unreadable → NULL"),
-    tm.TypeExample("JSON", sqlite.JSON(), "compact text"),
+    tm.TypeExample("JSON", sqlite.JSON(), "compact text, then PARSE_JSON"),
     tm.TypeExample("(no declared type)", sqltypes.NullType()),
+)
+
+LOSSES = (
+    tm.Loss("every declared type", "a value stored with another storage class (text in an INTEGER "
+            "column, a REAL 1.5 in an INTEGER column, a BLOB in a TEXT column, ...)", tm.NULLED),
+    tm.Loss("DATE, DATETIME, TIMESTAMP, TIME", "text that is not ISO 8601, and numbers (Julian days, "
+            "Unix times)", tm.NULLED),
+    tm.Loss("DATETIME, TIMESTAMP", "an offset in the text (`+02:00`)", "the UTC wall-clock time"),
+    tm.Loss("DATETIME, TIMESTAMP, TIME", "digits of a second beyond the sixth", "cut to microseconds"),
+    tm.Loss("BOOLEAN", "a value other than 0 and 1", tm.NULLED),
+    tm.Loss("NUMERIC(p, s), DECIMAL(p, s)", "a REAL", "its shortest decimal text (`0.1`)"),
+    tm.Loss("NUMERIC(p, s), DECIMAL(p, s)", "more digits than the BigQuery type chosen for (p, s) holds",
+            tm.NULLED),
+    tm.Loss("JSON", "text that is not JSON", tm.NULLED),
 )
 
 
@@ -76,6 +137,7 @@ class SQLiteDialect(SqlDialect):
     name = "sqlite"
     types = TYPES
     examples = EXAMPLES
+    losses = LOSSES
 
     def url(self, params: ConnectionParams) -> sa.URL:
         path = Path(params.database).expanduser()

@@ -1,4 +1,4 @@
-"""Source column types → Arrow type, BigQuery type and per-value converter, kept as data.
+"""Source column types → BigQuery type (hence Arrow type) and per-value converter, kept as data.
 
 A type table maps SQLAlchemy type classes to rules. `lookup` walks the reflected type's class MRO,
 most specific class first, and at each class consults the dialect's table before the generic one:
@@ -6,16 +6,19 @@ a dialect entry (or override) always wins. A rule is either a fixed `Target` or 
 the type instance, only where the mapping depends on the type's parameters (numeric precision,
 time zones, arrays, MySQL UNSIGNED). A rule that returns None means "no faithful mapping".
 
-Values BigQuery cannot hold (NaN in NUMERIC, arrays with NULL elements, ...) become NULL here; the
-drivers' typecasters do the same for ±infinity and out-of-range dates (see the dialect modules).
+Policies (docs/types.md renders them with every table):
+- naive date-times → DATETIME, zoned ones → TIMESTAMP (UTC);
+- decimals → NUMERIC when (precision, scale) fits (38, 9), else BIGNUMERIC, else exact STRING; never
+  FLOAT64; unsigned 64-bit integers → NUMERIC;
+- JSON → JSON (staged as STRING, PARSE_JSON at commit); arrays → REPEATED;
+- uuid, inet, interval, enum, time with time zone → STRING in the source's own spelling;
+- a value BigQuery cannot hold → NULL, counted per column (`worker.sources.arrays`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import partial
 from typing import Any, Literal, Union
 
@@ -23,25 +26,42 @@ import pyarrow as pa
 from sqlalchemy import types as sqltypes
 from sqlalchemy.types import TypeEngine
 
-Converter = Callable[[Any], Any]
+from worker.columns import bq_arrow_type
+from worker.sources.converters import (
+    Converter,
+    bool_from_int,
+    compact_json,
+    decimal_text,
+    finite_decimal,
+    json_text,
+    list_converter,
+    loads_exact,
+)
+
 # How the SELECT reads a column: "native" through SQLAlchemy's result processing for the type;
 # "raw" as the DB-API driver returns it (where SQLAlchemy's processing would lose information);
-# "text" cast to text by the database itself (its exact rendering, e.g. PostgreSQL interval).
-ReadMode = Literal["native", "raw", "text"]
+# "text" / "numeric" cast by the database itself to text (its exact spelling, e.g. PostgreSQL
+# interval) or to an unconstrained decimal (PostgreSQL money).
+ReadMode = Literal["native", "raw", "text", "numeric"]
 
-NUMERIC_ARROW = pa.decimal128(38, 9)  # BigQuery NUMERIC: precision 38, scale 9
-BIGNUMERIC_ARROW = pa.decimal256(76, 38)  # BigQuery BIGNUMERIC: precision 76(.76), scale 38
+NUMERIC_ARROW = bq_arrow_type("NUMERIC")  # BigQuery NUMERIC: precision 38, scale 9
+BIGNUMERIC_ARROW = bq_arrow_type("BIGNUMERIC")  # BigQuery BIGNUMERIC: precision 76(.76), scale 38
 
 
 @dataclass(frozen=True)
 class Target:
     """Where values of one source type land."""
 
-    arrow_type: pa.DataType
+    arrow_type: pa.DataType  # always bq_arrow_type(bq_type, repeated): see `target`
     bq_type: str
     convert: Converter | None = None  # applied to non-NULL values only; None: values pass as read
     read: ReadMode = "native"
     repeated: bool = False  # BigQuery REPEATED: arrow_type is a list type
+
+
+def target(bq_type: str, convert: Converter | None = None, read: ReadMode = "native") -> Target:
+    """A scalar Target whose Arrow type follows from its BigQuery type."""
+    return Target(bq_arrow_type(bq_type), bq_type, convert, read)
 
 
 Resolver = Callable[[TypeEngine[Any]], Target | None]
@@ -59,71 +79,34 @@ class TypeExample:
     note: str = ""
 
 
-# --- converters ----------------------------------------------------------------------------------
-def loads_exact(text: str | bytes) -> Any:
-    """json.loads keeping every number exact: non-integers become Decimal (ints are exact already).
+@dataclass(frozen=True)
+class Loss:
+    """A documented kind of source value that does not reach BigQuery as it was."""
 
-    Given to SQLAlchemy as the engine's json_deserializer, so drivers decode JSON with it."""
-    return json.loads(text, parse_float=Decimal)
-
-
-def compact_json(value: Any) -> str:
-    """Compact JSON text of a decoded value (no spaces, UTF-8 kept), numbers exactly as stored."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except TypeError:  # a Decimal from loads_exact: the C encoder cannot write it verbatim
-        return _encode_exact(value)
-
-
-def _encode_exact(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return str(value)  # its literal as parsed, e.g. 1.10000000000000000001 or 1E+400
-    if isinstance(value, dict):
-        items = (f"{_encode_exact(str(key))}:{_encode_exact(item)}" for key, item in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode_exact(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
-def finite_decimal(value: Decimal) -> Decimal | None:
-    """NUMERIC/BIGNUMERIC hold no NaN (PostgreSQL numeric(p,s) may): NULL instead."""
-    return value if value.is_finite() else None
-
-
-def decimal_text(value: Decimal | float | int) -> str:
-    """The exact decimal text, never scientific notation; NaN and ±Infinity spelled out."""
-    if not isinstance(value, Decimal):  # SQLite may hand back a float or int: its shortest text
-        value = Decimal(str(value))
-    return format(value, "f")
-
-
-def _list_converter(item_convert: Converter | None, values: Sequence[Any]) -> list[Any] | None:
-    # BigQuery arrays hold neither NULL elements nor nested arrays (multi-dimensional PostgreSQL
-    # arrays reflect as one-dimensional): such a value cannot be stored, so it becomes NULL.
-    if any(item is None or isinstance(item, list) for item in values):
-        return None
-    return list(values) if item_convert is None else [item_convert(item) for item in values]
+    types: str  # the source types concerned
+    values: str  # which of their values
+    becomes: str  # what BigQuery gets: NULL (counted in values_nulled) or another spelling
 
 
 # --- targets -------------------------------------------------------------------------------------
-INT64 = Target(pa.int64(), "INT64")
-FLOAT64 = Target(pa.float64(), "FLOAT64", read="raw")  # MySQL DOUBLE reflects as asdecimal=True
-BOOL = Target(pa.bool_(), "BOOL")
-BOOL_FROM_INT = Target(pa.bool_(), "BOOL", convert=bool)
-STRING = Target(pa.string(), "STRING")
-STRING_RAW = Target(pa.string(), "STRING", read="raw")  # enums: the driver's text, unvalidated
-STRING_OF = Target(pa.string(), "STRING", convert=str)  # uuid.UUID and similar objects
-STRING_CAST = Target(pa.string(), "STRING", read="text")
-BYTES = Target(pa.binary(), "BYTES")
-DATE = Target(pa.date32(), "DATE")
-TIME = Target(pa.time64("us"), "TIME")
-DATETIME = Target(pa.timestamp("us"), "DATETIME")
-TIMESTAMP = Target(pa.timestamp("us", tz="UTC"), "TIMESTAMP")
-JSON = Target(pa.string(), "JSON", convert=compact_json)
-NUMERIC = Target(NUMERIC_ARROW, "NUMERIC", convert=finite_decimal)
-BIGNUMERIC = Target(BIGNUMERIC_ARROW, "BIGNUMERIC", convert=finite_decimal)
-DECIMAL_TEXT = Target(pa.string(), "STRING", convert=decimal_text)
+INT64 = target("INT64")
+FLOAT64 = target("FLOAT64", read="raw")  # MySQL DOUBLE reflects as asdecimal=True
+BOOL = target("BOOL")
+BOOL_FROM_INT = target("BOOL", convert=bool_from_int)
+STRING = target("STRING")
+STRING_RAW = target("STRING", read="raw")  # enums: the driver's text, unvalidated
+STRING_OF = target("STRING", convert=str)  # uuid.UUID and similar objects
+STRING_CAST = target("STRING", read="text")
+BYTES = target("BYTES")
+DATE = target("DATE")
+TIME = target("TIME")
+DATETIME = target("DATETIME")
+TIMESTAMP = target("TIMESTAMP")
+# Read as the database's JSON text: a driver's own decoding would turn a JSON null into SQL NULL.
+JSON = target("JSON", convert=json_text, read="text")
+NUMERIC = target("NUMERIC", convert=finite_decimal)
+BIGNUMERIC = target("BIGNUMERIC", convert=finite_decimal)
+DECIMAL_TEXT = target("STRING", convert=decimal_text)
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -147,9 +130,10 @@ def datetime_rule(sa_type: TypeEngine[Any], _resolve: Resolver) -> Target:
     return TIMESTAMP if getattr(sa_type, "timezone", False) else DATETIME
 
 
-def time_rule(sa_type: TypeEngine[Any], _resolve: Resolver) -> Target | None:
-    # TIME WITH TIME ZONE has no BigQuery counterpart (TIME is a wall-clock time).
-    return None if getattr(sa_type, "timezone", False) else TIME
+def time_rule(sa_type: TypeEngine[Any], _resolve: Resolver) -> Target:
+    # BigQuery TIME is a wall-clock time with no offset; converting to UTC would depend on a date
+    # the value does not have. The source's text ('12:34:56.123456+05:30') keeps everything.
+    return STRING_CAST if getattr(sa_type, "timezone", False) else TIME
 
 
 def array_rule(sa_type: TypeEngine[Any], resolve: Resolver) -> Target | None:
@@ -160,8 +144,8 @@ def array_rule(sa_type: TypeEngine[Any], resolve: Resolver) -> Target | None:
     return Target(
         pa.list_(item.arrow_type),
         item.bq_type,
-        convert=partial(_list_converter, item.convert),
-        read="text" if item.read == "text" else "native",
+        convert=partial(list_converter, item.convert),
+        read=item.read if item.read in ("text", "numeric") else "native",  # cast as an array of it
         repeated=True,
     )
 
@@ -195,40 +179,39 @@ def lookup(sa_type: TypeEngine[Any], dialect_table: TypeTable) -> Target | None:
     return None
 
 
-# --- documentation -------------------------------------------------------------------------------
-_DOC_HEADER = """\
-# Type mapping
+NULLED = "NULL (counted)"
+# Values that do not survive whatever the source (docs/types.md); each dialect lists its own.
+GENERIC_LOSSES = (
+    Loss("arrays", "an array with a NULL element, or a nested (multi-dimensional) array", NULLED),
+    Loss("arrays", "NULL", "`[]`: BigQuery stores a NULL array as an empty one"),
+    Loss(
+        "JSON",
+        "a number BigQuery JSON cannot hold exactly: beyond INT64/UINT64 and not a FLOAT64 whose shortest "
+        "text has the same value (`12345678901234567890123`, `1.10000000000000000001`, `1e400`)",
+        f"{NULLED}: `PARSE_JSON` would fail the whole commit",
+    ),
+    Loss(
+        "JSON",
+        "whitespace, number spelling (`2.50`), duplicate keys",
+        "BigQuery's own JSON: compact, numbers as INT64/UINT64/FLOAT64 (`2.5`), the last of duplicate "
+        "keys (as PostgreSQL's jsonb)",
+    ),
+    Loss("decimals (NUMERIC, BIGNUMERIC)", "trailing zeros of the declared scale",
+         "the same value: BigQuery keeps no scale (`1.50` reads `1.5`)"),
+)
 
-Generated from `worker/sources/typemap.py` and the dialect tables by
-`worker.sources.types_markdown()`; `tests/sources/test_typemap.py` fails when this file is stale.
-Regenerate with:
-
-    .venv/bin/python -c 'import worker.sources as s; s.write_types_doc()'
-
-Rules that apply everywhere:
-
-- A column whose type is not listed fails the run with `UnsupportedTypeError` naming it.
-- Values BigQuery cannot hold become NULL: ±infinity and out-of-range (year > 9999, BC) dates and
-  timestamps, MySQL zero dates, NaN in NUMERIC/BIGNUMERIC, arrays with NULL elements or nesting.
-- Decimals are exact: NUMERIC is decimal128(38, 9), BIGNUMERIC decimal256(76, 38); anything wider
-  is the exact decimal text (STRING, never scientific notation; NaN as `NaN`).
-- JSON is re-serialised compactly (`{"a":1}`), numbers exactly as stored; a JSON `null` value is
-  read as SQL NULL.
-"""
-
-
-def render_markdown(sections: Sequence[tuple[str, TypeTable, Sequence[TypeExample]]]) -> str:
-    """Markdown tables, one per dialect, from the real lookups of each documented example."""
-    parts = [_DOC_HEADER]
-    for title, table, examples in sections:
-        parts.append(f"\n## {title}\n\n| source type | Arrow | BigQuery | notes |\n|---|---|---|---|\n")
-        parts.extend(_doc_row(example, table) for example in examples)
-    return "".join(parts)
-
-
-def _doc_row(example: TypeExample, table: TypeTable) -> str:
-    target = lookup(example.sa_type, table)
-    if target is None:
-        return f"| {example.source} | — | unsupported | {example.note} |\n"
-    bq_type = f"{target.bq_type} (REPEATED)" if target.repeated else target.bq_type
-    return f"| {example.source} | `{target.arrow_type}` | {bq_type} | {example.note} |\n"
+__all__ = [
+    "BIGNUMERIC_ARROW",
+    "NUMERIC_ARROW",
+    "Loss",
+    "Target",
+    "TypeExample",
+    "TypeTable",
+    "compact_json",
+    "decimal_text",
+    "finite_decimal",
+    "loads_exact",
+    "lookup",
+    "numeric_target",
+    "target",
+]

@@ -1,0 +1,85 @@
+"""End to end on the local stack: a request → run.completed, with the BigQuery emulator as the sink.
+
+Runs `etl-worker run --request FILE` (the one-shot mode: the same handler and runner as `serve`,
+without the Pub/Sub transport) against a bench table and reads the run's own duration from its
+run.completed event (started → committed, as the ledger stores it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.datasets import BenchTable
+
+PROJECT = "etl-bench"
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    rows: int
+    run_s: float  # run.completed's duration_seconds: from the request's start to the commit
+    wall_s: float  # including the interpreter's start-up and imports
+    peak_rss_kib: int | None
+
+
+def run_end_to_end(table: BenchTable, part_rows: int) -> EndToEnd:
+    from devstack.emulators import start_bigquery
+
+    logs = Path(tempfile.mkdtemp(prefix="etl-bench-e2e-"))
+    emulator = start_bigquery(PROJECT, logs)
+    try:
+        return _run_once(table, emulator.host_port, logs, part_rows)
+    finally:
+        emulator.stop()
+
+
+def _run_once(table: BenchTable, bq_host: str, logs: Path, part_rows: int) -> EndToEnd:
+    request = logs / "request.json"
+    request.write_text(json.dumps(_request(table)))
+    env = {**os.environ, "GCP_PROJECT_ID": PROJECT, "BIGQUERY_EMULATOR_HOST": bq_host,
+           "BIGQUERY_DATASET": f"bench_{uuid.uuid4().hex[:8]}", "ETL_JSON_LOGS": "false",
+           "ETL_PART_ROWS": str(part_rows), "ETL_PROGRESS_INTERVAL_SECONDS": "5"}
+    time_file = logs / "time.txt"
+    argv = [sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--request", str(request)]
+    if os.path.exists("/usr/bin/time"):
+        argv = ["/usr/bin/time", "-v", "-o", str(time_file), *argv]
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    wall_s = time.perf_counter() - started
+    completed = [e for e in map(_event, done.stdout.splitlines()) if e.get("event_type") == "run.completed"]
+    if done.returncode != 0 or not completed:
+        output = done.stdout[-2000:] + done.stderr[-2000:]
+        raise RuntimeError(f"end-to-end run failed ({done.returncode}): {output}")
+    event = completed[-1]
+    from bench.measure import peak_rss_kib
+
+    return EndToEnd(int(event["rows_loaded"]), float(event["duration_seconds"]), wall_s,
+                    peak_rss_kib(time_file) if time_file.exists() else None)
+
+
+def _event(line: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _request(table: BenchTable) -> dict[str, object]:
+    from bench.paths import connection_params
+
+    return {
+        "schema_version": 1, "data_source_id": 1, "etl_run_id": int(time.time()),
+        "source_type": table.dialect, "schema_name": table.schema, "source_table_name": table.table,
+        "dest_table_name": f"bench_{table.table}", "load_type": "catalog",
+        "connection_params": connection_params(table.url),
+    }

@@ -1,0 +1,204 @@
+"""One measured path, run in its own process: `python -m bench.paths PATH DIALECT URL SCHEMA TABLE`.
+
+Prints one JSON line: rows read and the seconds from connecting to the last finished Parquet part
+(interpreter start-up and imports are excluded, as a long-running worker never pays them per run).
+Peak RSS is measured from outside by the parent (`/usr/bin/time -v`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+BATCH_ROWS = 10_000  # the worker's default ETL_BATCH_SIZE
+PART_ROWS = 500_000  # the worker's default ETL_PART_ROWS
+DLT_CHUNK_ROWS = 50_000  # dlt's default chunk_size
+
+Measured = Callable[[argparse.Namespace, Path], int]
+
+
+# --- the worker ----------------------------------------------------------------------------------
+def worker_extract(args: argparse.Namespace, spool: Path) -> int:
+    """Request → finished Parquet parts, exactly as the runner does (snapshot, COUNT(*), batches,
+    PartWriter), each finished part deleted as the loader would after loading it."""
+    from worker.messages import EtlRunRequest
+    from worker.sources import get_source
+    from worker.spool import PartWriter
+
+    request = EtlRunRequest.model_validate({
+        "data_source_id": 1, "source_type": args.dialect, "schema_name": args.schema,
+        "source_table_name": args.table, "dest_table_name": "bench", "load_type": "catalog",
+        "connection_params": connection_params(args.url),
+    })
+    with get_source(args.dialect).snapshot(request) as snapshot:
+        expected = snapshot.count_rows(None)
+        rows = 0
+        with PartWriter(snapshot.columns, part_rows=args.part_rows, spool_dir=spool) as parts:
+            for batch in snapshot.iter_batches(None, args.batch_rows):
+                rows += batch.num_rows
+                _drop_parts(parts.write(batch))
+            _drop_parts(parts.finish())
+    if rows != expected:
+        raise SystemExit(f"extracted {rows} rows, COUNT(*) said {expected}")
+    return rows
+
+
+def connection_params(url_text: str) -> dict[str, Any]:
+    url = sa.make_url(url_text)
+    if url.get_backend_name() == "sqlite":
+        return {"database": url.database or ""}
+    return {"host": url.host, "port": url.port, "database": url.database or "", "username": url.username,
+            "password": url.password}
+
+
+def _drop_parts(paths: list[Path]) -> None:
+    for path in paths:
+        _SPOOL_PEAK.append(path.stat().st_size)
+        path.unlink()
+
+
+_SPOOL_PEAK: list[int] = []
+
+
+# --- the naive loop ------------------------------------------------------------------------------
+def naive_loop(args: argparse.Namespace, spool: Path) -> int:
+    """What a first attempt looks like: SQLAlchemy `yield_per` rows → pyarrow (types inferred from
+    the first batch) → one Parquet file."""
+    engine = sa.create_engine(args.url)
+    table = sa.Table(args.table, sa.MetaData(), schema=args.schema, autoload_with=engine)
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    with engine.connect() as conn:
+        query = sa.select(table).execution_options(stream_results=True, yield_per=args.batch_rows)
+        for partition in conn.execute(query).partitions():
+            records = [row._asdict() for row in partition]
+            batch = pa.RecordBatch.from_pylist(records, schema=writer.schema if writer else None)
+            if writer is None:  # decimals inferred from one value are too narrow for the next ones
+                batch = batch.cast(_widened(batch.schema))
+                writer = pq.ParquetWriter(spool / "naive.parquet", batch.schema)
+            writer.write_batch(batch)
+            rows += len(records)
+    if writer is not None:
+        writer.close()
+    engine.dispose()
+    return rows
+
+
+def _widened(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([
+        field.with_type(pa.decimal128(38, field.type.scale)) if pa.types.is_decimal(field.type) else field
+        for field in schema
+    ])
+
+
+def raw_fetch(args: argparse.Namespace, spool: Path) -> int:
+    """The driver alone: a server-side cursor's rows fetched and discarded."""
+    engine = sa.create_engine(args.url)
+    dbapi = engine.raw_connection()
+    rows = 0
+    try:
+        if args.dialect == "postgresql":
+            cursor = dbapi.cursor(name="bench_raw")  # psycopg2: a named cursor is server-side
+        elif args.dialect == "sqlite":
+            cursor = dbapi.cursor()  # sqlite3 steps through the statement as rows are fetched
+        else:
+            import MySQLdb.cursors
+
+            cursor = dbapi.cursor(MySQLdb.cursors.SSCursor)
+        cursor.execute(f"SELECT * FROM {args.schema}.{args.table}")
+        while chunk := cursor.fetchmany(args.batch_rows):
+            rows += len(chunk)
+        cursor.close()
+    finally:
+        dbapi.close()
+        engine.dispose()
+    return rows
+
+
+# --- dlt -----------------------------------------------------------------------------------------
+def dlt_extract(backend: str) -> Measured:
+    """dlt's sql_table resource with an Arrow backend, extracted and normalised to Parquet files
+    (dlt's own spool before loading), chunk size dlt's default."""
+
+    def run(args: argparse.Namespace, spool: Path) -> int:
+        import dlt
+        from dlt.sources.sql_database import sql_table
+
+        resource = sql_table(credentials=_dlt_url(args), table=args.table, schema=args.schema,
+                             backend=cast(Any, backend), chunk_size=DLT_CHUNK_ROWS,
+                             reflection_level="full_with_precision")
+        destination = dlt.destinations.filesystem(bucket_url=(spool / "dlt-out").as_uri())  # never loaded
+        pipeline = dlt.pipeline(pipeline_name=f"bench_{backend.replace('-', '_')}",
+                                pipelines_dir=str(spool / "dlt"), destination=destination,
+                                dataset_name="bench")
+        pipeline.extract(resource, loader_file_format="parquet")
+        info: Any = pipeline.normalize()
+        return sum(int(n) for name, n in info.row_counts.items() if not name.startswith("_dlt"))
+
+    return run
+
+
+def _dlt_url(args: argparse.Namespace) -> str:
+    url = sa.make_url(args.url)
+    driver = {"mysql": "mysql+mysqldb", "postgresql": "postgresql+psycopg2"}.get(args.dialect, url.drivername)
+    return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+PATHS: dict[str, Measured] = {
+    "worker": worker_extract,
+    "naive": naive_loop,
+    "raw": raw_fetch,
+    "dlt-pyarrow": dlt_extract("pyarrow"),
+    "dlt-connectorx": dlt_extract("connectorx"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", choices=sorted(PATHS))
+    parser.add_argument("dialect")
+    parser.add_argument("url")
+    parser.add_argument("schema")
+    parser.add_argument("table")
+    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS)
+    parser.add_argument("--part-rows", type=int, default=PART_ROWS)
+    parser.add_argument("--profile", help="write a cProfile of the measured part to this file")
+    args = parser.parse_args(argv)
+    spool = Path(tempfile.mkdtemp(prefix="etl-bench-"))
+    try:
+        result = _measure(PATHS[args.path], args, spool)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _measure(path: Measured, args: argparse.Namespace, spool: Path) -> dict[str, Any]:
+    gc.collect()
+    started = time.perf_counter()
+    if args.profile:
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            rows = path(args, spool)
+        profile.dump_stats(args.profile)
+    else:
+        rows = path(args, spool)
+    seconds = time.perf_counter() - started
+    return {"rows": rows, "seconds": seconds, "spool_part_bytes": max(_SPOOL_PEAK, default=0)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

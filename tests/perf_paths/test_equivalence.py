@@ -1,0 +1,190 @@
+"""Every fast path yields exactly the generic path's batches and NULL counts (docs/performance.md).
+
+The generic path here is the batch builder as the types work wrote it: SQLAlchemy rows, one
+converter call per value (`arrays.column_array`), no COPY. The fast paths are what runs by default:
+PostgreSQL COPY (`pg_copy`) and the generic path's own speed-ups (`fastpath`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from tests.sources import connection_of, make_request
+from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
+from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
+from worker.messages import EtlRunRequest
+from worker.sources import get_source, pg_copy, sqlalchemy_source
+from worker.sources.arrays import column_array
+from worker.sources.postgresql import PostgresDialect
+
+# Every PostgreSQL type COPY carries, with the values where it could go wrong: NULL against '',
+# separators, quotes and newlines in text, NaN, ±infinity, BC and year 10000, jsonb whose strings
+# hold ", " or whose numbers the generic converter spells differently or refuses.
+PG_COPY_TYPES = r"""
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE TABLE copyable (
+  id int, i2 smallint, i8 bigint, n numeric(12, 3), nb numeric(40, 20), nu numeric, r real,
+  d double precision, b boolean, t text, vc varchar(10), ch char(3), u uuid, ip inet, iv interval,
+  mo mood, m money, dt date, ts timestamp(6), tz timestamptz(6), js json, jb jsonb, by bytea
+);
+INSERT INTO copyable VALUES
+ (1, -32768, -9223372036854775808, 123456789.123, '12345678901234567890.12345678901234567890',
+  '0.0000001', 1.5, 1.0000000000000002, true, 'a,b "q" ' || chr(10) || 'c', '', 'ab',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1', '1 year 2 mons', 'happy', 12.5,
+  '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123456+02',
+  '{"b": [1, 2.50], "a": "é, x: y"}', '{"f": 1.10000000000000000001, "big": 12345678901234567890123}',
+  '\x00ff'),
+ (2, NULL, NULL, 'NaN', 'NaN', 'NaN', 'NaN', '-Infinity', false, '\N', NULL, NULL, NULL, NULL,
+  NULL, NULL, -1234.5, 'infinity', '-infinity', 'infinity', 'null', 'null', ''),
+ (3, 0, 0, 0, 0, '-0.000', '-0', '-0', NULL, 'NaN', 'x', NULL, NULL, '10.0.0.0/8', '-3 days',
+  'sad', NULL, '0044-03-15 BC', '10000-01-01', '0044-03-15 12:00+00 BC', '{"a" :1 , "a": 2}',
+  '{"s": "x, y", "k: v": [0.0000001, 1e2, "\"q\", z"]}', NULL),
+ (4, 7, 7, 0.001, 1e-20, '1e10', 3.4e38, 1.7976931348623157e308, true, 'tab	"', 'éé', 'é',
+  '00000000-0000-0000-0000-000000000000', '::1', '00:00:00.000001', 'happy', 0,
+  '0001-01-01', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59.999999+00',
+  '[]', '{"n": [1.5, -2, 0.25, true, false, null, {}], "e": ""}', '\x'),
+ (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO copyable (id, jb, t)
+  SELECT g, jsonb_build_object('k', g, 'p', g / 4.0, 's', 'v' || g), repeat('x', g % 50)
+  FROM generate_series(6, 2600) g;
+"""
+
+
+@contextmanager
+def generic_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The generic path as the types work wrote it: no COPY, no fast converters."""
+    with monkeypatch.context() as patch:
+        patch.setattr(PostgresDialect, "fast_batches", lambda _self, _read: None)
+        patch.setattr(sqlalchemy_source, "fast_column_array", column_array)
+        yield
+
+
+def read_all(request: EtlRunRequest, batch_rows: int) -> tuple[list[pa.RecordBatch], dict[str, int]]:
+    with get_source(request.source_type).snapshot(request) as snap:
+        assert snap.count_rows(None) >= 0  # the runner's order: count, then stream
+        batches = list(snap.iter_batches(None, batch_rows))
+        return batches, snap.values_nulled
+
+
+def assert_same(request: EtlRunRequest, monkeypatch: pytest.MonkeyPatch, batch_rows: int = 1000) -> None:
+    fast, fast_nulled = read_all(request, batch_rows)
+    with generic_path(monkeypatch):
+        generic, generic_nulled = read_all(request, batch_rows)
+    assert [b.num_rows for b in fast] == [b.num_rows for b in generic]
+    for fast_batch, generic_batch in zip(fast, generic, strict=True):
+        assert fast_batch.schema == generic_batch.schema
+        for name in generic_batch.schema.names:
+            # equals() treats NaN as unequal: compare the Python values, NaN as its text
+            assert _values(fast_batch.column(name)) == _values(generic_batch.column(name)), name
+    assert fast_nulled == generic_nulled
+
+
+def _values(array: pa.Array) -> list[Any]:
+    return [repr(value) if isinstance(value, float) else value for value in array.to_pylist()]
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+@pytest.fixture
+def pg(pg_admin: sa.Engine, pg_schema: str) -> Callable[[str], None]:
+    def run(sql: str) -> None:
+        with pg_admin.connect() as conn:
+            conn.exec_driver_sql(f'SET search_path TO "{pg_schema}"')
+            conn.connection.dbapi_connection.cursor().execute(sql)  # type: ignore[union-attr]
+
+    return run
+
+
+@pytest.fixture
+def pg_request(pg_admin: sa.Engine, pg_schema: str) -> Callable[[str], EtlRunRequest]:
+    def build(table: str) -> EtlRunRequest:
+        return make_request("postgresql", connection_of(pg_admin), table, schema_name=pg_schema)
+
+    return build
+
+
+def test_postgres_copy_carries_every_type_it_claims(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg(PG_COPY_TYPES)
+    copies: list[str] = []
+    real_copy = pg_copy.copy_statement
+    monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
+    assert_same(pg_request("copyable"), monkeypatch, batch_rows=700)
+    assert copies, "COPY was not used"
+
+
+def test_postgres_window_is_the_same_on_copy(
+    pg: Callable[[str], None], pg_admin: sa.Engine, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg("CREATE TABLE ev AS SELECT g AS id, timestamptz '2024-01-01 00:00+00' + g * interval '1 s' AS ts "
+       "FROM generate_series(1, 5000) g")
+    request = make_request("postgresql", connection_of(pg_admin), "ev", schema_name=pg_schema,
+                           timestamp_column="ts", last_sync_value="2024-01-01T00:10:00+00:00")
+    with get_source("postgresql").snapshot(request) as snap:
+        window = snap.plan_window(["2024-01-01T00:10:00+00:00"], lag_s=0)
+        rows = [r for b in snap.iter_batches(window, 999) for r in b.column("id").to_pylist()]
+        assert len(rows) == snap.count_rows(window) == 5000 - 599
+        assert min(rows) == 600
+
+
+def test_postgres_types_copy_cannot_carry_stay_generic(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg(PG_ALL_TYPES)  # arrays and time: the whole table stays on the generic path
+    assert_same(pg_request("all_types"), monkeypatch)
+
+
+def test_postgres_empty_table(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg("CREATE TABLE e (a int, j jsonb)")
+    assert read_all(pg_request("e"), 10) == ([], {})
+
+
+def test_a_copy_error_is_raised_not_swallowed(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 10) g")
+    monkeypatch.setattr(pg_copy, "copy_statement", lambda *_: "COPY (SELECT 1/0) TO STDOUT WITH (FORMAT csv)")
+    with pytest.raises(Exception, match="division by zero"):
+        read_all(pg_request("t"), 10)
+
+
+# --- MySQL and SQLite (the generic path's own speed-ups) -------------------------------------------
+def test_mysql_fast_generic_path(
+    mysql_admin: sa.Engine, mysql_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mysql_admin.connect() as conn:
+        conn.exec_driver_sql(f"USE `{mysql_db}`")
+        conn.exec_driver_sql("SET time_zone = '+00:00', sql_mode = ''")
+        for statement in filter(str.strip, MYSQL_ALL_TYPES.split(";")):
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(
+            "INSERT INTO all_types (b, js) VALUES (1, '{\"a\" : 1.5e3, \"b\": \"x\\\\u00e9, y\"}'), "
+            "(0, '[12345678901234567890123, 0.0000001]'), (2, 'null')")
+    request = make_request("mysql", connection_of(mysql_admin, database=mysql_db), "all_types")
+    assert_same(request, monkeypatch)
+
+
+def test_sqlite_fast_generic_path(sqlite_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = sqlite3.connect(sqlite_path, isolation_level=None)
+    conn.executescript(
+        """CREATE TABLE t (i INTEGER, r REAL, t TEXT, b BLOB, n NUMERIC(10, 2), nu NUMERIC, ok BOOLEAN,
+                           d DATE, dt DATETIME, tm TIME, js JSON);
+        INSERT INTO t VALUES (-9223372036854775808, 0.1, 'héllo', x'00ff', 12.34, 0.0000001, 1,
+                              '2024-02-29', '2024-01-02 03:04:05.123456', '23:59:59.999999',
+                              '{"a": [1, 2.50], "b": 1e400}');
+        INSERT INTO t VALUES ('text', 'x', 5, 'y', 'z', NULL, 2, 'not a date', 17, 'noon', '[1, 2]');
+        INSERT INTO t VALUES (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"""
+    )
+    conn.close()
+    assert_same(make_request("sqlite", {"database": str(sqlite_path)}, "t"), monkeypatch)

@@ -1,0 +1,130 @@
+"""Per-value converters: a driver's value → the value BigQuery stores, or None when it cannot.
+
+A converter is applied to non-NULL values only, so returning None always means "BigQuery cannot hold
+this value": the batch builder (`worker.sources.arrays`) counts it per column, or refuses it in strict
+mode. Converters never raise for a bad value; they return None.
+
+Drivers that would otherwise turn such values into NULL themselves (psycopg2's date typecasters)
+return an `Unrepresentable` instead, so that those values are counted too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+Converter = Callable[[Any], Any]
+
+# BigQuery JSON keeps a number as INT64, UINT64 or FLOAT64. PARSE_JSON (default wide_number_mode
+# 'exact') refuses any other number rather than round it, which would fail the whole commit.
+_JSON_INT_MIN, _JSON_UINT_MAX = -(2**63), 2**64 - 1
+_BOOLS = {0: False, 1: True}
+
+
+@dataclass(frozen=True)
+class Unrepresentable:
+    """A value read from the source that no BigQuery value of the column's type holds.
+
+    `text` is how the source wrote it (e.g. 'infinity', '10000-01-01'), for strict-mode errors."""
+
+    text: str
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+def loads_exact(text: str | bytes) -> Any:
+    """json.loads keeping every number exact: non-integers become Decimal (ints are exact already).
+
+    Given to SQLAlchemy as the engine's json_deserializer, so drivers decode JSON with it."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON text of a decoded value (no spaces, UTF-8 kept), numbers exactly as stored."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:  # a Decimal from loads_exact: the C encoder cannot write it verbatim
+        return _encode_exact(value)
+
+
+def _encode_exact(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # its literal as parsed, e.g. 1.10000000000000000001 or 1E+400
+    if isinstance(value, dict):
+        items = (f"{_encode_exact(str(key))}:{_encode_exact(item)}" for key, item in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_encode_exact(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def bigquery_json_number(number: int | Decimal) -> bool:
+    """True when BigQuery JSON holds `number` exactly: an INT64 or UINT64, or a FLOAT64 whose shortest
+    text has the same value (PARSE_JSON's 'exact' round-trip rule; 2.50 is fine, 0.1 is fine,
+    1.10000000000000000001 and 1e400 are not)."""
+    if isinstance(number, int) and _JSON_INT_MIN <= number <= _JSON_UINT_MAX:
+        return True
+    try:
+        as_float = float(number)
+    except OverflowError:  # an int beyond any FLOAT64
+        return False
+    return math.isfinite(as_float) and Decimal(repr(as_float)) == Decimal(number)
+
+
+def _json_numbers_fit(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_json_numbers_fit(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_json_numbers_fit(item) for item in value)
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return bigquery_json_number(value)
+    return True
+
+
+def json_text(text: str | bytes) -> str | None:
+    """The source's JSON text as compact JSON for PARSE_JSON; None when it is not JSON or holds a
+    number BigQuery JSON cannot store exactly. A JSON `null` stays the JSON value null."""
+    try:
+        value = loads_exact(text)
+    except (ValueError, TypeError):  # not JSON text (UnicodeDecodeError is a ValueError)
+        return None
+    return compact_json(value) if _json_numbers_fit(value) else None
+
+
+# --- numbers -------------------------------------------------------------------------------------
+def finite_decimal(value: Decimal) -> Decimal | None:
+    """NUMERIC/BIGNUMERIC hold no NaN (PostgreSQL numeric(p,s) may)."""
+    return value if value.is_finite() else None
+
+
+def decimal_text(value: Decimal | float | int | str) -> str | None:
+    """The exact decimal text, never scientific notation; NaN and ±Infinity spelled out."""
+    if not isinstance(value, Decimal):  # SQLite may hand back a float, an int or text
+        try:
+            value = Decimal(str(value))
+        except ArithmeticError:
+            return None
+    return format(value, "f")
+
+
+def bool_from_int(value: Any) -> bool | None:
+    """MySQL BOOL is TINYINT(1), SQLite BOOLEAN an integer: only 0 and 1 are booleans; any other
+    number (MySQL reads 2 as true) would lose its value, so it is not taken for one."""
+    return _BOOLS.get(value) if isinstance(value, int) else None
+
+
+# --- arrays --------------------------------------------------------------------------------------
+def list_converter(item_convert: Converter | None, values: Sequence[Any]) -> list[Any] | None:
+    """An array for BigQuery REPEATED, which holds neither NULL elements nor nested arrays (a
+    multi-dimensional PostgreSQL array reflects as one-dimensional): such a value cannot be stored."""
+    if not isinstance(values, list | tuple):  # a driver that did not parse the array: never guess
+        return None
+    if any(item is None or isinstance(item, list | tuple | Unrepresentable) for item in values):
+        return None
+    if item_convert is None:
+        return list(values)
+    items = [item_convert(item) for item in values]
+    return None if any(item is None for item in items) else items
