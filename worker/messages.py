@@ -60,7 +60,12 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000)
 
 
-class ConnectionParams(_Frozen):
+class _Request(_Frozen):
+    # Strict: JSON `true` is not port 1 and "7" is not data source 7; Django sends real types.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000, strict=True)
+
+
+class ConnectionParams(_Request):
     """How to reach the source database. The password is a secret: never logged, never published."""
 
     host: str | None = Field(None, max_length=255, description="Host name or IP (not for sqlite).")
@@ -93,7 +98,7 @@ class ConnectionParams(_Frozen):
         return self
 
 
-class EtlRunRequest(_Frozen):
+class EtlRunRequest(_Request):
     """`etl-run-requested`: run one table's ETL once. The origin's job-config fields, versioned."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")

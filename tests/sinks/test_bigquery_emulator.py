@@ -318,3 +318,17 @@ def test_an_older_catalog_snapshot_never_overwrites_a_newer_one(
         commit_rows(sink, tmp_path, (ID, NAME), [{"id": 1, "name": "old"}], "run-old",
                     snapshot_at=datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC))
     assert ids(query) == [2]
+
+
+def test_a_ledger_from_an_older_version_gets_the_new_columns(
+    sink: BigQuerySink, bq_client: bigquery.Client, bq_dataset: str
+) -> None:
+    # Given a ledger created before the window keys and value counts existed
+    bq_client.create_dataset(f"{PROJECT}.{bq_dataset}", exists_ok=True)
+    old = [bigquery.SchemaField(name, kind) for name, kind in LEDGER_FIELDS[:8]]
+    bq_client.create_table(bigquery.Table(f"{PROJECT}.{bq_dataset}.{LEDGER_TABLE}", schema=old))
+    # When the sink starts
+    sink.ensure_ledger()
+    # Then every current column is there
+    ledger = bq_client.get_table(f"{PROJECT}.{bq_dataset}.{LEDGER_TABLE}")
+    assert {f.name for f in ledger.schema} == {name for name, _ in LEDGER_FIELDS}

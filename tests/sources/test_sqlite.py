@@ -164,3 +164,22 @@ def test_the_snapshot_is_read_only(db: sqlite3.Connection, request_for: Any) -> 
         pytest.raises(sa.exc.OperationalError, match="readonly"),
     ):
         snap._conn.execute(sa.text("INSERT INTO t VALUES (1)"))  # type: ignore[attr-defined]
+
+
+def test_datetime_cursors_stored_without_fraction_or_with_t_are_windowed_by_value(
+    db: sqlite3.Connection, request_for: Any
+) -> None:
+    # Given datetimes stored in every ISO form SQLite applications write
+    db.executescript(
+        "CREATE TABLE ev (id INTEGER, ts DATETIME);"
+        "INSERT INTO ev VALUES (1, '2024-05-01 00:00:00'), (2, '2024-05-01T00:00:00.000001'),"
+        " (3, '2024-05-01 00:00:00.5'), (4, '2024-05-01'), (5, '2024-05-02 00:00:00'),"
+        " (6, '2024-04-30 23:59:59.999999');"
+    )
+    request = request_for("ev", load_type="transactional", timestamp_column="ts")
+    with get_source("sqlite").snapshot(request) as snap:
+        window = Window("ts", datetime(2024, 5, 1), datetime(2024, 5, 2))
+        ids = [i for b in snap.iter_batches(window, 10) for i in b.column("id").to_pylist()]
+        count = snap.count_rows(window)
+    # Then the bounds are compared as values: midnight is inside, the next day is not
+    assert sorted(ids) == [1, 2, 3, 4] and count == 4

@@ -57,3 +57,17 @@ def test_bad_requests_raise_one_permanent_typed_error(body: bytes, fragment: str
     assert caught.value.retryable is False
     assert caught.value.raw == body
     assert "hunter22" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        valid(data_source_id=True),
+        valid(data_source_id="7"),
+        valid(connection_params={"host": "h", "port": True, "database": "d"}),
+        valid(etl_run_id=1.5),
+    ],
+)
+def test_numbers_must_be_numbers(body: dict[str, Any]) -> None:
+    with pytest.raises(MessageDecodeError):
+        decode_request(json.dumps(body).encode())

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
@@ -349,10 +350,21 @@ def _create_dataset_and_ledger(target: _Target) -> None:
     target.client.create_dataset(dataset, exists_ok=True, retry=target.api_retry)
     ledger = bigquery.Table(target.table_id(LEDGER_TABLE), schema=sql.ledger_schema())
     ledger.description = "One row per applied ETL run, written in the run's commit transaction."
-    target.client.create_table(ledger, exists_ok=True, retry=target.api_retry)
+    existing = target.client.create_table(ledger, exists_ok=True, retry=target.api_retry)
+    _upgrade_ledger(target, {field.name for field in existing.schema})
     heads = bigquery.Table(target.table_id(HEADS_TABLE), schema=sql.heads_schema())
     heads.description = "One row per destination, updated by every commit to serialise them."
     target.client.create_table(heads, exists_ok=True, retry=target.api_retry)
+
+
+def _upgrade_ledger(target: _Target, present: set[str]) -> None:
+    """A ledger made by an older version lacks newer columns: add them (nullable; old rows NULL)."""
+    missing = tuple(
+        Column(name, "ledger", pa.string(), bq_type)  # only the name and BigQuery type matter here
+        for name, bq_type in sql.LEDGER_FIELDS if name not in present
+    )
+    if missing:
+        _add_columns(target, LEDGER_TABLE, missing)
 
 
 def _prepare_destination(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> schema.SchemaPlan:

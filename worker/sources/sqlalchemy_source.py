@@ -93,6 +93,10 @@ class SqlDialect(ABC):
         """A window bound as the driver should receive it."""
         return value
 
+    def cursor_expr(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The cursor column as the window compares it (SQLite: a normalised text)."""
+        return column
+
     def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
         """The generic path's exact batches read a faster way (PostgreSQL COPY), or None."""
         return None
@@ -404,7 +408,8 @@ class SqlAlchemySnapshot:
         # Half-open [low, high); a NULL cursor satisfies neither comparison, so it is never read.
         if window is None:
             return []
-        col = _table_column(self._layout.table, self._layout.qualified, window.column)
+        col = self._dialect.cursor_expr(
+            _table_column(self._layout.table, self._layout.qualified, window.column))
         conditions = [col < self._dialect.cursor_param(window.high)]
         if window.low is not None:
             conditions.append(col >= self._dialect.cursor_param(window.low))

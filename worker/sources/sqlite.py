@@ -25,6 +25,7 @@ from worker.messages import ConnectionParams
 from worker.sources import typemap as tm
 from worker.sources.converters import Converter, bool_from_int
 from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect
+from worker.window import CursorValue
 
 
 def datetime_from_text(value: Any) -> datetime | None:
@@ -133,6 +134,9 @@ LOSSES = (
 )
 
 
+_DATE_CHARS, _SECONDS_CHARS, _MICROS_CHARS = 10, 19, 26
+
+
 class SQLiteDialect(SqlDialect):
     name = "sqlite"
     types = TYPES
@@ -156,6 +160,24 @@ class SQLiteDialect(SqlDialect):
     def on_connect(self, dbapi_conn: Any) -> None:
         # sqlite3 would not BEGIN before a SELECT: take over transaction control (SQLAlchemy's recipe).
         dbapi_conn.isolation_level = None
+
+    def cursor_expr(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """SQLite compares datetimes as text: bring every stored form to 'YYYY-MM-DD HH:MM:SS.ffffff'
+        ('T' or space, with or without a fraction of up to 6 digits, or a bare date) so that
+        '2024-05-01 00:00:00' is not below a bound of '2024-05-01 00:00:00.000000'."""
+        if not isinstance(column.type, sqltypes.DateTime):
+            return column
+        text = sa.func.replace(sa.cast(column, sa.Text), "T", " ")
+        return sa.case(
+            (sa.func.length(text) == _DATE_CHARS, text + " 00:00:00.000000"),
+            (sa.func.length(text) == _SECONDS_CHARS, text + ".000000"),
+            else_=sa.func.substr(text + "000000", 1, _MICROS_CHARS),
+        )
+
+    def cursor_param(self, value: CursorValue) -> object:
+        if isinstance(value, datetime):  # the same normalised text as cursor_expr
+            return sa.literal(value.replace(tzinfo=None).isoformat(" ", "microseconds"), sa.Text)
+        return value
 
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         conn.execute(sa.text("BEGIN"))
