@@ -145,3 +145,16 @@ def mismatches(expected_rows: list[dict[str, Any]], got_rows: list[dict[str, Any
         for name, value in want.items()
         if not same(value, have[name])
     ]
+
+
+def assert_loaded_exactly(
+    run: Any, golden: Golden, client: bigquery.Client, dataset: str, table: str
+) -> None:
+    """The run completed, counted exactly the values BigQuery cannot hold, and every cell reads back
+    as the expected BigQuery value in a column of the expected type."""
+    from worker.handlers.base import Outcome  # late: keep this module light for pure unit tests
+
+    assert run.outcome is Outcome.ACK, run.events[-1]
+    assert run.completed.values_nulled == golden.expected_nulled()
+    assert dest_schema(client, dataset, table) == golden.expected_schema()
+    assert mismatches(golden.expected_rows(), read_back(client, dataset, table, golden)) == []

@@ -13,8 +13,14 @@ import pytest
 from google.cloud import bigquery
 
 from tests.types.conftest import RunWorker, load_request
-from tests.types.golden import NULL, NULLED, Col, Golden, Json, dest_schema, mismatches, read_back
-from worker.handlers.base import Outcome
+from tests.types.golden import (
+    NULL,
+    NULLED,
+    Col,
+    Golden,
+    Json,
+    assert_loaded_exactly,
+)
 
 BIG_DOC = '{"b": [1, 2.50, {"c": "é🎉𝄞"}], "a": null, "big": 18446744073709551615}'
 
@@ -84,7 +90,4 @@ def test_every_sqlite_type_round_trips_value_by_value(
     # Given values of every storage class in columns of every declared type, when the worker loads them
     run = run_worker(golden_table | load_request(load_type))
     # Then a value that does not fit its column's declared type is NULL and counted, the rest exact
-    assert run.outcome is Outcome.ACK, run.events[-1]
-    assert run.completed.values_nulled == GOLDEN.expected_nulled()
-    assert dest_schema(bq_client, bq_dataset, "golden_lite") == GOLDEN.expected_schema()
-    assert mismatches(GOLDEN.expected_rows(), read_back(bq_client, bq_dataset, "golden_lite", GOLDEN)) == []
+    assert_loaded_exactly(run, GOLDEN, bq_client, bq_dataset, "golden_lite")

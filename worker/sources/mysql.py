@@ -16,7 +16,7 @@ from sqlalchemy.types import TypeEngine
 
 from worker.messages import ConnectionParams
 from worker.sources import typemap as tm
-from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, password_of
+from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, server_url
 from worker.window import CursorValue
 
 _ONE_DAY = timedelta(days=1)
@@ -149,15 +149,7 @@ class MySQLDialect(SqlDialect):
     losses = LOSSES
 
     def url(self, params: ConnectionParams) -> sa.URL:
-        return sa.URL.create(
-            "mysql+mysqldb",
-            username=params.username,
-            password=password_of(params),
-            host=params.host,
-            port=params.port,
-            database=params.database,
-            query={"charset": "utf8mb4"},
-        )
+        return server_url("mysql+mysqldb", params, charset="utf8mb4")
 
     def connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": CONNECT_TIMEOUT_S}

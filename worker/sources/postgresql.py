@@ -18,7 +18,7 @@ from worker.sources import pg_copy
 from worker.sources import typemap as tm
 from worker.sources.converters import Unrepresentable, finite_decimal
 from worker.sources.fastpath import FastRead
-from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, password_of
+from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, server_url
 
 _INFINITE = frozenset({"infinity", "-infinity"})
 
@@ -115,14 +115,7 @@ class PostgresDialect(SqlDialect):
     losses = LOSSES
 
     def url(self, params: ConnectionParams) -> sa.URL:
-        return sa.URL.create(
-            "postgresql+psycopg2",
-            username=params.username,
-            password=password_of(params),
-            host=params.host,
-            port=params.port,
-            database=params.database,
-        )
+        return server_url("postgresql+psycopg2", params)
 
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "etl-worker"}}

@@ -110,6 +110,14 @@ class SqlDialect(ABC):
         return engine
 
 
+def server_url(driver: str, params: ConnectionParams, **query: str) -> sa.URL:
+    """host/port/database/user/password as a URL for a database server (repr hides the password)."""
+    return sa.URL.create(
+        driver, username=params.username, password=password_of(params), host=params.host,
+        port=params.port, database=params.database, query=query,
+    )
+
+
 def password_of(params: ConnectionParams) -> str | None:
     return params.password.get_secret_value() if params.password is not None else None
 
