@@ -162,3 +162,22 @@ def test_unknown_column_fails_permanently_naming_it(
 def _delete_sql(source: SeededSource, where: str) -> str:
     quote = '"' if source.dialect == "postgresql" else "`"
     return f"DELETE FROM {quote}{source.schema}{quote}.orders WHERE {where}"
+
+
+def test_a_cloud_scheduler_message_without_run_id_or_watermark_loads_each_row_once(
+    stack: Stack, orders_source: SeededSource, bq_client: bigquery.Client
+) -> None:
+    # Given Cloud Scheduler's static body: no etl_run_id, no last_sync_value
+    body = orders_source.request("transactional")
+    with serving(stack.settings):
+        # When it fires twice, with new rows in between
+        first_id = stack.publish(body)
+        first = stack.wait_terminal(f"msg-{first_id}")[0]
+        orders_source.insert_now(2000, 15)
+        second_id = stack.publish(body)
+        second = stack.wait_terminal(f"msg-{second_id}")[0]
+    # Then each firing is its own run, the second starting where the ledger says the first ended
+    assert (first["event_type"], second["event_type"]) == ("run.completed", "run.completed")
+    assert (first["rows_loaded"], second["rows_loaded"]) == (250, 15)
+    assert second["window_low"] == first["window_high"]
+    assert dest_rows(bq_client, stack) == orders_source.rows()
