@@ -31,13 +31,14 @@ class EndToEnd:
     peak_rss_kib: int | None
 
 
-def run_end_to_end(table: BenchTable, part_rows: int) -> EndToEnd:
+def run_end_to_end(table: BenchTable, part_rows: int, rounds: int = 1) -> list[EndToEnd]:
+    """`rounds` runs (each into a new dataset) on one emulator."""
     from devstack.emulators import start_bigquery
 
     logs = Path(tempfile.mkdtemp(prefix="etl-bench-e2e-"))
     emulator = start_bigquery(PROJECT, logs)
     try:
-        return _run_once(table, emulator.host_port, logs, part_rows)
+        return [_run_once(table, emulator.host_port, logs, part_rows) for _ in range(rounds)]
     finally:
         emulator.stop()
 

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average after: {_load()}", flush=True)
     print(render(results))
     if args.e2e and not args.quick:
-        _end_to_end(results, dialects, args.e2e_rows)
+        _end_to_end(results, dialects, args.e2e_rows, rounds)
     return 0
 
 
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", default="1000000,5000000", help="table sizes, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are shown)")
     parser.add_argument("--quick", action="store_true", help="10k rows, 1 round, no end to end")
-    parser.add_argument("--dialects", default="postgresql,mysql")
+    parser.add_argument("--dialects", default="postgresql,mysql,sqlite")
     parser.add_argument("--paths", help=f"comma-separated subset of {','.join(ALL_PATHS)}")
     parser.add_argument("--all-paths-large", action="store_true",
                         help=f"also run {','.join(SLOW_PATHS)} on tables above {LARGE_ROWS} rows")
@@ -157,11 +157,12 @@ def _ratio(value: float | None, base: float | None, scale: float, spec: str) -> 
     return "-" if value is None or not base else format(value / base * scale, spec)
 
 
-def _end_to_end(results: list[Row], dialects: list[str], rows: int) -> None:
+def _end_to_end(results: list[Row], dialects: list[str], rows: int, rounds: int) -> None:
     from bench.e2e import run_end_to_end
     from bench.paths import PART_ROWS
 
-    print(f"\nend to end, {rows:,} rows: etl-worker run → run.completed, BigQuery emulator as the sink")
+    print(f"\nend to end, {rows:,} rows: etl-worker run → run.completed, BigQuery emulator as the sink, "
+          f"median of {rounds}")
     print("| database | extraction alone s (median above) | request → run.completed s | ratio | wall s | "
           "peak RSS MiB |\n|---|---:|---:|---:|---:|---:|")
     for dialect in dialects:
@@ -169,13 +170,15 @@ def _end_to_end(results: list[Row], dialects: list[str], rows: int) -> None:
         alone = next((r.seconds for r in results
                       if r.rows == rows and r.dialect == dialect and r.path == "worker"), None)
         try:
-            e2e = run_end_to_end(table, PART_ROWS)
+            runs = run_end_to_end(table, PART_ROWS, rounds)
         except RuntimeError as error:
             print(f"| {dialect} | {_num(alone, '.2f')} | FAILED: {_reason(str(error))} | | | |")
             continue
-        ratio = _ratio(e2e.run_s, alone, 1, ".2f")
-        print(f"| {dialect} | {_num(alone, '.2f')} | {e2e.run_s:.2f} | {ratio} | {e2e.wall_s:.2f} | "
-              f"{_num(_mib(e2e.peak_rss_kib), '.0f')} |", flush=True)
+        run_s = statistics.median(r.run_s for r in runs)
+        wall_s = statistics.median(r.wall_s for r in runs)
+        rss = max((r.peak_rss_kib for r in runs if r.peak_rss_kib is not None), default=None)
+        print(f"| {dialect} | {_num(alone, '.2f')} | {run_s:.2f} | {_ratio(run_s, alone, 1, '.2f')} | "
+              f"{wall_s:.2f} | {_num(_mib(rss), '.0f')} |", flush=True)
 
 
 def _machine() -> str:

@@ -51,6 +51,9 @@ INSERT INTO copyable VALUES
   '00000000-0000-0000-0000-000000000000', '::1', '00:00:00.000001', 'happy', 0,
   '0001-01-01', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59.999999+00',
   '[]', '{"n": [1.5, -2, 0.25, true, false, null, {}], "e": ""}', '\x'),
+ (41, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, E'back\\slash \\N \\t' || chr(8) || chr(11) || chr(12)
+  || chr(13) || chr(1), E'\\N', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  E'{"a": "\\\\ \\"q\\"\\n"}', E'{"a": "\\\\ \\"q\\"\\n\\u0001", "b": "\\t"}', E'\\x5c0a09'),
  (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL, NULL, NULL);
 INSERT INTO copyable (id, jb, t)
@@ -120,6 +123,28 @@ def test_postgres_copy_carries_every_type_it_claims(
     monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
     assert_same(pg_request("copyable"), monkeypatch, batch_rows=700)
     assert copies, "COPY was not used"
+
+
+def test_postgres_timestamptz_outside_a_utc_session_stays_generic(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its text would carry the session's offsets, which Arrow's cast does not read like psycopg2
+    pg(PG_COPY_TYPES)
+    monkeypatch.setattr(pg_copy, "_session", lambda _conn: pg_copy._Session(supported=True, utc=False))
+    copies: list[str] = []
+    monkeypatch.setattr(pg_copy, "copy_batches", lambda *a: copies.append("x") or iter(()))
+    assert_same(pg_request("copyable"), monkeypatch, batch_rows=1000)
+    assert not copies
+
+
+def test_postgres_one_column_of_empty_strings_and_nulls(
+    pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given rows whose COPY text is an empty line ('') or \N (NULL)
+    pg("CREATE TABLE one (t text); INSERT INTO one VALUES (''), (NULL), (''), ('x')")
+    batches, _ = read_all(pg_request("one"), 10)
+    assert [v for b in batches for v in b.column("t").to_pylist()] == ["", None, "", "x"]
+    assert_same(pg_request("one"), monkeypatch)
 
 
 def test_postgres_window_is_the_same_on_copy(
