@@ -113,7 +113,7 @@ def describe(letter: DeadLetter) -> Described:
     request = _decode(letter.data)
     return Described(
         letter=letter,
-        run_id=_run_id(request, body, letter),
+        run_id=_run_id(body, letter),
         data_source_id=request.data_source_id if request else _int_field(body, "data_source_id"),
         table=_table(request, body),
         attempts=_count(letter.attributes.get(DELIVERY_COUNT_ATTR)),
@@ -143,13 +143,11 @@ def _register_password(body: Mapping[str, Any]) -> None:
         REDACTOR.register(params["password"])
 
 
-def _run_id(request: EtlRunRequest | None, body: Mapping[str, Any], letter: DeadLetter) -> str:
-    """The run id the worker gives this request (the handler's rule; see the module's known limit)."""
-    etl_run_id = _int_field(body, "etl_run_id")
-    if request is None and etl_run_id is not None:  # the handler reports invalid requests like this
-        return f"etl-run-{etl_run_id}"
-    return run_id_for(request, Delivery(data=letter.data, message_id=letter.message_id,
-                                        attributes=letter.attributes))
+def _run_id(body: Mapping[str, Any], letter: DeadLetter) -> str:
+    """The run id the worker gives this request, valid or not (the handler's rule; see the module's
+    known limit)."""
+    return run_id_for(_int_field(body, "etl_run_id"), Delivery(
+        data=letter.data, message_id=letter.message_id, attributes=letter.attributes))
 
 
 def _int_field(body: Mapping[str, Any], key: str) -> int | None:

@@ -106,8 +106,8 @@ def test_run_id_is_stable_across_redelivery_and_replay() -> None:
     body = (b'{"data_source_id":1,"source_type":"sqlite","connection_params":{"database":"x"},'
             b'"source_table_name":"t","dest_table_name":"d","load_type":"catalog"}')
     request = decode_request(body)
-    assert run_id_for(request, Delivery(body, "42")) == "msg-42"
-    assert run_id_for(request, Delivery(body, "99", {"run_id": "msg-42"})) == "msg-42"
-    assert run_id_for(request, Delivery(body, "99", {"run_id": "bad id; drop"})) == "msg-99"
+    assert run_id_for(request.etl_run_id, Delivery(body, "42")) == "msg-42"
+    assert run_id_for(request.etl_run_id, Delivery(body, "99", {"run_id": "msg-42"})) == "msg-42"
+    assert run_id_for(request.etl_run_id, Delivery(body, "99", {"run_id": "bad id; drop"})) == "msg-99"
     with_id = decode_request(body.replace(b'"data_source_id":1', b'"data_source_id":1,"etl_run_id":5'))
-    assert run_id_for(with_id, Delivery(body, "42", {"run_id": "other"})) == "etl-run-5"
+    assert run_id_for(with_id.etl_run_id, Delivery(body, "42", {"run_id": "other"})) == "etl-run-5"

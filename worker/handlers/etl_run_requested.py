@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 _RUN_ID_ATTR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
-def run_id_for(request: EtlRunRequest | None, delivery: Delivery) -> str:
+def run_id_for(etl_run_id: int | None, delivery: Delivery) -> str:
     """Stable across redelivery and dead-letter replay.
 
     Django's etl_run_id when present; else a `run_id` attribute (set by `replay` and by publishers
     that want their own id); else the id of the message as first published (Pub/Sub keeps the id
     on redelivery; `replay` carries it in the `run_id` attribute).
     """
-    if request is not None and request.etl_run_id is not None:
-        return f"etl-run-{request.etl_run_id}"
+    if etl_run_id is not None:
+        return f"etl-run-{etl_run_id}"
     attribute = delivery.attributes.get(c.ATTR_RUN_ID, "")
     if _RUN_ID_ATTR.match(attribute):
         return attribute
@@ -56,7 +56,7 @@ class EtlRunRequestedHandler:
             return self._reject(delivery, exc)
         if request.connection_params.password is not None:
             REDACTOR.register(request.connection_params.password.get_secret_value())
-        run_id = run_id_for(request, delivery)
+        run_id = run_id_for(request.etl_run_id, delivery)
         with log_context(run_id=run_id, message_id=delivery.message_id,
                          data_source_id=request.data_source_id, attempt=delivery.attempt):
             events = self._events(run_id, delivery.attempt, request.data_source_id,
@@ -78,8 +78,7 @@ class EtlRunRequestedHandler:
 
     def _reject(self, delivery: Delivery, error: MessageDecodeError) -> Outcome:
         hints = _best_effort_ids(delivery.data)
-        run_id = run_id_for(None, delivery) if hints["etl_run_id"] is None else (
-            f"etl-run-{hints['etl_run_id']}")
+        run_id = run_id_for(hints["etl_run_id"], delivery)
         with log_context(run_id=run_id, message_id=delivery.message_id):
             log.error("request rejected: %s", redact(str(error)))
             events = self._events(run_id, delivery.attempt, **hints)
