@@ -36,23 +36,38 @@ def ids(paths: list[Path]) -> list[list[int]]:
 
 def test_parts_hold_at_most_part_rows_and_keep_every_row_in_order(tmp_path: Path) -> None:
     with PartWriter(COLUMNS, part_rows=4, spool_dir=tmp_path) as writer:
+        # Parts are written on a thread: write() returns those finished so far, finish() the rest.
         first = writer.write(batch(0, 3))  # fills no part
         second = writer.write(batch(3, 7))  # completes parts 0 (0..3) and 1 (4..7), leaves 8, 9 open
         last = writer.finish()
 
         assert first == []
-        assert ids(second) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-        assert ids(last) == [[8, 9]]
+        assert ids([*second, *last]) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
         assert (writer.rows_written, writer.parts_written) == (10, 3)
         assert [p.name for p in [*second, *last]] == [
             "part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
         ]
 
 
+def test_many_batches_come_back_as_parts_in_order(tmp_path: Path) -> None:
+    with PartWriter(COLUMNS, part_rows=7, spool_dir=tmp_path) as writer:
+        parts = [part for start in range(0, 100, 3) for part in writer.write(batch(start, 3))]
+        parts += writer.finish()
+        assert [row for part in ids(parts) for row in part] == list(range(102))
+        assert all(len(part) == 7 for part in ids(parts)[:-1])
+
+
+def test_a_write_error_is_raised_by_the_next_call(tmp_path: Path) -> None:
+    with PartWriter(COLUMNS, part_rows=4, spool_dir=tmp_path) as writer:
+        writer.directory.rmdir()  # the part file cannot be created
+        with pytest.raises(OSError):
+            writer.write(batch(0, 3))
+            writer.finish()
+
+
 def test_a_batch_exactly_filling_a_part_leaves_nothing_for_finish(tmp_path: Path) -> None:
     with PartWriter(COLUMNS, part_rows=5, spool_dir=tmp_path) as writer:
-        assert len(writer.write(batch(0, 5))) == 1
-        assert writer.finish() == []
+        assert len(writer.write(batch(0, 5)) + writer.finish()) == 1
 
 
 def test_no_rows_no_parts(tmp_path: Path) -> None:
@@ -99,7 +114,7 @@ def test_a_batch_missing_a_column_is_refused(tmp_path: Path) -> None:
 
 def test_exit_removes_the_spool_directory_and_unloaded_parts(tmp_path: Path) -> None:
     with PartWriter(COLUMNS, part_rows=2, spool_dir=tmp_path) as writer:
-        parts = writer.write(batch(0, 5))
+        parts = writer.write(batch(0, 5)) + writer.finish()
         parts[0].unlink()  # the caller loaded and deleted this one
         directory = writer.directory
         assert directory.parent == tmp_path

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +28,8 @@ PARQUET_COMPRESSION = "snappy"
 # No dictionary pages: they tripled the cost of writing a part (profile in docs/performance.md) and,
 # on the high-cardinality columns extracted tables are made of, did not make parts smaller.
 PARQUET_DICTIONARY = False
+# Batches handed to the writing thread and not yet written: bounds the memory the overlap costs.
+WRITES_AHEAD = 2
 
 
 class PartWriter:
@@ -33,6 +37,10 @@ class PartWriter:
 
     Use as a context manager: on exit the private spool directory and any part the caller did not
     delete are removed, whether the run succeeded or not.
+
+    Parquet encoding and compression run on one writing thread (Arrow releases the GIL while it
+    writes), in order, overlapping the extraction of the next batches: `write` returns the parts
+    finished so far, `finish` the rest. A write error is raised by the next call.
     """
 
     def __init__(self, columns: tuple[Column, ...], *, part_rows: int, spool_dir: Path | None = None) -> None:
@@ -46,10 +54,35 @@ class PartWriter:
         self.directory = Path(tempfile.mkdtemp(prefix="etl-spool-", dir=spool_dir))
         self._open: tuple[pq.ParquetWriter, Path] | None = None  # the part being written
         self._part_row_count = 0
+        self._writes: deque[Future[list[Path]]] = deque()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
 
     def write(self, batch: pa.RecordBatch) -> list[Path]:
-        """Append `batch`; return the parts it completed (each exactly `part_rows` rows)."""
-        batch = self._conform(batch)
+        """Append `batch`; return the parts finished since the last call (each `part_rows` rows)."""
+        self._writes.append(self._thread.submit(self._write, self._conform(batch)))
+        finished: list[Path] = []
+        while self._writes and (len(self._writes) > WRITES_AHEAD or self._writes[0].done()):
+            finished += self._writes.popleft().result()
+        return finished
+
+    def finish(self) -> list[Path]:
+        """Wait for every write; close the part being written, if any rows went into it; return the
+        parts finished since the last call."""
+        finished: list[Path] = []
+        while self._writes:
+            finished += self._writes.popleft().result()
+        return finished + ([self._close_part()] if self._open is not None else [])
+
+    def close(self) -> None:
+        """Remove the spool directory and everything left in it."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        self._writes.clear()
+        if self._open is not None:
+            self._open[0].close()
+            self._open = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _write(self, batch: pa.RecordBatch) -> list[Path]:
         finished: list[Path] = []
         offset = 0
         while offset < batch.num_rows:
@@ -61,17 +94,6 @@ class PartWriter:
             if self._part_row_count == self.part_rows:
                 finished.append(self._close_part())
         return finished
-
-    def finish(self) -> list[Path]:
-        """Close the part being written, if any rows went into it; return it."""
-        return [self._close_part()] if self._open is not None else []
-
-    def close(self) -> None:
-        """Remove the spool directory and everything left in it."""
-        if self._open is not None:
-            self._open[0].close()
-            self._open = None
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> PartWriter:
         return self

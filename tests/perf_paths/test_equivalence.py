@@ -2,7 +2,8 @@
 
 The generic path here is the batch builder as the types work wrote it: SQLAlchemy rows, one
 converter call per value (`arrays.column_array`), no COPY. The fast paths are what runs by default:
-PostgreSQL COPY (`pg_copy`) and the generic path's own speed-ups (`fastpath`).
+PostgreSQL COPY (`pg_copy`), MySQL's raw text protocol values (`mysql_raw`) and the generic path's
+own speed-ups (`fastpath`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from tests.sources import connection_of, make_request
 from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
 from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
 from worker.messages import EtlRunRequest
-from worker.sources import get_source, pg_copy, sqlalchemy_source
+from worker.sources import get_source, mysql_raw, pg_copy, sqlalchemy_source
 from worker.sources.arrays import column_array
+from worker.sources.mysql import MySQLDialect
 from worker.sources.postgresql import PostgresDialect
 
 # Every PostgreSQL type COPY carries, with the values where it could go wrong: NULL against '',
@@ -64,9 +66,10 @@ INSERT INTO copyable (id, jb, t)
 
 @contextmanager
 def generic_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The generic path as the types work wrote it: no COPY, no fast converters."""
+    """The generic path as the types work wrote it: no COPY, no raw reads, no fast converters."""
     with monkeypatch.context() as patch:
         patch.setattr(PostgresDialect, "fast_batches", lambda _self, _read: None)
+        patch.setattr(MySQLDialect, "fast_batches", lambda _self, _read: None)
         patch.setattr(sqlalchemy_source, "fast_column_array", column_array)
         yield
 
@@ -182,6 +185,125 @@ def test_a_copy_error_is_raised_not_swallowed(
     monkeypatch.setattr(pg_copy, "copy_statement", lambda *_: "COPY (SELECT 1/0) TO STDOUT WITH (FORMAT csv)")
     with pytest.raises(Exception, match="division by zero"):
         read_all(pg_request("t"), 10)
+
+
+# --- MySQL ----------------------------------------------------------------------------------------
+# Every type the raw reader carries, with the values where it could go wrong: NULL against '' and
+# the text '\N', separators, tabs and newlines, zero dates and a zero month, a TINYINT(1) holding 2,
+# -0, the extremes of each integer, and JSON that json_text rewrites, refuses or keeps.
+MYSQL_RAW_TYPES = r"""
+CREATE TABLE raw_types (
+  id int, b tinyint(1), ti tinyint, si smallint unsigned, mi mediumint, i int unsigned, bi bigint,
+  bu bigint unsigned, dc decimal(12, 3), dw decimal(65, 30), f float, d double, ch char(3),
+  vc varchar(20), tx text, en enum('x', 'y'), st set('a', 'b', 'c'), bl blob, bn binary(3),
+  vb varbinary(5), yr year, dt date, dtm datetime(6), ts timestamp(6) NULL, js json
+) CHARACTER SET utf8mb4;
+INSERT INTO raw_types VALUES
+ (1, 1, -128, 65535, -8388608, 4294967295, -9223372036854775808, 18446744073709551615,
+  123456789.123, '12345678901234567890123456789012345.123456789012345678901234567890', 1.5,
+  1.0000000000000002, 'ab ', 'héllo 🎉', 'a\tb\nc\\d "q", ''s''', 'y', 'c,a', x'00ff', 'ab', x'0102',
+  2024, '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123456',
+  '{"b": [1, 2.50], "a": "é, x: y", "f": 18446744073709551615}'),
+ (2, 0, 0, 0, 0, 0, 0, 0, '-0.000', 0, -0, -0, '', '', '\\N', 'x', '', '', '', '', 0, '0000-00-00',
+  '0000-00-00 00:00:00', NULL, '{"a" : 1.5e3, "b": "x\\u00e9, y"}'),
+ (3, 2, 127, NULL, 8388607, NULL, 9223372036854775807, NULL, -0.001, NULL, 3.4e38, 1e-300, NULL,
+  NULL, NULL, NULL, 'a,b,c', NULL, NULL, NULL, 1901, '2024-00-10', '0001-01-01 00:00:00',
+  '1970-01-01 00:00:01', '[12345678901234567890123, 0.0000001]'),
+ (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, '9999-12-31', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999',
+  '{"a": 1, "a": 2}'),
+ (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'null');
+INSERT INTO raw_types (id, js, vc, dt)
+  SELECT seq, JSON_OBJECT('k', seq, 'p', seq / 4, 's', CONCAT('v', seq)), REPEAT('x', seq %% 20),
+         DATE '2024-01-01' + INTERVAL seq DAY
+  FROM seq_6_to_2600
+"""
+
+
+@pytest.fixture
+def my(mysql_admin: sa.Engine, mysql_db: str) -> Callable[[str], None]:
+    def run(sql: str) -> None:
+        with mysql_admin.connect() as conn:
+            conn.exec_driver_sql(f"USE `{mysql_db}`")
+            conn.exec_driver_sql("SET time_zone = '+00:00', sql_mode = '', check_constraint_checks = 0")
+            for statement in filter(str.strip, sql.split(";")):
+                conn.exec_driver_sql(statement)
+
+    return run
+
+
+@pytest.fixture
+def my_request(mysql_admin: sa.Engine, mysql_db: str) -> Callable[..., EtlRunRequest]:
+    def build(table: str, **fields: Any) -> EtlRunRequest:
+        return make_request("mysql", connection_of(mysql_admin, database=mysql_db), table, **fields)
+
+    return build
+
+
+def _raw_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records each raw read, so a test knows the raw reader (not the generic path) ran."""
+    reads: list[str] = []
+    real = mysql_raw.raw_statement
+    monkeypatch.setattr(mysql_raw, "raw_statement", lambda *a: reads.append("x") or real(*a))
+    return reads
+
+
+def test_mysql_raw_reads_carry_every_type_they_claim(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    my(MYSQL_RAW_TYPES)
+    my("INSERT INTO raw_types (id, js) VALUES (2601, 'not json'), (2602, '{\"a\": [1, 2')")
+    reads = _raw_reads(monkeypatch)
+    assert_same(my_request("raw_types"), monkeypatch, batch_rows=700)
+    assert reads == ["x"]
+    _batches, nulled = read_all(my_request("raw_types"), 700)
+    assert nulled == {"b": 1, "dt": 2, "dtm": 1, "js": 3}  # 2; a zero date, a zero month; bad JSON
+
+
+def test_mysql_raw_window_is_the_generic_window(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    my("CREATE TABLE ev (id int, ts timestamp(6) NULL, n varchar(5)); "
+       "INSERT INTO ev SELECT seq, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND, 'a%%' "
+       "FROM seq_1_to_5000")
+    request = my_request("ev", load_type="transactional", timestamp_column="ts",
+                         last_sync_value="2024-01-01T00:10:00+00:00")
+    reads = _raw_reads(monkeypatch)
+    with get_source("mysql").snapshot(request) as snap:
+        window = snap.plan_window(["2024-01-01T00:10:00+00:00"], lag_s=0)
+        rows = [r for b in snap.iter_batches(window, 999) for r in b.column("id").to_pylist()]
+        assert len(rows) == snap.count_rows(window) == 5000 - 599
+        assert min(rows) == 600
+    assert reads == ["x"]
+
+
+def test_mysql_an_early_stop_leaves_the_snapshot_usable(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest]
+) -> None:
+    my("CREATE TABLE t (a int); INSERT INTO t SELECT seq FROM seq_1_to_3000")
+    with get_source("mysql").snapshot(my_request("t")) as snap:
+        first = next(iter(snap.iter_batches(None, 100)))
+        assert first.num_rows == 100
+        assert snap.count_rows(None) == 3000  # the connection answers again
+
+
+def test_mysql_types_the_raw_reader_cannot_carry_stay_generic(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    my(MYSQL_ALL_TYPES)  # BIT and TIME: the whole table stays on the generic path
+    reads = _raw_reads(monkeypatch)
+    assert_same(my_request("all_types"), monkeypatch)
+    assert reads == []
+
+
+def test_mysql_a_raw_read_error_is_raised_not_swallowed(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    my("CREATE TABLE t (a int); INSERT INTO t SELECT seq FROM seq_1_to_10")
+    monkeypatch.setattr(mysql_raw, "raw_statement", lambda *_: "SELECT a FROM no_such_table")
+    with pytest.raises(Exception, match="no_such_table"):
+        read_all(my_request("t"), 10)
 
 
 # --- MySQL and SQLite (the generic path's own speed-ups) -------------------------------------------

@@ -187,9 +187,12 @@ def test_timestamps_are_utc_and_naive_clock_is_the_session_zone(
 
 # --- batches ---------------------------------------------------------------------------------------
 def test_batches_respect_batch_rows_on_a_server_side_cursor(
-    my: Callable[[str], None], request_for: Any
+    my: Callable[[str], None], request_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     my("CREATE TABLE t (id int);" + ";".join(f"INSERT INTO t VALUES ({i})" for i in range(25)))
+    with get_source("mysql").snapshot(request_for("t")) as snap:  # the raw reader (mysql_raw)
+        assert [batch.num_rows for batch in snap.iter_batches(None, 10)] == [10, 10, 5]
+    monkeypatch.setattr(MySQLDialect, "fast_batches", lambda _self, _read: None)
     with get_source("mysql").snapshot(request_for("t")) as snap, spy_cursors() as seen:
         sizes = [batch.num_rows for batch in snap.iter_batches(None, 10)]
     assert sizes == [10, 10, 5]

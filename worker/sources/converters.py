@@ -84,14 +84,41 @@ def _json_numbers_fit(value: Any) -> bool:
     return True
 
 
+JSON_MAX_DEPTH = 500  # BigQuery JSON holds at most 500 levels of nesting
+
+
+def too_deep(text: str | bytes) -> bool:
+    """Nested deeper than BigQuery JSON allows (brackets inside strings do not count)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if text.count("[") + text.count("{") <= JSON_MAX_DEPTH:
+        return False  # the common case, in two C passes
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest > JSON_MAX_DEPTH
+
+
 def json_text(text: str | bytes) -> str | None:
-    """The source's JSON text as compact JSON for PARSE_JSON; None when it is not JSON or holds a
-    number BigQuery JSON cannot store exactly. A JSON `null` stays the JSON value null."""
+    """The source's JSON text as compact JSON for PARSE_JSON; None when it is not JSON, is nested
+    deeper than BigQuery allows, or holds a number BigQuery JSON cannot store exactly. A JSON `null`
+    stays the JSON value null."""
+    if isinstance(text, str | bytes) and too_deep(text):
+        return None
     try:
         value = loads_exact(text)
+        return compact_json(value) if _json_numbers_fit(value) else None
     except (ValueError, TypeError):  # not JSON text (UnicodeDecodeError is a ValueError)
         return None
-    return compact_json(value) if _json_numbers_fit(value) else None
 
 
 # --- numbers -------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -29,11 +30,13 @@ import sqlalchemy as sa
 from worker.columns import Column
 from worker.sources.arrays import NulledValues, column_array
 from worker.sources.converters import (
+    JSON_MAX_DEPTH,
     Converter,
     bigquery_json_number,
     bool_from_int,
     finite_decimal,
     json_text,
+    too_deep,
 )
 
 # --- a dialect reader's input ----------------------------------------------------------------------
@@ -114,7 +117,7 @@ def fast_json_text(text: str | bytes) -> str | None:
     compactly, writing Decimals with str(). Here floats become marked strings, which the C encoder
     writes quoted; removing the quotes and marks leaves str(Decimal) exactly where json_text puts it.
     """
-    if not isinstance(text, str) or _MARK in text or _LONG_DIGIT_RUN.search(text):
+    if not isinstance(text, str) or _MARK in text or _LONG_DIGIT_RUN.search(text) or too_deep(text):
         return json_text(text)
     try:
         value = _DECODER.decode(text)
@@ -135,72 +138,104 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 FAST_CONVERTERS: dict[Any, Converter] = {json_text: fast_json_text}
 
 
-# JSON that json_text would give back unchanged, provided it parses and repeats no key: structural
-# characters, strings without escapes or control characters, true/false/null, and numbers without
-# exponent. The spaced form (jsonb's and MySQL's own output, `{"a": 1, "b": [2, 3]}`) is the same
-# once the space after each separator goes, unless a string holds a separator. _RISKY_JSON: what
-# might still be spelled differently or refused (more than 15 digits, a small number str(Decimal)
-# writes with an exponent, -0 which json writes as 0).
-_JSON_VALUES = r'"[^"\\\x00-\x1f]*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|true|false|null'
-_COMPACT_JSON = rf"^(?:[{{}}\[\],:]|{_JSON_VALUES})+$"
-_SPACED_JSON = rf"^(?:[{{}}\[\]]|, |: |{_JSON_VALUES})+$"
-SEPARATOR_IN_STRING = r'^(?:[^"]|"(?:[^"\\]|\\.)*")*"(?:[^"\\]|\\.)*(?:, |: )'
-_RISKY_JSON = r"[0-9.]{16,}|0\.000000|-0[^.0-9]|-0$"
-
-
-class _Repeated(Exception):
-    """An object repeats a key: json_text keeps the last value, so the text changes."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    made = dict(pairs)
-    if len(made) != len(pairs):
-        raise _Repeated
-    return made
-
-
-# JSONDecoder sets scan_once in __init__ (the C scanner); typeshed does not declare it.
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(object_pairs_hook=_unique_keys).scan_once  # type: ignore[attr-defined]
+# JSON that json_text gives back as the document itself once the space after each separator goes
+# (jsonb's and MySQL's own spelling, `{"a": 1, "b": [2, 3]}`): a document that orjson parses, whose
+# canonical form (orjson.dumps) is that compacted text, numbers aside. orjson's canonical form has no
+# whitespace, one value per key (a repeated key is dropped, as json_text drops it), and the strings
+# as written when they hold no escape; so equality, digits ignored, proves the document valid, its
+# keys unique, no other whitespace, no separator inside a string. The numbers stay as written, which
+# is how json_text writes them unless _RISKY_JSON says otherwise: more than 15 digits (the exact
+# check), an exponent or a tiny number (str(Decimal) writes 1E+2, 1E-7), -0 (written 0). A backslash
+# (an escape orjson might spell differently from json) or a control character goes to json_text too.
+_RISKY_JSON = r"[0-9.]{16,}|0\.000000|-0[^.0-9]|-0$|[0-9.][eE]|[eE][+-]?[0-9]|\\|[\x00-\x1f]"
+_NUMBER_CHARS = b"0123456789.eE+-"
 
 
 def _json_texts(values: list[Any] | tuple[Any, ...], column: Column, nulled: NulledValues) -> pa.Array:
-    """column_array(values, column, json_text, nulled), same result: documents already in json_text's
-    compact form are kept after one C parse proves them valid with no repeated key; the others
-    go through fast_json_text (NULL and counted when it says None)."""
+    """column_array(values, column, json_text, nulled), same result."""
     if not _kinds(values) <= {str}:
         return column_array(values, column, fast_json_text, nulled)
-    out: list[str | None] = []
-    for text, candidate in zip(values, _json_candidates(pa.array(values, type=pa.string())), strict=True):
-        if text is None or (candidate is not None and _parses_uniquely(candidate)):
-            out.append(candidate)
-            continue
-        converted = fast_json_text(text)
-        if converted is None:
-            nulled.record(column, text)
-        out.append(converted)
-    return pa.array(out, type=pa.string())
+    return json_column(pa.array(values, type=pa.string()), column, nulled, values)
 
 
-def _json_candidates(texts: pa.Array) -> list[str | None]:
-    """Per document, the compact text json_text gives if the document parses with no repeated key;
-    None where only json_text can tell."""
-    def matches(pattern: str) -> pa.Array:
-        return pc.fill_null(pc.match_substring_regex(texts, pattern=pattern), False)
+def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
+                values: list[Any] | tuple[Any, ...] | None = None) -> pa.Array:
+    """json_text of each of these texts (NULL and counted when it says None): a document whose
+    compacted text is provably json_text's output keeps it; the others go through fast_json_text."""
+    if values is None:
+        values = texts.to_pylist()
+    compact = pc.replace_substring(pc.replace_substring(texts, ", ", ","), ": ", ":")
+    exact = _compact_is_exact(values, texts, compact.to_pylist())
+    others = [i for i, keep in enumerate(exact) if not keep and values[i] is not None]
+    if not others:
+        return compact
+    converted: list[str | None] = []
+    for i in others:
+        converted.append(fast_json_text(values[i]))
+        if converted[-1] is None:
+            nulled.record(column, values[i])
+    mask = [False] * len(values)
+    for i in others:
+        mask[i] = True
+    return pc.replace_with_mask(compact, pa.array(mask), pa.array(converted, type=pa.string()))
 
-    safe = pc.invert(matches(_RISKY_JSON))
-    compact = pc.and_(matches(_COMPACT_JSON), safe)
-    spaced = pc.and_(pc.and_(matches(_SPACED_JSON), pc.invert(matches(SEPARATOR_IN_STRING))), safe)
-    unspaced = pc.replace_substring(pc.replace_substring(texts, ", ", ","), ": ", ":")
-    nothing = pa.nulls(len(texts), type=pa.string())
-    return pc.if_else(compact, texts, pc.if_else(spaced, unspaced, nothing)).to_pylist()  # type: ignore[no-any-return]
+
+def _compact_is_exact(values: Sequence[str | None], texts: pa.Array, compact: list[str | None]) -> list[bool]:
+    """Per document: is its compacted text what json_text returns? (False: json_text decides.)"""
+    risky = pc.match_substring_regex(texts, pattern=_RISKY_JSON)
+    long = pc.greater(pc.binary_length(texts), JSON_MAX_DEPTH)  # only a longer text can nest deeper
+    if pc.any(long).as_py():
+        openings = pc.add(pc.count_substring(texts, "["), pc.count_substring(texts, "{"))
+        risky = pc.or_(risky, pc.greater(openings, JSON_MAX_DEPTH))  # json_text counts the depth exactly
+    plain: list[bool] = pc.fill_null(pc.invert(risky), False).to_pylist()
+    if all(plain):  # the common case: no list to build
+        return _canonical_mask(cast(list[str], values), cast(list[str], compact))
+    chosen = [i for i, keep in enumerate(plain) if keep]
+    if not chosen:
+        return plain
+    exact = _canonical_mask([cast(str, values[i]) for i in chosen], [cast(str, compact[i]) for i in chosen])
+    for i, keep in zip(chosen, exact, strict=True):
+        plain[i] = keep
+    return plain
 
 
-def _parses_uniquely(text: str) -> bool:
-    try:  # the C scanner itself: decode() adds two whitespace regex calls per document
-        _value, end = _SCAN(text, 0)
-    except (StopIteration, ValueError, _Repeated):
+# Documents are checked a block at a time: one JSON array holding them all, a sentinel string
+# between each two, parsed and written back by orjson in one call each. The sentinel's escape
+# cannot occur in a document (a backslash is risky), so it marks where each document starts and
+# ends on both sides.
+_SENTINEL = "\x00"
+_SENTINEL_TEXT = ',"\\u0000",'
+_SMALLEST_SPLIT = 8
+
+
+def _canonical_mask(docs: list[str], compacted: list[str]) -> list[bool]:
+    """Per document: does orjson parse it and write back its compacted text, digits aside? A block
+    that fails is halved until the documents that fail are found one by one."""
+    if _all_canonical(docs, compacted):
+        return [True] * len(docs)
+    if len(docs) == 1:
+        return [False]
+    if len(docs) <= _SMALLEST_SPLIT:
+        return [_all_canonical([doc], [text]) for doc, text in zip(docs, compacted, strict=True)]
+    half = len(docs) // 2
+    return _canonical_mask(docs[:half], compacted[:half]) + _canonical_mask(docs[half:], compacted[half:])
+
+
+def _all_canonical(docs: list[str], compacted: list[str]) -> bool:
+    try:
+        parsed = orjson.loads("[" + _SENTINEL_TEXT.join(docs) + "]")
+    except orjson.JSONDecodeError:
         return False
-    return bool(end == len(text))
+    # Each document one value: the sentinels sit exactly between them (a document like `1,2` or
+    # `[1` shifts them).
+    if len(parsed) != 2 * len(docs) - 1 or parsed[1::2] != [_SENTINEL] * (len(docs) - 1):
+        return False
+    try:
+        canonical = orjson.dumps(parsed)
+    except orjson.JSONEncodeError:
+        return False
+    written = ("[" + _SENTINEL_TEXT.join(compacted) + "]").encode()
+    return canonical.translate(None, _NUMBER_CHARS) == written.translate(None, _NUMBER_CHARS)
 
 
 # --- columns ---------------------------------------------------------------------------------------
@@ -238,8 +273,8 @@ Vectorised = Callable[[Sequence[Any], pa.DataType], "pa.Array | None"]
 _NONE = type(None)
 # Strict ISO text, where datetime.fromisoformat and Arrow's cast agree (year 0 is no date in Python).
 _YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
-_ISO_DATE = rf"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}$"
-_ISO_DATETIME = rf"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}[ T][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]{{1,6}})?$"
+ISO_DATE = rf"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}$"
+ISO_DATETIME = rf"^{_YEAR}-[0-9]{{2}}-[0-9]{{2}}[ T][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]{{1,6}})?$"
 
 
 def _kinds(values: Sequence[Any]) -> set[type[Any]]:
@@ -305,13 +340,13 @@ def _vectorised(convert: Converter) -> Vectorised | None:
             return _decimals
     rules: dict[Any, Vectorised] = {
         finite_decimal: functools.partial(_all_of, Decimal),  # Arrow refuses NaN and ±Infinity
-        mysql.date_from_text: functools.partial(_iso, _ISO_DATE),
-        mysql.naive_from_text: functools.partial(_iso, _ISO_DATETIME),
-        mysql.utc_from_text: functools.partial(_iso, _ISO_DATETIME),
+        mysql.date_from_text: functools.partial(_iso, ISO_DATE),
+        mysql.naive_from_text: functools.partial(_iso, ISO_DATETIME),
+        mysql.utc_from_text: functools.partial(_iso, ISO_DATETIME),
         sqlite.float_value: functools.partial(_all_of, float),
         bool_from_int: _bools,
-        sqlite.datetime_from_text: functools.partial(_iso, _ISO_DATETIME),
-        sqlite.date_from_text: functools.partial(_iso, _ISO_DATE),
+        sqlite.datetime_from_text: functools.partial(_iso, ISO_DATETIME),
+        sqlite.date_from_text: functools.partial(_iso, ISO_DATE),
     }
     return rules.get(convert)
 

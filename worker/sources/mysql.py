@@ -6,16 +6,20 @@ returned in the session zone) come back as UTC, while NOW(6) is the session's de
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
 from worker.messages import ConnectionParams
+from worker.sources import mysql_raw
 from worker.sources import typemap as tm
+from worker.sources.fastpath import FastRead
 from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, server_url
 from worker.window import CursorValue
 
@@ -177,6 +181,9 @@ class MySQLDialect(SqlDialect):
             for name, clause in conn.execute(query)
             if name in table.c and clause == _json_valid_clause(name)
         }
+
+    def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
+        return mysql_raw.fast_batches(read)  # raw text protocol values, when every column allows it
 
     def cursor_param(self, value: CursorValue) -> object:
         # The session zone is UTC; MySQLdb would send an aware datetime's offset, which MariaDB

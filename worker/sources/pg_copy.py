@@ -51,9 +51,8 @@ from sqlalchemy.dialects import postgresql as pg
 
 from worker.columns import Column
 from worker.sources.arrays import NulledValues, column_array
-from worker.sources.converters import Unrepresentable, decimal_text, finite_decimal, json_text
+from worker.sources.converters import JSON_MAX_DEPTH, Unrepresentable, decimal_text, finite_decimal, json_text
 from worker.sources.fastpath import (
-    SEPARATOR_IN_STRING,
     FastField,
     FastRead,
     Rebatcher,
@@ -70,6 +69,7 @@ PIPE_BYTES = 1 << 20  # a larger pipe lets the COPY thread run ahead while a blo
 # neither. One regex pass finds the documents that go through the generic converter instead: a
 # string token holding a separator, a number it might spell differently or refuse (a long digit
 # run; a small number that str(Decimal) writes with an exponent), or any backslash (an escape).
+SEPARATOR_IN_STRING = r'^(?:[^"]|"(?:[^"\\]|\\.)*")*"(?:[^"\\]|\\.)*(?:, |: )'
 _JSONB_GENERIC = (
     SEPARATOR_IN_STRING  # a separator inside a string
     + r"|[0-9.]{16,}|0\.000000"  # numbers
@@ -305,7 +305,8 @@ def unescape(text: str) -> str:
 
 def _compact_jsonb(array: pa.Array, column: Column, nulled: NulledValues) -> pa.Array:
     compact = pc.replace_substring(pc.replace_substring(array, ", ", ","), ": ", ":")
-    risky = pc.fill_null(pc.match_substring_regex(array, pattern=_JSONB_GENERIC), False)
+    risky = pc.or_(pc.fill_null(pc.match_substring_regex(array, pattern=_JSONB_GENERIC), False),
+                   _maybe_too_deep(array))
     if not pc.any(risky).as_py():
         return compact
     texts = [unescape(text) for text in array.filter(risky).to_pylist()]
@@ -314,6 +315,12 @@ def _compact_jsonb(array: pa.Array, column: Column, nulled: NulledValues) -> pa.
         if value is None:
             nulled.record(column, text)
     return pc.replace_with_mask(compact, risky, pa.array(exact, type=pa.string()))
+
+
+def _maybe_too_deep(array: pa.Array) -> pa.Array:
+    """Documents that might nest deeper than BigQuery allows: json_text decides (it counts exactly)."""
+    openings = pc.add(pc.count_substring(array, "["), pc.count_substring(array, "{"))
+    return pc.fill_null(pc.greater(openings, JSON_MAX_DEPTH), False)
 
 
 class _CopyPipe:

@@ -190,6 +190,8 @@ GENERIC_LOSSES = (
         "text has the same value (`12345678901234567890123`, `1.10000000000000000001`, `1e400`)",
         f"{NULLED}: `PARSE_JSON` would fail the whole commit",
     ),
+    Loss("JSON", "a document nested more than 500 levels deep (BigQuery's limit)",
+         f"{NULLED}: `PARSE_JSON` would fail the whole commit"),
     Loss(
         "JSON",
         "whitespace, number spelling (`2.50`), duplicate keys",
