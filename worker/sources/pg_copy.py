@@ -11,7 +11,8 @@ text of each column into the generic path's exact value:
 | INT64, FLOAT64, BOOL, STRING family, exact decimal text | its type (parsed while splitting) |
 | NUMERIC / BIGNUMERIC, DATE, DATETIME, TIMESTAMP (UTC session) | text, cast to the type (vectorised) |
 | JSON (jsonb) | text, the space after separators removed (vectorised) |
-| JSON (json), BYTES | text, then the generic converter per value |
+| JSON (json) | text, then the generic JSON column builder (`fastpath.json_column`) |
+| BYTES | text, then the generic converter per value |
 
 A value the vectorised cast refuses (NaN, ±infinity, BC, a year past 9999: what psycopg2, so the
 generic path, cannot hold) sends that block's column through the generic batch builder, fed with
@@ -58,6 +59,7 @@ from worker.sources.fastpath import (
     Rebatcher,
     fast_column_array,
     fast_json_text,
+    json_column,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class _CopyColumn:
     driver_value: Callable[[str], Any] | None = None  # psycopg2's value of a text the cast refused
     per_value: Callable[[Any], Any] | None = None  # the generic converter, per value (rare types)
     jsonb: bool = False
+    json: bool = False  # json (not jsonb): its own text, checked in bulk by fastpath.json_column
 
 
 _Rule = Callable[[FastField, sa.ColumnElement[Any]], "_CopyColumn | None"]
@@ -149,7 +152,7 @@ def _json(field: FastField, inner: sa.ColumnElement[Any]) -> _CopyColumn:
     cast_from = inner.clause.type if isinstance(inner, sa.Cast) else inner.type
     if isinstance(cast_from, pg.JSONB):
         return _CopyColumn(field, pa.string(), jsonb=True)
-    return _CopyColumn(field, pa.string(), per_value=fast_json_text)  # json keeps its own text
+    return _CopyColumn(field, pa.string(), json=True)  # json keeps its own text
 
 
 def _bytes(field: FastField, inner: sa.ColumnElement[Any]) -> _CopyColumn | None:
@@ -271,6 +274,8 @@ def _finish(array: pa.Array, column: _CopyColumn, nulled: NulledValues) -> pa.Ar
         return _compact_jsonb(array, column.field.column, nulled)
     if pa.types.is_string(array.type):
         array = _unescaped(array)
+    if column.json:
+        return json_column(array, column.field.column, nulled)
     if column.per_value is not None:
         return fast_column_array(array.to_pylist(), column.field.column, column.per_value, nulled)
     if column.cast is not None:
