@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from worker.errors import ConfigurationError
+from worker.memory import use_worker_memory_pool
 from worker.secrets import SecretResolver
 from worker.sources.base import Source
 from worker.sources.mysql import MySQLDialect
@@ -12,6 +13,8 @@ from worker.sources.postgresql import PostgresDialect
 from worker.sources.sqlalchemy_source import SqlAlchemySource, SqlDialect
 from worker.sources.sqlite import SQLiteDialect
 from worker.sources.typedoc import Section, render_markdown
+
+use_worker_memory_pool()  # every extraction builds its batches in Arrow's default pool
 
 DIALECTS: dict[str, type[SqlDialect]] = {
     "postgresql": PostgresDialect,
