@@ -182,11 +182,7 @@ def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
 
 def _compact_is_exact(values: Sequence[str | None], texts: pa.Array, compact: list[str | None]) -> list[bool]:
     """Per document: is its compacted text what json_text returns? (False: json_text decides.)"""
-    risky = pc.match_substring_regex(texts, pattern=_RISKY_JSON)
-    long = pc.greater(pc.binary_length(texts), JSON_MAX_DEPTH)  # only a longer text can nest deeper
-    if pc.any(long).as_py():
-        openings = pc.add(pc.count_substring(texts, "["), pc.count_substring(texts, "{"))
-        risky = pc.or_(risky, pc.greater(openings, JSON_MAX_DEPTH))  # json_text counts the depth exactly
+    risky = pc.or_(pc.match_substring_regex(texts, pattern=_RISKY_JSON), maybe_too_deep(texts))
     plain: list[bool] = pc.fill_null(pc.invert(risky), False).to_pylist()
     if all(plain):  # the common case: no list to build
         return _canonical_mask(cast(list[str], values), cast(list[str], compact))
@@ -197,6 +193,16 @@ def _compact_is_exact(values: Sequence[str | None], texts: pa.Array, compact: li
     for i, keep in zip(chosen, exact, strict=True):
         plain[i] = keep
     return plain
+
+
+def maybe_too_deep(texts: pa.Array) -> pa.Array:
+    """Documents that might nest deeper than BigQuery allows (json_text counts exactly): more
+    openings than the limit; only a text longer than the limit can have that many."""
+    long = pc.fill_null(pc.greater(pc.binary_length(texts), JSON_MAX_DEPTH), False)
+    if not pc.any(long).as_py():
+        return long
+    openings = pc.add(pc.count_substring(texts, "["), pc.count_substring(texts, "{"))
+    return pc.fill_null(pc.greater(openings, JSON_MAX_DEPTH), False)
 
 
 # Documents are checked a block at a time: one JSON array holding them all, a sentinel string

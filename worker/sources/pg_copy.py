@@ -52,7 +52,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from worker.columns import Column
 from worker.sources.arrays import NulledValues, column_array
-from worker.sources.converters import JSON_MAX_DEPTH, Unrepresentable, decimal_text, finite_decimal, json_text
+from worker.sources.converters import Unrepresentable, decimal_text, finite_decimal, json_text
 from worker.sources.fastpath import (
     FastField,
     FastRead,
@@ -60,6 +60,7 @@ from worker.sources.fastpath import (
     fast_column_array,
     fast_json_text,
     json_column,
+    maybe_too_deep,
 )
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ def unescape(text: str) -> str:
 def _compact_jsonb(array: pa.Array, column: Column, nulled: NulledValues) -> pa.Array:
     compact = pc.replace_substring(pc.replace_substring(array, ", ", ","), ": ", ":")
     risky = pc.or_(pc.fill_null(pc.match_substring_regex(array, pattern=_JSONB_GENERIC), False),
-                   _maybe_too_deep(array))
+                   maybe_too_deep(array))
     if not pc.any(risky).as_py():
         return compact
     texts = [unescape(text) for text in array.filter(risky).to_pylist()]
@@ -320,12 +321,6 @@ def _compact_jsonb(array: pa.Array, column: Column, nulled: NulledValues) -> pa.
         if value is None:
             nulled.record(column, text)
     return pc.replace_with_mask(compact, risky, pa.array(exact, type=pa.string()))
-
-
-def _maybe_too_deep(array: pa.Array) -> pa.Array:
-    """Documents that might nest deeper than BigQuery allows: json_text decides (it counts exactly)."""
-    openings = pc.add(pc.count_substring(array, "["), pc.count_substring(array, "{"))
-    return pc.fill_null(pc.greater(openings, JSON_MAX_DEPTH), False)
 
 
 class _CopyPipe:
