@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from tests.sources import connection_of, make_request
+from tests.sources import UTC_PERMISSIVE, connection_of, make_request, mysql_requests, mysql_runner
 from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
 from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
 from worker.messages import EtlRunRequest
@@ -223,22 +223,13 @@ INSERT INTO raw_types (id, js, vc, dt)
 
 @pytest.fixture
 def my(mysql_admin: sa.Engine, mysql_db: str) -> Callable[[str], None]:
-    def run(sql: str) -> None:
-        with mysql_admin.connect() as conn:
-            conn.exec_driver_sql(f"USE `{mysql_db}`")
-            conn.exec_driver_sql("SET time_zone = '+00:00', sql_mode = '', check_constraint_checks = 0")
-            for statement in filter(str.strip, sql.split(";")):
-                conn.exec_driver_sql(statement)
-
-    return run
+    # CHECK constraints off: MariaDB's JSON column refuses invalid JSON otherwise
+    return mysql_runner(mysql_admin, mysql_db, UTC_PERMISSIVE + ", check_constraint_checks = 0")
 
 
 @pytest.fixture
 def my_request(mysql_admin: sa.Engine, mysql_db: str) -> Callable[..., EtlRunRequest]:
-    def build(table: str, **fields: Any) -> EtlRunRequest:
-        return make_request("mysql", connection_of(mysql_admin, database=mysql_db), table, **fields)
-
-    return build
+    return mysql_requests(mysql_admin, mysql_db)
 
 
 def _raw_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -288,15 +279,6 @@ def test_mysql_an_early_stop_leaves_the_snapshot_usable(
         assert snap.count_rows(None) == 3000  # the connection answers again
 
 
-def test_mysql_types_the_raw_reader_cannot_carry_stay_generic(
-    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    my(MYSQL_ALL_TYPES)  # BIT and TIME: the whole table stays on the generic path
-    reads = _raw_reads(monkeypatch)
-    assert_same(my_request("all_types"), monkeypatch)
-    assert reads == []
-
-
 def test_mysql_a_raw_read_error_is_raised_not_swallowed(
     my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -308,18 +290,14 @@ def test_mysql_a_raw_read_error_is_raised_not_swallowed(
 
 # --- MySQL and SQLite (the generic path's own speed-ups) -------------------------------------------
 def test_mysql_fast_generic_path(
-    mysql_admin: sa.Engine, mysql_db: str, monkeypatch: pytest.MonkeyPatch
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with mysql_admin.connect() as conn:
-        conn.exec_driver_sql(f"USE `{mysql_db}`")
-        conn.exec_driver_sql("SET time_zone = '+00:00', sql_mode = ''")
-        for statement in filter(str.strip, MYSQL_ALL_TYPES.split(";")):
-            conn.exec_driver_sql(statement)
-        conn.exec_driver_sql(
-            "INSERT INTO all_types (b, js) VALUES (1, '{\"a\" : 1.5e3, \"b\": \"x\\\\u00e9, y\"}'), "
-            "(0, '[12345678901234567890123, 0.0000001]'), (2, 'null')")
-    request = make_request("mysql", connection_of(mysql_admin, database=mysql_db), "all_types")
-    assert_same(request, monkeypatch)
+    my(MYSQL_ALL_TYPES)  # BIT and TIME: the generic path, with its own speed-ups
+    my("INSERT INTO all_types (b, js) VALUES (1, '{\"a\" : 1.5e3, \"b\": \"x\\\\u00e9, y\"}'), "
+       "(0, '[12345678901234567890123, 0.0000001]'), (2, 'null')")
+    reads = _raw_reads(monkeypatch)
+    assert_same(my_request("all_types"), monkeypatch)
+    assert reads == []  # the raw reader declined the table
 
 
 def test_sqlite_fast_generic_path(sqlite_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

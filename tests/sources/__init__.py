@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,30 @@ def connection_of(engine: sa.Engine, **overrides: Any) -> dict[str, Any]:
     params = {"host": url.host, "port": url.port, "database": url.database, "username": url.username}
     params.update(overrides)
     return params
+
+
+UTC_PERMISSIVE = "SET time_zone = '+00:00', sql_mode = ''"  # zero dates allowed
+
+
+def mysql_runner(engine: sa.Engine, database: str, session: str = UTC_PERMISSIVE) -> Callable[[str], None]:
+    """Runs ;-separated SQL in `database`, after the `session` settings (a UTC session that allows
+    zero dates unless told otherwise)."""
+    def run(sql: str) -> None:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"USE `{database}`")
+            conn.exec_driver_sql(session)
+            for statement in filter(str.strip, sql.split(";")):
+                conn.exec_driver_sql(statement)
+
+    return run
+
+
+def mysql_requests(engine: sa.Engine, database: str) -> Callable[..., EtlRunRequest]:
+    """Builds requests for a table of `database`; keyword arguments override request fields."""
+    def build(table: str, **fields: Any) -> EtlRunRequest:
+        return make_request("mysql", connection_of(engine, database=database), table, **fields)
+
+    return build
 
 
 def read_rows(

@@ -12,7 +12,7 @@ import MySQLdb.cursors
 import pytest
 import sqlalchemy as sa
 
-from tests.sources import connection_of, make_request, read_rows, spy_cursors
+from tests.sources import connection_of, make_request, mysql_requests, mysql_runner, read_rows, spy_cursors
 from worker import errors
 from worker.classify import classify
 from worker.messages import EtlRunRequest
@@ -27,24 +27,12 @@ SLACK = timedelta(seconds=1)
 @pytest.fixture
 def my(mysql_admin: sa.Engine, mysql_db: str) -> Callable[[str], None]:
     """Run ;-separated SQL in the test's database, in a UTC session that allows zero dates."""
-
-    def run(sql: str) -> None:
-        with mysql_admin.connect() as conn:
-            conn.exec_driver_sql(f"USE `{mysql_db}`")
-            conn.exec_driver_sql("SET time_zone = '+00:00', sql_mode = ''")
-            for statement in filter(str.strip, sql.split(";")):
-                conn.exec_driver_sql(statement)
-
-    return run
+    return mysql_runner(mysql_admin, mysql_db)
 
 
 @pytest.fixture
 def request_for(mysql_admin: sa.Engine, mysql_db: str) -> Callable[..., EtlRunRequest]:
-    def build(table: str, **fields: Any) -> EtlRunRequest:
-        connection = connection_of(mysql_admin, database=mysql_db)
-        return make_request("mysql", connection, table, **fields)
-
-    return build
+    return mysql_requests(mysql_admin, mysql_db)
 
 
 # --- reflection ------------------------------------------------------------------------------------
