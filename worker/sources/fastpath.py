@@ -26,6 +26,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from worker.columns import Column
 from worker.sources.arrays import NulledValues, column_array
@@ -63,6 +64,20 @@ class FastRead:
     schema: pa.Schema
     batch_rows: int
     nulled: NulledValues
+
+
+def inner_expr(expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A read expression without its label: the column, or the cast the generic SELECT reads."""
+    return expr.element if isinstance(expr, sa.sql.elements.Label) else expr
+
+
+def compiled_select(read: FastRead) -> SQLCompiler:
+    """The generic path's SELECT (same columns, read expressions, window), compiled for the snapshot's
+    dialect with every parameter still to bind: the fast readers run exactly this statement."""
+    query = sa.select(*(f.expr for f in read.fields)).select_from(read.table).where(*read.where)
+    compiled = query.compile(dialect=read.conn.dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)
+    return compiled
 
 
 # --- garbage collector -----------------------------------------------------------------------------
@@ -299,8 +314,11 @@ def _bools(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array | None:
     if not _kinds(values) <= {int}:
         return None
     ints = _arrow_or_none(values, pa.int64())
-    if ints is None:
-        return None
+    return None if ints is None else bools_from_ints(ints)
+
+
+def bools_from_ints(ints: pa.Array) -> pa.Array | None:
+    """bool_from_int on a whole int64 column, or None when a value is neither 0 nor 1."""
     bounds = pc.min_max(ints).as_py()  # NULLs skipped; both None when there is no value
     if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] > 1):
         return None
@@ -308,18 +326,24 @@ def _bools(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array | None:
 
 
 def _iso(pattern: str, values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array | None:
-    """date/datetime.fromisoformat converters (SQLite's, MySQL's) on text in the one strict ISO
-    form; a TIMESTAMP's text is its UTC wall clock (the converters attach UTC)."""
+    """date/datetime.fromisoformat converters (SQLite's, MySQL's) on text in the one strict ISO form."""
     if not _kinds(values) <= {str}:
         return None
-    texts = pa.array(values, type=pa.string())
+    return iso_cast(pa.array(values, type=pa.string()), pattern, arrow_type)
+
+
+def iso_cast(texts: pa.Array, pattern: str, arrow_type: pa.DataType) -> pa.Array | None:
+    """The fromisoformat converters on a whole string column, where every text has the one strict ISO
+    form on which Arrow's cast agrees with them; a TIMESTAMP's text is its UTC wall clock (the
+    converters attach UTC). None when a text does not fit or the cast refuses one (February 30):
+    the converter makes it NULL and counts it."""
     if pc.all(pc.match_substring_regex(texts, pattern=pattern)).as_py() is False:
         return None
     try:
         if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
             return texts.cast(pa.timestamp(arrow_type.unit)).cast(arrow_type)
         return texts.cast(arrow_type)
-    except _ARROW_ERRORS:  # e.g. February 30: the converter makes it NULL and counts it
+    except _ARROW_ERRORS:
         return None
 
 

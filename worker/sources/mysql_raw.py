@@ -31,14 +31,23 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from worker.pipeline import read_ahead
 from worker.sources.arrays import NulledValues, column_array
 from worker.sources.converters import bool_from_int, finite_decimal, json_text
-from worker.sources.fastpath import ISO_DATE, ISO_DATETIME, FastField, FastRead, gc_paused, json_column
+from worker.sources.fastpath import (
+    ISO_DATE,
+    ISO_DATETIME,
+    FastField,
+    FastRead,
+    bools_from_ints,
+    compiled_select,
+    gc_paused,
+    inner_expr,
+    iso_cast,
+    json_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +87,10 @@ def _cast(driver: Callable[[str], Any]) -> Finish:
 
 
 def _iso(pattern: str) -> Finish:
-    """date_from_text / naive_from_text / utc_from_text: Arrow's cast agrees with fromisoformat on
-    text in the one strict ISO form (no year 0, no zero month); anything else goes per value."""
+    """date_from_text / naive_from_text / utc_from_text: anything but strict ISO text goes per value."""
     def finish(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
-        texts = _text(raw)
-        if pc.all(pc.match_substring_regex(texts, pattern=pattern)).as_py() is not False:
-            arrow_type = field.column.arrow_type
-            try:
-                if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
-                    return texts.cast(pa.timestamp(arrow_type.unit)).cast(arrow_type)  # UTC wall clock
-                return texts.cast(arrow_type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # February 30
-                pass
-        return _per_value(raw, field, nulled, str)
+        array = iso_cast(_text(raw), pattern, field.column.arrow_type)
+        return array if array is not None else _per_value(raw, field, nulled, str)
 
     return finish
 
@@ -98,13 +98,10 @@ def _iso(pattern: str) -> Finish:
 def _bool(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
     """bool_from_int: 0 and 1 are false and true; any other value goes per value (NULL, counted)."""
     try:
-        ints = _text(raw).cast(pa.int64())
+        array = bools_from_ints(_text(raw).cast(pa.int64()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _per_value(raw, field, nulled, int)
-    bounds = pc.min_max(ints).as_py()
-    if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] > 1):
-        return _per_value(raw, field, nulled, int)
-    return pc.not_equal(ints, 0)
+        array = None
+    return array if array is not None else _per_value(raw, field, nulled, int)
 
 
 def _json(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
@@ -136,8 +133,7 @@ _ISO_RULES: dict[str, str] = {"DATE": ISO_DATE, "DATETIME": ISO_DATETIME, "TIMES
 
 
 def _inner_type(field: FastField) -> Any:
-    expr = field.expr.element if isinstance(field.expr, sa.sql.elements.Label) else field.expr
-    return expr.type
+    return inner_expr(field.expr).type
 
 
 def _plan_column(field: FastField) -> Finish | None:
@@ -168,8 +164,7 @@ def plan_raw(read: FastRead) -> list[Finish] | None:
 # --- the statement and the stream ------------------------------------------------------------------
 def raw_statement(read: FastRead, cursor: Any) -> str:
     """The generic SELECT, its parameters bound by mysqlclient."""
-    query = sa.select(*(f.expr for f in read.fields)).select_from(read.table).where(*read.where)
-    compiled = query.compile(dialect=read.conn.dialect, compile_kwargs={"render_postcompile": True})
+    compiled = compiled_select(read)
     params = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
     bound = cursor.mogrify(str(compiled), params)
     return bound.decode("utf-8") if isinstance(bound, bytes) else str(bound)

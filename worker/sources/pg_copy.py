@@ -57,8 +57,10 @@ from worker.sources.fastpath import (
     FastField,
     FastRead,
     Rebatcher,
+    compiled_select,
     fast_column_array,
     fast_json_text,
+    inner_expr,
     json_column,
     maybe_too_deep,
 )
@@ -113,11 +115,7 @@ def _plan_column(field: FastField, utc_session: bool) -> _CopyColumn | None:
     if field.repeated or (field.bq_type == "TIMESTAMP" and not utc_session):
         return None
     rule = _RULES.get((field.bq_type, field.read, field.convert))
-    return rule(field, _inner(field.expr)) if rule is not None else None
-
-
-def _inner(expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    return expr.element if isinstance(expr, sa.sql.elements.Label) else expr
+    return rule(field, inner_expr(field.expr)) if rule is not None else None
 
 
 def _as_is(csv_type: pa.DataType) -> Callable[[FastField, sa.ColumnElement[Any]], _CopyColumn]:
@@ -191,8 +189,8 @@ _RULES: dict[tuple[str, str, Any], _Rule] = {
 # --- the statement ---------------------------------------------------------------------------------
 def copy_statement(read: FastRead, columns: list[_CopyColumn]) -> str:
     """COPY (the generic SELECT) TO STDOUT, its parameters bound by psycopg2."""
-    query = sa.select(*(c.field.expr for c in columns)).select_from(read.table).where(*read.where)
-    compiled = query.compile(dialect=read.conn.dialect, compile_kwargs={"render_postcompile": True})
+    assert len(columns) == len(read.fields)  # plan_copy plans one COPY column per generic column
+    compiled = compiled_select(read)
     cursor = _dbapi(read.conn).cursor()
     try:
         bound = cursor.mogrify(str(compiled), compiled.params).decode("utf-8")
