@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -158,3 +158,43 @@ def assert_loaded_exactly(
     assert run.completed.values_nulled == golden.expected_nulled()
     assert dest_schema(client, dataset, table) == golden.expected_schema()
     assert mismatches(golden.expected_rows(), read_back(client, dataset, table, golden)) == []
+
+
+def assert_round_trip(
+    run_worker: Callable[..., Any], body: dict[str, Any], golden: Golden, client: bigquery.Client,
+    dataset: str, table: str,
+) -> None:
+    """The worker loads `body`'s golden table exactly (assert_loaded_exactly), with no warning, and
+    delivering the same request again publishes the very same run.completed, from the ledger."""
+    run = run_worker(body)
+    assert_loaded_exactly(run, golden, client, dataset, table)
+    assert run.completed.warnings == []
+    again = run_worker(body, etl_run_id=run.completed.etl_run_id)
+    assert again.events == [run.completed]
+
+
+def assert_fast_path_round_trip(
+    run_worker: Callable[..., Any], body: dict[str, Any], golden: Golden, columns: Sequence[str],
+    reader: Any, patch: Any, client: bigquery.Client, dataset: str, table: str,
+) -> None:
+    """With only `columns` selected, the dialect's fast `reader` module (pg_copy, mysql_raw) takes the
+    table, and BigQuery holds exactly the golden values (what the generic path gives)."""
+    spy = _FastPathSpy(reader.fast_batches)
+    patch.setattr(reader, "fast_batches", spy)
+    run = run_worker(body, selected_columns=["id", *columns])
+    assert spy.used == [True]
+    assert_loaded_exactly(run, golden.subset(columns), client, dataset, table)
+
+
+@dataclass
+class _FastPathSpy:
+    """Stands in for a fast reader's `fast_batches`: records, per read, whether it took the table
+    (True) or left it to the generic path."""
+
+    fast_batches: Callable[[Any], Any]
+    used: list[bool] = field(default_factory=list)
+
+    def __call__(self, read: Any) -> Any:
+        batches = self.fast_batches(read)
+        self.used.append(batches is not None)
+        return batches

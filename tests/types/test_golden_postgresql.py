@@ -8,7 +8,6 @@ hold (or spelled differently), 7 all NULL.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -25,12 +24,9 @@ from tests.types.golden import (
     Col,
     Golden,
     Json,
-    assert_loaded_exactly,
-    dest_schema,
-    mismatches,
-    read_back,
+    assert_fast_path_round_trip,
+    assert_round_trip,
 )
-from worker.handlers.base import Outcome
 from worker.sources import pg_copy
 
 NAN, INF = float("nan"), float("inf")
@@ -206,32 +202,14 @@ def test_every_postgresql_type_round_trips_value_by_value(
     run_worker: RunWorker, golden_table: dict[str, Any], bq_client: bigquery.Client, bq_dataset: str,
     load_type: str,
 ) -> None:
-    # Given the golden table, when the worker loads it
-    run = run_worker(golden_table | load_request(load_type))
-    # Then it completes, counting exactly the values BigQuery cannot hold, and every cell reads
-    # back as the expected BigQuery value, in columns of the expected types
-    assert_loaded_exactly(run, GOLDEN, bq_client, bq_dataset, "golden_pg")
-    assert run.completed.warnings == []
-    # And delivering the same request again publishes the very same run.completed, from the ledger
-    again = run_worker(golden_table | load_request(load_type), etl_run_id=run.completed.etl_run_id)
-    assert again.events == [run.completed]
+    # Given the golden table, when the worker loads it, then it completes, counting exactly the values
+    # BigQuery cannot hold, every cell reads back as expected, and a redelivery changes nothing
+    assert_round_trip(run_worker, golden_table | load_request(load_type), GOLDEN, bq_client, bq_dataset,
+                      "golden_pg")
 
 
 # The columns PostgreSQL's COPY fast path carries (worker/sources/pg_copy.py): no arrays, no TIME.
 COPY_COLUMNS = [col.name for col in GOLDEN.columns if not col.repeated and col.bq_type != "TIME"]
-
-
-@dataclass
-class _CopySpy:
-    used: list[bool] = field(default_factory=list)
-
-    def __call__(self, read: Any) -> Any:
-        batches = _FAST_BATCHES(read)
-        self.used.append(batches is not None)
-        return batches
-
-
-_FAST_BATCHES = pg_copy.fast_batches
 
 
 @pytest.mark.parametrize("load_type", ["catalog", "transactional"])
@@ -239,15 +217,8 @@ def test_the_copy_fast_path_round_trips_the_same_values(
     run_worker: RunWorker, golden_table: dict[str, Any], bq_client: bigquery.Client, bq_dataset: str,
     load_type: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given the golden table's columns that COPY can carry
-    golden = GOLDEN.subset(COPY_COLUMNS)
-    spy = _CopySpy()
-    monkeypatch.setattr(pg_copy, "fast_batches", spy)
-    # When the worker loads them
-    run = run_worker(golden_table | load_request(load_type), selected_columns=["id", *COPY_COLUMNS])
-    # Then it read them with COPY, and BigQuery holds exactly what the generic path gives
-    assert spy.used == [True]
-    assert run.outcome is Outcome.ACK, run.events[-1]
-    assert run.completed.values_nulled == golden.expected_nulled()
-    assert dest_schema(bq_client, bq_dataset, "golden_pg") == golden.expected_schema()
-    assert mismatches(golden.expected_rows(), read_back(bq_client, bq_dataset, "golden_pg", golden)) == []
+    # Given the golden table's columns that COPY can carry, when the worker loads them, then
+    # COPY read them and BigQuery holds exactly what the generic path gives
+    body = golden_table | load_request(load_type)
+    assert_fast_path_round_trip(run_worker, body, GOLDEN, COPY_COLUMNS, pg_copy, monkeypatch,
+                                bq_client, bq_dataset, "golden_pg")
