@@ -185,12 +185,11 @@ def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
     if not others:
         return compact
     converted: list[str | None] = []
+    mask = [False] * len(values)
     for i in others:
         converted.append(fast_json_text(values[i]))
         if converted[-1] is None:
             nulled.record(column, values[i])
-    mask = [False] * len(values)
-    for i in others:
         mask[i] = True
     return pc.replace_with_mask(compact, pa.array(mask), pa.array(converted, type=pa.string()))
 

@@ -13,7 +13,7 @@ runs in the same consistent snapshot, unbuffered (`SSCursor`); only the conversi
 | STRING (text, ENUM, SET) | UTF-8 text (the connection's character set is utf8mb4) |
 | INT64, FLOAT64, NUMERIC, BIGNUMERIC, BOOL (TINYINT(1)) | a vectorised cast of the text |
 | DATE, DATETIME, TIMESTAMP (read as text in a UTC session) | a vectorised cast of strict ISO text |
-| JSON | the generic JSON converter's fast twin (`fastpath`), per batch |
+| JSON | `fastpath.json_column`: the generic JSON converter's result, proven in bulk per batch |
 
 A batch whose column holds a value the cast refuses (a zero date, a TINYINT(1) holding 2, what the
 driver could not hold either) converts that column per value, from what mysqlclient would have
@@ -209,4 +209,3 @@ def _to_batch(rows: Any, finishes: list[Finish], read: FastRead) -> pa.RecordBat
         for values, finish, field in zip(zip(*rows, strict=True), finishes, read.fields, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
-
