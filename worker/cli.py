@@ -112,7 +112,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.topology import setup
+    from worker.commands.topology import setup
 
     for item in setup(settings):
         print(item)
@@ -131,7 +131,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.replay import Selection, replay
+    from worker.commands.replay import Selection, replay
 
     selection = Selection(run_ids=frozenset(args.run_id), data_source_ids=frozenset(args.data_source_id),
                           everything=args.all, limit=args.limit)
@@ -139,13 +139,13 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.runs_cmd import runs
+    from worker.commands.runs import runs
 
     return runs(settings, limit=args.limit, data_source_id=args.data_source_id, console=_console())
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.watch import watch
+    from worker.commands.watch import watch
 
     return watch(settings, run_id=args.run_id, console=_console())
 

@@ -28,7 +28,7 @@ from worker.events import Counters, RunEvents
 from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, utcnow
-from worker.pipeline import BackgroundLoader
+from worker.part_loader import BackgroundLoader
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink, Staging
 from worker.sources.base import Source, SourceSnapshot
@@ -163,7 +163,7 @@ class _RunAttempt:
         spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
         with (
             PartWriter(snapshot.columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts,
-            # Parts load on a background thread while extraction goes on (worker/pipeline.py).
+            # Parts load on a background thread while extraction goes on (worker/part_loader.py).
             BackgroundLoader(partial(self.load, staging)) as loader,
         ):
             for batch in snapshot.iter_batches(self.window, self.options.batch_rows):

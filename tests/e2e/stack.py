@@ -13,8 +13,8 @@ from google.cloud import bigquery, pubsub_v1
 
 from tests.conftest import PROJECT, unique
 from worker.app import build_worker
+from worker.commands.topology import setup
 from worker.settings import Settings
-from worker.topology import setup
 
 EVENT_WAIT_S = 120.0
 _OPEN_STACKS: list[Stack] = []

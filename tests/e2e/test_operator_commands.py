@@ -18,14 +18,14 @@ from rich.console import Console
 from devstack.emulators import Emulator
 from tests.e2e.stack import make_settings, settings_env
 from worker.app import build_handler, build_sink
+from worker.commands.replay import Selection, replay
+from worker.commands.runs import runs_table
+from worker.commands.topology import setup
+from worker.commands.watch import watch
 from worker.errors import SourceConnectionError, SourceSchemaError
 from worker.events import Counters, MemoryEventBus, PubSubEventBus, RunEvents
 from worker.handlers.base import Delivery, Outcome
-from worker.replay import Selection, replay
-from worker.runs_cmd import runs_table
 from worker.settings import Settings
-from worker.topology import setup
-from worker.watch import watch
 
 
 def sqlite_source(path: Path) -> Path:

@@ -26,8 +26,8 @@ from devstack.emulators import Emulator
 from tests.e2e.relay import Relay
 from tests.e2e.sources import SeededSource, normalise, seed
 from tests.e2e.stack import Stack, bq_count, bq_rows, serving, settings_env
+from worker.commands.topology import dead_letter_subscription
 from worker.settings import Settings
-from worker.topology import dead_letter_subscription
 
 PASSWORD = "Replay-Known-pw:7@x/%"  # trust auth ignores it; it must never be shown
 RUN_ID = "etl-run-601"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from worker.commands.replay import DeadLetter, Selection, describe, format_age, replay_attributes, run_replay
 from worker.handlers.base import Delivery
-from worker.replay import DeadLetter, Selection, describe, format_age, replay_attributes, run_replay
 
 DL = "CloudPubSubDeadLetter"
 SECRET = "replay-secret-pw-42"

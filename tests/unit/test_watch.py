@@ -8,10 +8,10 @@ from typing import Any
 
 from rich.console import Console
 
+from worker.commands.watch import fold, format_elapsed, render
 from worker.errors import SourceConnectionError, SourceSchemaError
 from worker.events import Counters, MemoryEventBus, RunEvents
 from worker.ledger import LedgerEntry
-from worker.watch import fold, format_elapsed, render
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

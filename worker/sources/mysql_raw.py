@@ -33,7 +33,6 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy.dialects import mysql
 
-from worker.pipeline import read_ahead
 from worker.sources.arrays import NulledValues, column_array
 from worker.sources.converters import bool_from_int, finite_decimal, json_text
 from worker.sources.fastpath import (
@@ -48,6 +47,7 @@ from worker.sources.fastpath import (
     iso_cast,
     json_column,
 )
+from worker.sources.read_ahead import read_ahead
 
 log = logging.getLogger(__name__)
 

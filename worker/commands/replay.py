@@ -34,13 +34,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from worker import constants as c
+from worker.commands.topology import dead_letter_subscription
 from worker.errors import MessageDecodeError
 from worker.handlers.base import Delivery, prior_attempts
 from worker.handlers.etl_run_requested import run_id_for
 from worker.logs import REDACTOR, redact
 from worker.messages import EtlRunRequest, decode_request, utcnow
 from worker.settings import Settings
-from worker.topology import dead_letter_subscription
 
 log = logging.getLogger(__name__)
 MAX_PULL = 1000  # messages looked at in one invocation

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.pipeline import BackgroundLoader
+from worker.part_loader import BackgroundLoader
 
 
 def test_parts_load_in_order_and_finish_waits_for_all() -> None:
