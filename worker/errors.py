@@ -76,6 +76,11 @@ class SupersededError(PermanentError):
     """A newer run has already committed this window or snapshot; this run is not applied."""
 
 
+class RunIdConflictError(PermanentError):
+    """The run id (e.g. a reused etl_run_id) belongs to a committed run of another table or mode:
+    nothing is loaded, and the message says what the id was used for."""
+
+
 # --- transient -----------------------------------------------------------------------------------
 class SourceConnectionError(TransientError):
     """The source database is unreachable or dropped the connection (the origin's ConnectionError)."""

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -102,9 +103,18 @@ class Counters:
     batches_loaded: int = 0
 
 
-def event_id(run_id: str, attempt: int, seq: int) -> str:
-    """Deterministic: the same event published twice carries the same id (consumers deduplicate)."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{run_id}/{attempt}/{seq}"))
+# run.completed fields taken from the ledger entry as they are (ids, counters, window, ...).
+_SHARED_WITH_ENTRY = tuple(
+    name for name in RunCompleted.model_fields if name in {f.name for f in dataclasses.fields(LedgerEntry)}
+)
+
+
+def event_id(run_id: str, attempt: int, seq: int, salt: str = "") -> str:
+    """Deterministic: the same event published twice carries the same id (consumers deduplicate).
+    `salt` sets apart events of another request that carries the same run id (a reused etl_run_id),
+    which must not be dropped as duplicates of the committed run's events."""
+    name = f"{run_id}/{salt}/{attempt}/{seq}" if salt else f"{run_id}/{attempt}/{seq}"
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
 
 
 class RunEvents:
@@ -122,8 +132,10 @@ class RunEvents:
         load_type: str | None,
         progress_interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        id_salt: str = "",
     ) -> None:
         self._bus = bus
+        self._id_salt = id_salt
         self._ids: dict[str, Any] = {
             "run_id": run_id, "attempt": attempt, "data_source_id": data_source_id,
             "etl_run_id": etl_run_id, "dest_table": dest_table, "load_type": load_type,
@@ -133,6 +145,7 @@ class RunEvents:
         self._started = clock()
         self._last_progress = self._started
         self._seq = 0
+        self._counters = Counters()
 
     @property
     def attempt(self) -> int:
@@ -141,6 +154,11 @@ class RunEvents:
     @property
     def elapsed_s(self) -> float:
         return self._clock() - self._started
+
+    def attempt_counters(self) -> Counters:
+        """Fresh counters for a try of the run; `failed` reports the latest try's."""
+        self._counters = Counters()
+        return self._counters
 
     def reserve_seq(self) -> int:
         self._seq += 1
@@ -169,29 +187,27 @@ class RunEvents:
             log.warning("progress event not published: %s", exc)
 
     def completed(self, entry: LedgerEntry) -> None:
-        """Built from the ledger entry alone, so every delivery publishes the same event."""
-        ids = {**self._ids, "attempt": entry.attempt}
+        """Built from the ledger entry alone, so every delivery publishes the same event: every
+        field the entry and the event share is copied by name (worker/ledger.py's checklist)."""
+        shared = {name: getattr(entry, name) for name in _SHARED_WITH_ENTRY}
         self._bus.publish(RunCompleted(
-            **ids, seq=entry.completed_seq,
+            **shared, seq=entry.completed_seq,
             event_id=event_id(entry.run_id, entry.attempt, entry.completed_seq),
-            occurred_at=entry.committed_at, rows_extracted=entry.rows_extracted,
-            rows_loaded=entry.rows_loaded, batches_loaded=entry.batches_loaded,
-            duration_seconds=entry.duration_seconds, window_column=entry.window_column,
-            window_low=entry.window_low, window_high=entry.window_high,
+            occurred_at=entry.committed_at,
             watermark=entry.window_high if entry.load_type == c.TRANSACTIONAL else None,
-            source_row_count=entry.source_row_count, committed_at=entry.committed_at,
-            values_nulled=dict(entry.values_nulled), warnings=list(entry.warnings),
         ))
 
-    def failed(self, error: EtlError, counters: Counters) -> None:
+    def failed(self, error: EtlError, counters: Counters | None = None) -> None:
+        """`counters`: the failed attempt's (default: those of the last `attempt_counters()`)."""
         info = ErrorInfo(type=error.type_name, message=redact(str(error))[:4000],
                          retryable=error.retryable)
-        self._bus.publish(RunFailed(**self._common(counters), error=info))
+        self._bus.publish(RunFailed(**self._common(counters or self._counters), error=info))
 
     def _common(self, counters: Counters) -> dict[str, Any]:
         seq = self.reserve_seq()
         return {
-            **self._ids, "seq": seq, "event_id": event_id(self._ids["run_id"], self._ids["attempt"], seq),
+            **self._ids, "seq": seq,
+            "event_id": event_id(self._ids["run_id"], self._ids["attempt"], seq, self._id_salt),
             "occurred_at": utcnow(), "rows_extracted": counters.rows_extracted,
             "rows_loaded": counters.rows_loaded, "batches_loaded": counters.batches_loaded,
             "duration_seconds": round(self.elapsed_s, 3),

@@ -1,6 +1,17 @@
 """A ledger entry: the durable record, written in the commit transaction, that a run was applied.
 
-It holds everything needed to publish the same `run.completed` again after a crash or a replay.
+It holds everything needed to publish the same `run.completed` again after a crash or a replay,
+and what the run was for, so that a reused run id is told apart from a redelivery.
+
+The run record is declared HERE, once. Adding a field that `run.completed` reports:
+1. add it to `LedgerEntry` (with a default, so older ledger rows still read: they hold NULL);
+   the ledger column, its BigQuery type and its JSON codec follow from the annotation
+   (`worker/sinks/bigquery_sql.py: LEDGER_FIELDS`), and older ledgers get the column on start-up;
+2. add a field of the same name to `RunCompleted` (`worker/messages.py`): `RunEvents.completed`
+   copies every field the two share;
+3. fill it in where the runner builds the entry (`worker/runner.py: _RunAttempt.commit`);
+4. regenerate the contract: `make schemas` (a test fails when `schemas/` drifts), and describe the
+   field in docs/events.md.
 """
 
 from __future__ import annotations
@@ -37,3 +48,29 @@ class LedgerEntry:
     # cannot hold that were loaded as NULL; warnings such as a column the source no longer has.
     values_nulled: Mapping[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # What the run was for: a request with the same run id but another source table is another
+    # run (a reused etl_run_id), never "already committed". NULL in rows of older versions.
+    source_table: str | None = None
+
+    def purpose(self) -> RunPurpose:
+        return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)
+
+
+@dataclass(frozen=True)
+class RunPurpose:
+    """What a run moves: a ledger entry counts as a request's own commit only when these match."""
+
+    data_source_id: int
+    source_table: str | None  # None: unknown (a ledger row written before it was recorded)
+    dest_table: str
+    load_type: str
+
+    def matches(self, other: RunPurpose) -> bool:
+        same = (self.data_source_id, self.dest_table, self.load_type) == (
+            other.data_source_id, other.dest_table, other.load_type)
+        unknown = self.source_table is None or other.source_table is None
+        return same and (unknown or self.source_table == other.source_table)
+
+    def describe(self) -> str:
+        source = self.source_table or "(source table not recorded)"
+        return f"data source {self.data_source_id}: {source} → {self.dest_table} ({self.load_type})"

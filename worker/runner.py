@@ -18,15 +18,16 @@ from worker import constants as c
 from worker.errors import (
     EtlError,
     ExtractionError,
+    RunIdConflictError,
     RunTimeoutError,
     ShutdownInterrupted,
     SourceConnectionError,
     SupersededError,
     VerificationError,
 )
-from worker.events import Counters, RunEvents
+from worker.events import RunEvents
 from worker.faults import crash_point, slow_point
-from worker.ledger import LedgerEntry
+from worker.ledger import LedgerEntry, RunPurpose
 from worker.messages import EtlRunRequest, utcnow
 from worker.part_loader import BackgroundLoader
 from worker.retry import RetryPolicy
@@ -77,6 +78,7 @@ class Runner:
         """Apply the run exactly once, publishing its events; raise a typed error on failure."""
         existing = self._sink.find_commit(run_id)
         if existing is not None:
+            check_purpose(existing, request, run_id)
             log.info("run %s already committed at %s: reporting it again", run_id, existing.committed_at)
             events.completed(existing)
             return RunResult(existing, applied_now=False)
@@ -118,7 +120,7 @@ class _RunAttempt:
         self.run_id = run_id
         self.events = events
         self.interrupt = interrupt
-        self.counters = Counters()
+        self.counters = events.attempt_counters()
         self.started_at = utcnow()
         self.attempt = events.attempt
         self.window: Window | None = None
@@ -141,6 +143,8 @@ class _RunAttempt:
             finally:
                 _drop_quietly(staging)
         applied_now = entry.staging_token == staging.token
+        if not applied_now:
+            check_purpose(entry, self.request, self.run_id)
         log.info("run %s %s: %d rows in %.1fs", self.run_id,
                  "committed" if applied_now else "was already committed", entry.rows_loaded,
                  entry.duration_seconds)
@@ -207,6 +211,7 @@ class _RunAttempt:
             window_high_key=window.high_key if window else None,
             snapshot_at=self.snapshot_at,
             values_nulled=self.values_nulled, warnings=staging.warnings,
+            source_table=self._source_table(),
             rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
             batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
             attempt=self.attempt, completed_seq=self.events.reserve_seq(),
@@ -224,8 +229,31 @@ class _RunAttempt:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _source_table(self) -> str:
-        schema = self.request.schema_name
-        return f"{schema}.{self.request.source_table_name}" if schema else self.request.source_table_name
+        return qualified_source_table(self.request)
+
+
+def request_purpose(request: EtlRunRequest) -> RunPurpose:
+    return RunPurpose(request.data_source_id, qualified_source_table(request), request.dest_table_name,
+                      request.load_type)
+
+
+def qualified_source_table(request: EtlRunRequest) -> str:
+    schema = request.schema_name
+    return f"{schema}.{request.source_table_name}" if schema else request.source_table_name
+
+
+def check_purpose(entry: LedgerEntry, request: EtlRunRequest, run_id: str) -> None:
+    """A ledger entry under this run id counts as this request's commit only if it moved the same
+    table the same way; otherwise the id was reused (a Django database reset, two environments
+    sharing a dataset) and reporting the old run's result would silently lose this one."""
+    wanted = request_purpose(request)
+    if entry.purpose().matches(wanted):
+        return
+    raise RunIdConflictError(
+        f"run id {run_id} is already used by a committed run of {entry.purpose().describe()} "
+        f"(committed at {entry.committed_at.isoformat()}); this request ({wanted.describe()}) was "
+        "not loaded: give every run its own etl_run_id"
+    )
 
 
 def _is_source_error(error: EtlError) -> bool:

@@ -9,6 +9,7 @@ The handler is the only place that decides a message's fate:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -17,8 +18,8 @@ from typing import Any
 
 from worker import constants as c
 from worker.classify import classify
-from worker.errors import EtlError, MessageDecodeError
-from worker.events import Counters, EventBus, RunEvents
+from worker.errors import EtlError, MessageDecodeError, RunIdConflictError
+from worker.events import EventBus, RunEvents
 from worker.handlers.base import Delivery, Outcome
 from worker.logs import REDACTOR, log_context, redact
 from worker.messages import EtlRunRequest, decode_request
@@ -59,14 +60,13 @@ class EtlRunRequestedHandler:
         run_id = run_id_for(request.etl_run_id, delivery)
         with log_context(run_id=run_id, message_id=delivery.message_id,
                          data_source_id=request.data_source_id, attempt=delivery.attempt):
-            events = self._events(run_id, delivery.attempt, request.data_source_id,
-                                  request.etl_run_id, request.dest_table_name, request.load_type)
-            return self._run(request, run_id, events, interrupt)
+            return self._run(delivery, request, run_id, interrupt)
 
-    def _run(self, request: EtlRunRequest, run_id: str, events: RunEvents,
+    def _run(self, delivery: Delivery, request: EtlRunRequest, run_id: str,
              interrupt: threading.Event) -> Outcome:
         log.info("run %s received: %s table %s → %s (%s)", run_id, request.source_type,
                  request.source_table_name, request.dest_table_name, request.load_type)
+        events = self._request_events(run_id, delivery, request)
         try:
             self._runner.run(request, run_id, events, interrupt)
             return Outcome.ACK
@@ -74,7 +74,16 @@ class EtlRunRequestedHandler:
             error = classify(exc)
             log.error("run %s failed: %s: %s", run_id, error.type_name, redact(str(error)),
                       exc_info=not isinstance(exc, EtlError))
-            return self._report_failure(events, error, Counters())
+            if isinstance(error, RunIdConflictError):
+                # Another request's events: ids of their own, or Django drops them as duplicates
+                # of the committed run's events.
+                events = self._request_events(run_id, delivery, request, id_salt=_digest(delivery.data))
+            return self._report_failure(events, error)
+
+    def _request_events(self, run_id: str, delivery: Delivery, request: EtlRunRequest,
+                        id_salt: str = "") -> RunEvents:
+        return self._events(run_id, delivery.attempt, request.data_source_id, request.etl_run_id,
+                            request.dest_table_name, request.load_type, id_salt=id_salt)
 
     def _reject(self, delivery: Delivery, error: MessageDecodeError) -> Outcome:
         hints = _best_effort_ids(delivery.data)
@@ -82,21 +91,26 @@ class EtlRunRequestedHandler:
         with log_context(run_id=run_id, message_id=delivery.message_id):
             log.error("request rejected: %s", redact(str(error)))
             events = self._events(run_id, delivery.attempt, **hints)
-            return self._report_failure(events, error, Counters())
+            return self._report_failure(events, error)
 
-    def _report_failure(self, events: RunEvents, error: EtlError, counters: Counters) -> Outcome:
+    def _report_failure(self, events: RunEvents, error: EtlError) -> Outcome:
+        """Publish run.failed with the failed attempt's counters (none before a run started)."""
         try:
-            events.failed(error, counters)
+            events.failed(error)
         except Exception as exc:  # not durable: let Pub/Sub deliver it again
             log.error("could not publish run.failed: %s", redact(str(exc)))
             return Outcome.NACK
         return Outcome.NACK if error.retryable else Outcome.ACK
 
     def _events(self, run_id: str, attempt: int, data_source_id: int | None, etl_run_id: int | None,
-                dest_table: str | None, load_type: str | None) -> RunEvents:
+                dest_table: str | None, load_type: str | None, id_salt: str = "") -> RunEvents:
         return RunEvents(self._bus, run_id=run_id, attempt=attempt, data_source_id=data_source_id,
                          etl_run_id=etl_run_id, dest_table=dest_table, load_type=load_type,
-                         progress_interval_s=self._progress_interval_s)
+                         progress_interval_s=self._progress_interval_s, id_salt=id_salt)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _best_effort_ids(data: bytes) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Every identifier is validated and quoted with backticks; every value travels as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -43,31 +44,26 @@ HEADS_FIELDS: tuple[tuple[str, str], ...] = (
     ("updated_at", "TIMESTAMP"),
 )
 
-# The ledger's columns, in table order, with their BigQuery types: one per LedgerEntry field.
-LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
-    ("run_id", "STRING"),
-    ("data_source_id", "INT64"),
-    ("etl_run_id", "INT64"),
-    ("dest_table", "STRING"),
-    ("load_type", "STRING"),
-    ("window_column", "STRING"),
-    ("window_low", "STRING"),
-    ("window_high", "STRING"),
-    ("window_low_key", "STRING"),
-    ("window_high_key", "STRING"),
-    ("snapshot_at", "TIMESTAMP"),
-    ("rows_extracted", "INT64"),
-    ("rows_loaded", "INT64"),
-    ("batches_loaded", "INT64"),
-    ("source_row_count", "INT64"),
-    ("attempt", "INT64"),
-    ("completed_seq", "INT64"),
-    ("staging_token", "STRING"),
-    ("started_at", "TIMESTAMP"),
-    ("committed_at", "TIMESTAMP"),
-    ("duration_seconds", "FLOAT64"),
-    ("values_nulled", "STRING"),
-    ("warnings", "STRING"),
+# The ledger's columns, in table order, with their BigQuery types: one per LedgerEntry field,
+# derived from its annotation (structures are stored as JSON text; see `_LEDGER_CODECS`).
+_SCALAR_BQ_TYPES: Mapping[str, str] = {
+    "str": "STRING", "int": "INT64", "float": "FLOAT64", "datetime": "TIMESTAMP", "bool": "BOOL",
+}
+_STRUCTURED = ("Mapping[", "tuple[")
+
+
+def _bq_type_of(annotation: str) -> str:
+    """`int | None` → INT64; `Mapping[str, int]` / `tuple[str, ...]` → STRING (JSON text)."""
+    if annotation.startswith(_STRUCTURED):
+        return "STRING"
+    kinds = {part.strip() for part in annotation.split("|")} - {"None"}
+    if len(kinds) != 1 or next(iter(kinds)) not in _SCALAR_BQ_TYPES:
+        raise TypeError(f"no ledger column type for a LedgerEntry field annotated {annotation!r}")
+    return _SCALAR_BQ_TYPES[kinds.pop()]
+
+
+LEDGER_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, _bq_type_of(str(f.type))) for f in dataclasses.fields(LedgerEntry)
 )
 _LEDGER_REQUIRED = frozenset({"run_id", "data_source_id", "dest_table", "load_type", "staging_token"})
 
@@ -180,9 +176,15 @@ def _texts_from_text(text: str | None) -> tuple[str, ...]:
 
 # Ledger columns that hold a structure, as JSON text: (to the parameter, from the row). Every
 # other column holds its LedgerEntry field as is. Rows written before a column existed read NULL.
+_CODECS_BY_KIND: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "Mapping[": (lambda counts: _json_text(dict(counts)), _counts_from_text),
+    "tuple[": (lambda texts: _json_text(list(texts)), _texts_from_text),
+}
 _LEDGER_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "values_nulled": (lambda counts: _json_text(dict(counts)), _counts_from_text),
-    "warnings": (lambda texts: _json_text(list(texts)), _texts_from_text),
+    f.name: codec
+    for f in dataclasses.fields(LedgerEntry)
+    for kind, codec in _CODECS_BY_KIND.items()
+    if str(f.type).startswith(kind)
 }
 
 

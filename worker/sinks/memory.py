@@ -1,0 +1,112 @@
+"""An in-memory `Sink` for unit tests of the runner and the handler (no BigQuery).
+
+It keeps the BigQuery sink's contract, in Python: the ledger decides whether a run is already
+applied; a commit checks the staged count, refuses an overlapping window or an older catalog
+snapshot (SupersededError), then replaces or appends the destination's rows and records the entry,
+all or nothing. `lose_rows` drops rows from every loaded part, to exercise the verify step;
+`before_commit` runs just before a commit applies (a concurrent run committing first).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from worker.columns import Column
+from worker.constants import CATALOG, TRANSACTIONAL
+from worker.errors import SupersededError, VerificationError
+from worker.ledger import LedgerEntry
+
+_tokens = itertools.count(1)
+
+
+@dataclass
+class MemorySink:
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lose_rows: int = 0
+    before_commit: Callable[[LedgerEntry], None] | None = None
+    stagings: list[MemoryStaging] = field(default_factory=list)
+
+    def find_commit(self, run_id: str) -> LedgerEntry | None:
+        return next((entry for entry in self.ledger if entry.run_id == run_id), None)
+
+    def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
+        windows = [e for e in self._windows(data_source_id, dest_table) if e.window_high is not None]
+        latest = max(windows, key=lambda e: e.window_high_key or "", default=None)
+        return None if latest is None else latest.window_high
+
+    def open_staging(self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int,
+                     load_type: str) -> MemoryStaging:
+        self.tables.setdefault(dest_table, [])
+        staging = MemoryStaging(self, dest_table, run_id, load_type, token=f"tok{next(_tokens):05d}")
+        self.stagings.append(staging)
+        return staging
+
+    def _windows(self, data_source_id: int, dest_table: str) -> list[LedgerEntry]:
+        return [e for e in self.ledger if e.load_type == TRANSACTIONAL
+                and (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
+
+    def apply(self, staging: MemoryStaging, entry: LedgerEntry) -> LedgerEntry:
+        """The commit transaction: nothing changes unless every check passes."""
+        if self.before_commit is not None:
+            self.before_commit(entry)
+        existing = self.find_commit(entry.run_id)
+        if existing is not None:
+            return existing
+        if len(staging.rows) != entry.rows_extracted:
+            raise VerificationError(f"staging holds {len(staging.rows)} rows, "
+                                    f"{entry.rows_extracted} were extracted")
+        self._guard(entry)
+        rows = self.tables[entry.dest_table]
+        if entry.load_type == CATALOG:
+            rows.clear()
+        rows.extend(staging.rows)
+        self.ledger.append(entry)
+        return entry
+
+    def _guard(self, entry: LedgerEntry) -> None:
+        if entry.load_type == CATALOG:
+            newer = [e for e in self.ledger if e.dest_table == entry.dest_table and e.load_type == CATALOG
+                     and e.snapshot_at and entry.snapshot_at and e.snapshot_at > entry.snapshot_at]
+            if newer:
+                raise SupersededError("a newer snapshot of this table is already committed")
+            return
+        for other in self._windows(entry.data_source_id, entry.dest_table):
+            if _overlap(other, entry):
+                raise SupersededError("an overlapping window of this table is already committed")
+
+
+def _overlap(a: LedgerEntry, b: LedgerEntry) -> bool:
+    a_low, a_high = a.window_low_key, a.window_high_key or ""
+    b_low, b_high = b.window_low_key, b.window_high_key or ""
+    return (b_low is None or a_high > b_low) and (a_low is None or a_low < b_high)
+
+
+@dataclass
+class MemoryStaging:
+    sink: MemorySink
+    dest_table: str
+    run_id: str
+    load_type: str
+    token: str
+    warnings: tuple[str, ...] = ()
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    dropped: bool = False
+
+    def load_part(self, path: Path) -> int:
+        rows = pq.read_table(path).to_pylist()
+        kept = rows[: max(0, len(rows) - self.sink.lose_rows)]
+        self.rows.extend(kept)
+        return len(kept)
+
+    def commit(self, entry: LedgerEntry) -> LedgerEntry:
+        return self.sink.apply(self, entry)
+
+    def drop(self) -> None:
+        self.dropped = True

@@ -1,0 +1,139 @@
+"""An in-memory `Source` for unit tests of the runner and the handler (no database).
+
+A table is a list of row dicts with its columns; a snapshot copies the rows when it opens, so rows
+added afterwards are not seen (as in a REPEATABLE READ transaction). Windows work on an INT64 cursor
+(high = MAX + 1) or a TIMESTAMP cursor (high = the clock minus the lag). `failures` makes the next
+snapshots fail, one exception each, at a chosen step, to exercise the runner's retries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from worker.columns import Column, arrow_schema, bq_arrow_type
+from worker.errors import SourceSchemaError
+from worker.messages import EtlRunRequest
+from worker.window import CursorValue, Window
+
+Step = Literal["open", "read"]
+
+
+def column(name: str, bq_type: str) -> Column:
+    return Column(name, bq_type.lower(), bq_arrow_type(bq_type), bq_type)
+
+
+@dataclass
+class MemoryTable:
+    columns: tuple[Column, ...]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Raise `error` at `step` of one snapshot: on opening it, or after `after_batches` batches."""
+
+    error: Exception
+    step: Step = "read"
+    after_batches: int = 0
+
+
+class MemorySource:
+    name = "memory"
+
+    def __init__(self, tables: dict[str, MemoryTable],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.tables = tables
+        self.clock = clock
+        self.failures: list[Failure] = []
+        self.snapshots_opened = 0
+        self.on_open: Callable[[], None] | None = None  # runs as a snapshot opens (a concurrent writer)
+
+    @contextmanager
+    def snapshot(self, request: EtlRunRequest) -> Iterator[MemorySnapshot]:
+        self.snapshots_opened += 1
+        if self.on_open is not None:
+            self.on_open()
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None and failure.step == "open":
+            raise failure.error
+        table = self.tables.get(request.source_table_name)
+        if table is None:
+            raise SourceSchemaError(f"source table not found: {request.source_table_name}")
+        yield MemorySnapshot(table, request, self.clock(), failure)
+
+
+class MemorySnapshot:
+    def __init__(self, table: MemoryTable, request: EtlRunRequest, now: datetime,
+                 failure: Failure | None) -> None:
+        names = request.selected_columns or [col.name for col in table.columns]
+        by_name = {col.name: col for col in table.columns}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise SourceSchemaError(f"column {missing[0]!r} not found in source table")
+        self._columns = tuple(by_name[name] for name in names)
+        self._rows = [dict(row) for row in table.rows]  # the snapshot: later writes are not seen
+        self._cursor = request.timestamp_column
+        self._now = now
+        self._failure = failure
+        self.snapshot_at = now
+        self.values_nulled: dict[str, int] = {}
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+        assert self._cursor is not None, "plan_window needs timestamp_column"
+        integer = self._cursor_type() == "INT64"
+        parsed: list[CursorValue] = [int(t) if integer else _instant(t) for t in lows if t]
+        low = max(parsed) if parsed else None
+        high: CursorValue
+        if integer:
+            high = max((r[self._cursor] for r in self._rows if r[self._cursor] is not None),
+                       default=-(2**63) - 1) + 1
+        else:
+            high = self._now - timedelta(seconds=lag_s)
+        if low is not None and high <= low:  # type: ignore[operator]
+            high = low
+        return Window(self._cursor, low, high)
+
+    def count_rows(self, window: Window | None) -> int:
+        return len(self._selected(window))
+
+    def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        rows = self._selected(window)
+        schema = arrow_schema(self._columns)
+        for number in itertools.count():
+            if self._failure is not None and number == self._failure.after_batches:
+                raise self._failure.error
+            chunk = rows[number * batch_rows:(number + 1) * batch_rows]
+            if not chunk:
+                return
+            yield pa.RecordBatch.from_pylist([{c.name: r[c.name] for c in self._columns} for r in chunk],
+                                             schema=schema)
+
+    def _selected(self, window: Window | None) -> list[dict[str, Any]]:
+        if window is None:
+            return self._rows
+        cursor = window.column
+
+        def inside(row: dict[str, Any]) -> bool:
+            value = row[cursor]
+            return value is not None and (window.low is None or value >= window.low) and value < window.high
+
+        return [row for row in self._rows if inside(row)]
+
+    def _cursor_type(self) -> str:
+        return next(col.bq_type for col in self._columns if col.name == self._cursor)
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
