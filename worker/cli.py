@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import pubsub_v1
 from pydantic import ValidationError
 from rich.console import Console
 
 from worker import constants as c
-from worker import logs
+from worker import logs, preflight
 from worker.events import PrintEventBus
 from worker.handlers.base import Delivery
 from worker.settings import Settings
@@ -36,8 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     json_logs = settings.json_logs if args.json_logs is None else args.json_logs
     logs.configure(args.log_level or settings.log_level, json_logs)
-    command = _COMMANDS[args.command]
-    return command(settings, args)
+    try:
+        preflight.check(settings, _NEEDS[args.command])
+        return _COMMANDS[args.command](settings, args)
+    except (preflight.PreflightError, DefaultCredentialsError) as exc:
+        # A client may still find no credentials later (e.g. the ones found expired): same line.
+        message = (str(exc) if isinstance(exc, preflight.PreflightError)
+                   else preflight.no_credentials(_NEEDS[args.command]))
+        print(f"etl-worker: {message}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,5 +163,10 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else OUTPUT_WIDTH)
 
 
+# The Google services each command talks to (checked before it starts).
+_NEEDS: dict[str, tuple[preflight.Service, ...]] = {
+    "serve": ("pubsub", "bigquery"), "run": ("bigquery",), "setup": ("pubsub",), "publish": ("pubsub",),
+    "replay": ("pubsub",), "runs": ("bigquery",), "watch": ("pubsub",),
+}
 _COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish,
              "replay": cmd_replay, "runs": cmd_runs, "watch": cmd_watch}
