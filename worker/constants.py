@@ -30,3 +30,4 @@ STAGING_PREFIX: Final = "_etl_staging_"
 # Load modes.
 CATALOG: Final = "catalog"
 TRANSACTIONAL: Final = "transactional"
+MERGE: Final = "merge"

@@ -33,6 +33,7 @@ from worker.messages import (
     encode_event,
     utcnow,
 )
+from worker.modes import mode_of
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class RunEvents:
             **shared, seq=entry.completed_seq,
             event_id=event_id(entry.run_id, entry.attempt, entry.completed_seq),
             occurred_at=entry.committed_at,
-            watermark=entry.window_high if entry.load_type == c.TRANSACTIONAL else None,
+            watermark=entry.window_high if mode_of(entry.load_type).windowed else None,
         ))
 
     def failed(self, error: EtlError, counters: Counters | None = None) -> None:

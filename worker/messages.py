@@ -28,6 +28,7 @@ from worker.errors import MessageDecodeError
 SCHEMA_VERSION: Literal[1] = 1
 MAX_IDENTIFIER_CHARS = 128
 MAX_SELECTED_COLUMNS = 10_000
+MAX_KEY_COLUMNS = 16
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # BigQuery table names: letters, digits, underscores (we do not accept the other Unicode classes).
 _BQ_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -113,9 +114,12 @@ class EtlRunRequest(_Request):
     )
     source_table_name: SourceIdentifier
     dest_table_name: DestTableName
-    load_type: Literal["catalog", "transactional"]
+    load_type: Literal["catalog", "transactional", "merge"] = Field(
+        ..., description="catalog: replace the table; transactional: append a window of the cursor; "
+        "merge: upsert a window of the cursor by primary key (docs/modes.md)."
+    )
     timestamp_column: SourceIdentifier | None = Field(
-        None, description="Cursor column for transactional loads (timestamp, date or integer)."
+        None, description="Cursor column for transactional and merge loads (timestamp, date or integer)."
     )
     selected_columns: list[SourceIdentifier] | None = Field(
         None, max_length=MAX_SELECTED_COLUMNS, description="Columns to load, in order; null: all."
@@ -128,6 +132,23 @@ class EtlRunRequest(_Request):
     historical_start_date: str | None = Field(
         None, max_length=64, description="Inclusive start of the first transactional window."
     )
+    primary_key: list[SourceIdentifier] | None = Field(
+        None, min_length=1, max_length=MAX_KEY_COLUMNS,
+        description="merge: the columns identifying a row (source names); default: the table's primary key.",
+    )
+    soft_delete_column: SourceIdentifier | None = Field(
+        None, description="merge: rows whose value here is non-NULL (and not false, for a boolean) are "
+        "deleted from BigQuery.",
+    )
+    reconcile_deletes: bool = Field(
+        False, description="merge: also read every primary key of the source table (same snapshot) and "
+        "delete the BigQuery rows whose key is gone (hard deletes).",
+    )
+    column_names: dict[SourceIdentifier, str] | None = Field(
+        None, max_length=MAX_SELECTED_COLUMNS,
+        description="BigQuery column name for a source column, overriding the naming rule "
+        "(docs/names.md), e.g. to settle two source columns that would share one name.",
+    )
     strict_types: bool = Field(
         False,
         description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
@@ -139,25 +160,33 @@ class EtlRunRequest(_Request):
     def _numbers_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("selected_columns")
+    @field_validator("selected_columns", "primary_key")
     @classmethod
     def _unique_columns(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and len(set(value)) != len(value):
-            raise ValueError("selected_columns must not repeat a column")
+            raise ValueError("must not repeat a column")
         return value
 
     @model_validator(mode="after")
     def _mode_needs(self) -> EtlRunRequest:
-        if self.load_type == c.TRANSACTIONAL and not self.timestamp_column:
-            raise ValueError("transactional loads need timestamp_column")
+        windowed = self.load_type in (c.TRANSACTIONAL, c.MERGE)
+        if windowed and not self.timestamp_column:
+            raise ValueError(f"{self.load_type} loads need timestamp_column")
         if self.source_type != "sqlite" and not self.connection_params.host:
             raise ValueError(f"{self.source_type} sources need connection_params.host")
-        if (
-            self.load_type == c.TRANSACTIONAL
-            and self.selected_columns
-            and self.timestamp_column not in self.selected_columns
-        ):
-            raise ValueError("selected_columns must include timestamp_column")
+        merge_only = {"primary_key": self.primary_key, "soft_delete_column": self.soft_delete_column,
+                      "reconcile_deletes": self.reconcile_deletes or None}
+        misplaced = [name for name, value in merge_only.items() if value is not None]
+        if misplaced and self.load_type != c.MERGE:
+            raise ValueError(f"{', '.join(misplaced)} only apply to merge loads")
+        if self.selected_columns:
+            needed = [("timestamp_column", self.timestamp_column if windowed else None),
+                      *(("primary_key", key) for key in self.primary_key or ()),
+                      ("soft_delete_column", self.soft_delete_column)]
+            chosen = set(self.selected_columns)
+            missing = [f"{role} {name!r}" for role, name in needed if name and name not in chosen]
+            if missing:
+                raise ValueError(f"selected_columns must include {', '.join(missing)}")
         return self
 
 
@@ -198,7 +227,7 @@ class _Event(_Frozen):
     attempt: int = Field(..., ge=1, description="Delivery attempt that produced this event.")
     occurred_at: datetime = Field(..., description="When it happened (UTC).")
     dest_table: str | None
-    load_type: Literal["catalog", "transactional"] | None
+    load_type: Literal["catalog", "transactional", "merge"] | None
     rows_extracted: int = Field(0, ge=0)
     rows_loaded: int = Field(0, ge=0)
     batches_loaded: int = Field(0, ge=0)

@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from worker import constants as c
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -29,6 +28,7 @@ from worker.events import RunEvents
 from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry, RunPurpose
 from worker.messages import EtlRunRequest, utcnow
+from worker.modes import mode_of
 from worker.part_loader import BackgroundLoader
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink, Staging
@@ -96,7 +96,7 @@ class Runner:
             except SupersededError:
                 # A concurrent run committed an overlapping window first: plan again from the
                 # ledger's new high (transactional). An older catalog snapshot is simply not applied.
-                if request.load_type != c.TRANSACTIONAL or not replans_left:
+                if not mode_of(request.load_type).windowed or not replans_left:
                     raise
                 log.warning("run %s: window overtaken by a concurrent run; planning again", run_id)
         raise AssertionError("unreachable")
@@ -154,7 +154,7 @@ class _RunAttempt:
 
     # --- steps -----------------------------------------------------------------------------------
     def plan(self, snapshot: SourceSnapshot) -> Window | None:
-        if self.request.load_type != c.TRANSACTIONAL:
+        if not mode_of(self.request.load_type).windowed:
             return None
         committed_high = self.sink.last_window_high(
             self.request.data_source_id, self.request.dest_table_name)

@@ -48,6 +48,16 @@ def test_a_valid_request_decodes() -> None:
          "port"),
         (json.dumps(valid(load_type="transactional", timestamp_column="ts", selected_columns=["a"]))
          .encode(), "timestamp_column"),
+        (json.dumps(valid(load_type="merge")).encode(), "merge loads need timestamp_column"),
+        (json.dumps(valid(primary_key=["id"])).encode(), "primary_key only apply to merge"),
+        (json.dumps(valid(reconcile_deletes=True, soft_delete_column="gone")).encode(),
+         "soft_delete_column, reconcile_deletes only apply to merge"),
+        (json.dumps(valid(load_type="merge", timestamp_column="ts", primary_key=["id", "id"])).encode(),
+         "repeat"),
+        (json.dumps(valid(load_type="merge", timestamp_column="ts", primary_key=[])).encode(), "primary_key"),
+        (json.dumps(valid(load_type="merge", timestamp_column="ts", primary_key=["id"],
+                          soft_delete_column="gone", selected_columns=["ts"])).encode(),
+         "selected_columns must include primary_key 'id', soft_delete_column 'gone'"),
     ],
 )
 def test_bad_requests_raise_one_permanent_typed_error(body: bytes, fragment: str) -> None:
@@ -57,6 +67,16 @@ def test_bad_requests_raise_one_permanent_typed_error(body: bytes, fragment: str
     assert caught.value.retryable is False
     assert caught.value.raw == body
     assert "hunter22" not in str(caught.value)
+
+
+def test_a_merge_request_decodes_with_its_keys_and_delete_rules() -> None:
+    request = decode_request(json.dumps(valid(
+        load_type="merge", timestamp_column="updated_at", primary_key=["Order ID", "line"],
+        soft_delete_column="deleted_at", reconcile_deletes=True,
+        column_names={"Order ID": "order_id"})).encode())
+    assert (request.primary_key, request.soft_delete_column, request.reconcile_deletes) == (
+        ["Order ID", "line"], "deleted_at", True)
+    assert request.column_names == {"Order ID": "order_id"}
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from worker import constants as c
 from worker.ledger import LedgerEntry
+from worker.modes import mode_of
 from worker.settings import Settings
 
 COLUMNS = ("committed at (UTC)", "run id", "source", "table", "mode", "status", "rows", "window",
@@ -52,7 +52,7 @@ def entry_cells(entry: LedgerEntry) -> tuple[str, ...]:
 
 
 def window_text(entry: LedgerEntry) -> str:
-    if entry.load_type != c.TRANSACTIONAL:
+    if not mode_of(entry.load_type).windowed:
         return "whole table"
     low = entry.window_low or "-∞"
     return f"{entry.window_column}: [{low}, {entry.window_high})"

@@ -23,6 +23,7 @@ from worker.events import EventBus, RunEvents
 from worker.handlers.base import Delivery, Outcome
 from worker.logs import REDACTOR, log_context, redact
 from worker.messages import EtlRunRequest, decode_request
+from worker.modes import MODE_NAMES
 from worker.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -131,5 +132,5 @@ def _best_effort_ids(data: bytes) -> dict[str, Any]:
         "data_source_id": pick("data_source_id", int),
         "etl_run_id": pick("etl_run_id", int),
         "dest_table": dest[:1024] if dest else None,
-        "load_type": load_type if load_type in (c.CATALOG, c.TRANSACTIONAL) else None,
+        "load_type": load_type if load_type in MODE_NAMES else None,
     }
