@@ -51,6 +51,8 @@ class LedgerEntry:
     # What the run was for: a request with the same run id but another source table is another
     # run (a reused etl_run_id), never "already committed". NULL in rows of older versions.
     source_table: str | None = None
+    # A reconciling merge: the source's keys read in the snapshot (= its COUNT(*)), all staged.
+    keys_extracted: int | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)

@@ -31,7 +31,7 @@ from worker.messages import EtlRunRequest, utcnow
 from worker.modes import mode_of
 from worker.part_loader import BackgroundLoader
 from worker.retry import RetryPolicy
-from worker.sinks.base import Sink, Staging
+from worker.sinks.base import MergePlan, Sink, Staging
 from worker.sources.base import Source, SourceSnapshot
 from worker.spool import PartWriter
 from worker.window import Window
@@ -126,6 +126,7 @@ class _RunAttempt:
         self.window: Window | None = None
         self.snapshot_at: datetime | None = None
         self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
+        self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
 
     def execute(self) -> RunResult:
         with self.source.snapshot(self.request) as snapshot:
@@ -134,11 +135,15 @@ class _RunAttempt:
             self.events.started(self.request.source_type, self._source_table(), window)
             expected_rows = snapshot.count_rows(window)
             log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
+            merge = self.merge_plan(snapshot)
+            expected_keys = snapshot.count_rows(None) if merge is not None and merge.reconcile else None
             staging = self.sink.open_staging(self.request.dest_table_name, snapshot.columns,
-                                             self.run_id, self.attempt, self.request.load_type)
+                                             self.run_id, self.attempt, self.request.load_type, merge)
             try:
                 self.extract_and_stage(snapshot, staging)
-                self.verify(expected_rows)
+                if expected_keys is not None:
+                    self.stage_keys(snapshot, staging)
+                self.verify(expected_rows, expected_keys)
                 entry = self.commit(staging, window, expected_rows)
             finally:
                 _drop_quietly(staging)
@@ -162,6 +167,33 @@ class _RunAttempt:
         if not lows and self.request.historical_start_date:
             lows = [self.request.historical_start_date]
         return snapshot.plan_window(lows, self.options.incremental_lag_s)
+
+    def merge_plan(self, snapshot: SourceSnapshot) -> MergePlan | None:
+        """A merge run's key, cursor and delete rules, as BigQuery names (None for other modes)."""
+        if not mode_of(self.request.load_type).keyed:
+            return None
+        assert self.request.timestamp_column is not None  # the request model requires it for merge
+        soft = self.request.soft_delete_column
+        return MergePlan(
+            key=tuple(col.name for col in snapshot.key_columns),
+            cursor=snapshot.column(self.request.timestamp_column).name,
+            soft_delete=snapshot.column(soft).name if soft else None,
+            reconcile=self.request.reconcile_deletes,
+        )
+
+    def stage_keys(self, snapshot: SourceSnapshot, staging: Staging) -> None:
+        """Every source key, from the same snapshot, into the staging's keys table (reconcile)."""
+        spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
+        with PartWriter(snapshot.key_columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts:
+            for batch in snapshot.iter_keys(self.options.batch_rows):
+                self.check_deadlines()
+                self.keys_extracted += batch.num_rows
+                for part in parts.write(batch):
+                    self.keys_staged += staging.load_keys_part(part)
+                    part.unlink(missing_ok=True)
+            for part in parts.finish():
+                self.keys_staged += staging.load_keys_part(part)
+                part.unlink(missing_ok=True)
 
     def extract_and_stage(self, snapshot: SourceSnapshot, staging: Staging) -> None:
         spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
@@ -190,12 +222,18 @@ class _RunAttempt:
         crash_point("staging_loaded")
         part.unlink(missing_ok=True)
 
-    def verify(self, expected_rows: int) -> None:
+    def verify(self, expected_rows: int, expected_keys: int | None = None) -> None:
         got = (self.counters.rows_extracted, self.counters.rows_loaded)
         if got != (expected_rows, expected_rows):
             raise VerificationError(
                 f"row counts disagree: source COUNT(*) {expected_rows}, extracted {got[0]}, "
                 f"staged {got[1]}; nothing was committed"
+            )
+        keys = (self.keys_extracted, self.keys_staged)
+        if expected_keys is not None and keys != (expected_keys, expected_keys):
+            raise VerificationError(
+                f"key counts disagree: source COUNT(*) {expected_keys}, read {keys[0]}, staged "
+                f"{keys[1]}; nothing was committed"
             )
 
     def commit(self, staging: Staging, window: Window | None, expected_rows: int) -> LedgerEntry:
@@ -212,6 +250,7 @@ class _RunAttempt:
             snapshot_at=self.snapshot_at,
             values_nulled=self.values_nulled, warnings=staging.warnings,
             source_table=self._source_table(),
+            keys_extracted=self.keys_extracted if self.request.reconcile_deletes else None,
             rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
             batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
             attempt=self.attempt, completed_seq=self.events.reserve_seq(),

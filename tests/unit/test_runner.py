@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.stubs import T0, Rig, order, request
+from tests.unit.stubs import ORDERS_COLUMNS, T0, Rig, order, request
 from worker.errors import (
+    ConfigurationError,
     LoadError,
     RunIdConflictError,
     RunTimeoutError,
@@ -21,8 +22,9 @@ from worker.errors import (
     VerificationError,
 )
 from worker.ledger import LedgerEntry
+from worker.messages import EtlRunRequest
 from worker.runner import MAX_REPLANS
-from worker.sources.memory import Failure
+from worker.sources.memory import Failure, MemoryTable, column
 
 
 @pytest.fixture
@@ -187,3 +189,58 @@ def test_a_shutdown_interrupts_the_run_before_committing(rig: Rig) -> None:
     with pytest.raises(ShutdownInterrupted):
         rig.runner().run(request(), "run-1", rig.events("run-1"), interrupt)
     assert rig.sink.ledger == []
+
+
+# --- merge ---------------------------------------------------------------------------------------
+def merge_request(**overrides: object) -> EtlRunRequest:
+    return request("merge", timestamp_column="updated_at", **overrides)
+
+
+def test_a_merge_run_updates_changed_rows_in_place_and_inserts_new_ones(rig: Rig) -> None:
+    rig.orders.primary_key = ("id",)
+    rig.runner().run(merge_request(), "run-1", rig.events("run-1"))
+    # Given row 3 changed and row 11 appeared after the first window
+    rig.orders.rows[2] = {**order(3, minutes=60 * 24 + 5), "name": "changed"}
+    rig.orders.rows.append(order(11, minutes=60 * 24 + 6))
+    rig.clock.now += timedelta(hours=1)
+    second = rig.runner().run(merge_request(), "run-2", rig.events("run-2")).entry
+    # Then each key is there once, with its newest version
+    rows = sorted(rig.sink.tables["bq_orders"], key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == list(range(1, 12))
+    assert rows[2]["name"] == "changed" and second.rows_loaded == 2
+
+
+def test_a_merge_run_deletes_soft_deleted_rows(rig: Rig) -> None:
+    rig.orders = MemoryTable((*ORDERS_COLUMNS, column("deleted", "BOOL")),
+                             [{**order(i), "deleted": None} for i in (1, 2)], primary_key=("id",))
+    rig.source.tables["orders"] = rig.orders
+    rig.runner().run(merge_request(soft_delete_column="deleted"), "run-1", rig.events("run-1"))
+    rig.orders.rows[0] = {**order(1, minutes=60 * 24 + 1), "deleted": True}
+    rig.clock.now += timedelta(hours=1)
+    rig.runner().run(merge_request(soft_delete_column="deleted"), "run-2", rig.events("run-2"))
+    assert [r["id"] for r in rig.sink.tables["bq_orders"]] == [2]
+
+
+def test_reconcile_deletes_rows_gone_from_the_source_in_the_same_commit(rig: Rig) -> None:
+    rig.orders.primary_key = ("id",)
+    rig.runner().run(merge_request(reconcile_deletes=True), "run-1", rig.events("run-1"))
+    del rig.orders.rows[3:5]  # ids 4 and 5 hard-deleted
+    rig.clock.now += timedelta(hours=1)
+    entry = rig.runner().run(merge_request(reconcile_deletes=True), "run-2", rig.events("run-2")).entry
+    assert sorted(r["id"] for r in rig.sink.tables["bq_orders"]) == [1, 2, 3, 6, 7, 8, 9, 10]
+    assert entry.keys_extracted == 8 and entry.rows_loaded == 0
+
+
+def test_a_merge_of_a_table_without_a_primary_key_fails_before_staging(rig: Rig) -> None:
+    with pytest.raises(ConfigurationError, match="primary_key"):
+        rig.runner().run(merge_request(), "run-1", rig.events("run-1"))
+    assert rig.sink.stagings == []
+    rig.runner().run(merge_request(primary_key=["id"]), "run-2", rig.events("run-2"))
+    assert len(rig.sink.tables["bq_orders"]) == 10
+
+
+def test_windows_chain_from_transactional_to_merge(rig: Rig) -> None:
+    first = rig.runner().run(request("transactional"), "run-1", rig.events("run-1")).entry
+    rig.clock.now += timedelta(hours=1)
+    second = rig.runner().run(merge_request(primary_key=["id"]), "run-2", rig.events("run-2")).entry
+    assert second.window_low == first.window_high

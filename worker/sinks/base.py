@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from worker.columns import Column
 from worker.ledger import LedgerEntry
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """How a merge run applies its rows: by key, newest cursor wins, deletes (docs/modes.md)."""
+
+    key: tuple[str, ...]  # BigQuery names of the columns identifying a row
+    cursor: str  # BigQuery name of the change cursor: a staged row replaces an older version only
+    soft_delete: str | None = None  # a staged row with this set (non-NULL, not false) is deleted
+    reconcile: bool = False  # every source key is staged too; destination rows of other keys go
 
 
 class Staging(Protocol):
@@ -19,15 +30,20 @@ class Staging(Protocol):
         """Load one Parquet part file (written with `arrow_schema(columns)`); return rows loaded."""
         ...
 
+    def load_keys_part(self, path: Path) -> int:
+        """Load one part of the source's keys (a merge run with `reconcile`); return keys loaded."""
+        ...
+
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
-        """In ONE transaction: if the ledger has no row for entry.run_id, replace (catalog) or append
-        (transactional) the destination's rows with the staged rows and insert `entry` into the
-        ledger. Return the ledger entry in force afterwards: `entry` itself when this call applied
-        it (its staging_token), or the earlier delivery's entry when the run was already applied."""
+        """In ONE transaction: if the ledger has no row for entry.run_id, replace (catalog), append
+        (transactional) or merge (merge) the staged rows into the destination and insert `entry`
+        into the ledger. Return the ledger entry in force afterwards: `entry` itself when this
+        call applied it (its staging_token), or the earlier delivery's entry when the run was
+        already applied."""
         ...
 
     def drop(self) -> None:
-        """Remove the staging table (idempotent; never raises for a missing table)."""
+        """Remove the staging tables (idempotent; never raises for a missing table)."""
         ...
 
 
@@ -41,9 +57,11 @@ class Sink(Protocol):
         ...
 
     def open_staging(
-        self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str
+        self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str,
+        merge: MergePlan | None = None,
     ) -> Staging:
         """Make sure the dataset, the ledger and the destination (created from `columns` when
-        missing; evolved or refused when its schema differs) exist, then create this delivery's
-        staging table (expiring, in case a crash leaves it behind)."""
+        missing, clustered by the merge key; evolved or refused when its schema differs) exist,
+        then create this delivery's staging table (and a keys table when `merge.reconcile`),
+        expiring in case a crash leaves them behind. `merge` is required for a merge run."""
         ...

@@ -8,6 +8,7 @@ and a crash at any point leaves the destination as it was. Emulator differences 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -24,14 +25,16 @@ from google.cloud import bigquery
 
 from worker import errors
 from worker.columns import Column
-from worker.constants import CATALOG, HEADS_TABLE, LEDGER_TABLE, TRANSACTIONAL
+from worker.constants import HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point
 from worker.ledger import LedgerEntry
+from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
+from worker.sinks.base import MergePlan
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +156,13 @@ class BigQuerySink:
         return self._target.retry.call(f"ledger lookup of run {run_id}", _read_entry, self._target, run_id)
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
-        """The window_high of the most recently committed transactional run of this source + table
+        """The window_high of the most recently committed windowed run of this source + table
         (the greatest, as windows of one table are committed in order), as text; None if none."""
         self.ensure_ledger()
         query = sql.last_window_high_sql(self._target.table_sql(LEDGER_TABLE))
         params = [
             bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
             bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
-            bigquery.ScalarQueryParameter("load_type", "STRING", TRANSACTIONAL),
         ]
         rows = self._target.retry.call("ledger window lookup", self._target.rows, query, params)
         return str(rows[0]["window_high"]) if rows else None
@@ -170,27 +172,31 @@ class BigQuerySink:
         return self._target.retry.call("ledger listing", _recent_entries, self._target, limit, data_source_id)
 
     def open_staging(
-        self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str
+        self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str,
+        merge: MergePlan | None = None,
     ) -> BigQueryStaging:
-        if load_type not in (CATALOG, TRANSACTIONAL):
-            raise errors.ConfigurationError(f"unknown load type {load_type!r}")
+        apply = sql.Apply(mode_of(load_type).applies, merge)
         if not columns:
             raise errors.SourceSchemaError(f"no columns to load into {dest_table}")
+        key_columns = _key_columns(columns, apply)
         sql.validate_table(dest_table)
         self.ensure_ledger()
         plan = self._target.retry.call(
-            f"preparing {dest_table}", _prepare_destination, self._target, dest_table, columns
+            f"preparing {dest_table}", _prepare_destination, self._target, dest_table, columns,
+            tuple(col.name for col in key_columns),
         )
         self._target.retry.call(f"heads row of {dest_table}", _ensure_head, self._target, dest_table)
         token = secrets.token_hex(STAGING_TOKEN_BYTES)
         staging = BigQueryStaging(
             self._target, dest_table=dest_table, columns=columns, plan=plan,
-            run_id=run_id, attempt=attempt, load_type=load_type, token=token,
+            run_id=run_id, attempt=attempt, load_type=load_type, token=token, apply=apply,
+            key_columns=key_columns if merge is not None and merge.reconcile else (),
         )
-        self._target.retry.call(
-            f"creating {staging.table_name}", _create_staging, self._target, staging.table_name,
-            columns, self._staging_expiration_s, run_id,
-        )
+        for table, table_columns in staging.tables():
+            self._target.retry.call(
+                f"creating {table}", _create_staging, self._target, table, table_columns,
+                self._staging_expiration_s, run_id,
+            )
         return staging
 
     # --- setup ----------------------------------------------------------------------------------
@@ -206,7 +212,8 @@ class BigQueryStaging:
 
     def __init__(
         self, target: _Target, *, dest_table: str, columns: tuple[Column, ...], plan: schema.SchemaPlan,
-        run_id: str, attempt: int, load_type: str, token: str,
+        run_id: str, attempt: int, load_type: str, token: str, apply: sql.Apply | None = None,
+        key_columns: tuple[Column, ...] = (),
     ) -> None:
         self._target = target
         self._columns = columns
@@ -217,24 +224,50 @@ class BigQueryStaging:
         self.load_type = load_type
         self.token = token
         self.table_name = sql.staging_table_name(run_id, attempt, token)
-        self.parts_loaded = 0
-        self.rows_loaded = 0
+        self._rows = _StagedTable(self.table_name, columns, "p")
+        # A merge with reconcile stages every source key in a second table.
+        self._keys = _StagedTable(f"{self.table_name}_keys", key_columns, "k") if key_columns else None
+        applies = apply or sql.Apply(mode_of(load_type).applies)
+        self._apply = dataclasses.replace(applies, keys_table=target.table_sql(self._keys.name)
+                                          if self._keys else None)
         self.warnings = plan.warnings(dest_table)
 
+    @property
+    def parts_loaded(self) -> int:
+        return self._rows.parts
+
+    @property
+    def rows_loaded(self) -> int:
+        return self._rows.rows
+
+    def tables(self) -> list[tuple[str, tuple[Column, ...]]]:
+        """The staging tables to create: the rows, and the keys of a reconciling merge."""
+        staged = [self._rows] + ([self._keys] if self._keys else [])
+        return [(table.name, table.columns) for table in staged]
+
     def load_part(self, path: Path) -> int:
-        part = self.parts_loaded
-        steps = _JobSteps(self._target, partial(sql.load_job_id, self.run_id, self.attempt, self.token, part))
+        return self._load(self._rows, path)
+
+    def load_keys_part(self, path: Path) -> int:
+        if self._keys is None:
+            raise ValueError(f"run {self.run_id} stages no keys (a merge with reconcile_deletes does)")
+        return self._load(self._keys, path)
+
+    def _load(self, table: _StagedTable, path: Path) -> int:
+        part = table.parts
+        make_id = partial(sql.load_job_id, self.run_id, self.attempt, self.token, part, step=table.step)
+        steps = _JobSteps(self._target, make_id)
         started = time.monotonic()
         job = self._target.retry.call(
-            f"load of part {part} of run {self.run_id}", steps.run, partial(self._start_load, path)
+            f"load of part {part} of run {self.run_id}", steps.run, partial(self._start_load, table, path)
         )
         reported = int(job.output_rows or 0)
-        rows = emulator_compat.load_output_rows(reported, self.rows_loaded, self._target.emulator)
-        self.parts_loaded += 1
-        self.rows_loaded += rows
+        rows = emulator_compat.load_output_rows(reported, table.rows, self._target.emulator)
+        table.parts += 1
+        table.rows += rows
         log.info(
             "run %s: part %d loaded into %s (%d rows, %.2fs)",
-            self.run_id, part, self.table_name, rows, time.monotonic() - started,
+            self.run_id, part, table.name, rows, time.monotonic() - started,
         )
         return rows
 
@@ -257,18 +290,19 @@ class BigQueryStaging:
         return in_force
 
     def drop(self) -> None:
-        self._target.retry.call(
-            f"dropping {self.table_name}", self._target.client.delete_table,
-            self._target.table_id(self.table_name), retry=self._target.api_retry, not_found_ok=True,
-        )
-        log.info("run %s: dropped %s", self.run_id, self.table_name)
+        for table, _ in self.tables():
+            self._target.retry.call(
+                f"dropping {table}", self._target.client.delete_table,
+                self._target.table_id(table), retry=self._target.api_retry, not_found_ok=True,
+            )
+            log.info("run %s: dropped %s", self.run_id, table)
 
     # --- steps ----------------------------------------------------------------------------------
-    def _start_load(self, path: Path, job_id: str) -> Any:
+    def _start_load(self, table: _StagedTable, path: Path, job_id: str) -> Any:
         options = bigquery.ParquetOptions()
         options.enable_list_inference = True  # Parquet LIST -> REPEATED, not a record of `list`
         config = bigquery.LoadJobConfig(
-            schema=schema.schema_fields(self._columns, staging=True),
+            schema=schema.schema_fields(table.columns, staging=True),
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
@@ -280,7 +314,7 @@ class BigQueryStaging:
         # No `size`: a resumable upload (multipart fails on the emulator; resumable works everywhere).
         with path.open("rb") as file:
             return self._target.client.load_table_from_file(
-                file, self._target.table_id(self.table_name), job_id=job_id,
+                file, self._target.table_id(table.name), job_id=job_id,
                 job_config=config, location=self._target.location,
             )
 
@@ -292,7 +326,7 @@ class BigQueryStaging:
             heads=self._target.table_sql(HEADS_TABLE),
             columns=self._columns,
             dest_types=self._plan.dest_types,
-            replace=self.load_type == CATALOG,
+            apply=self._apply,
         )
         query, params = emulator_compat.script_query(script, sql.ledger_params(entry), self._target.emulator)
         config = bigquery.QueryJobConfig(query_parameters=params)
@@ -318,6 +352,30 @@ class BigQueryStaging:
         got = (entry.run_id, entry.staging_token, entry.dest_table, entry.load_type)
         if got != expected:
             raise ValueError(f"ledger entry {got} does not belong to staging {expected}")
+
+
+@dataclass
+class _StagedTable:
+    """One staging table of a delivery and what has been loaded into it."""
+
+    name: str
+    columns: tuple[Column, ...]
+    step: str  # job id step prefix: p (row parts), k (key parts)
+    parts: int = 0
+    rows: int = 0
+
+
+def _key_columns(columns: tuple[Column, ...], apply: sql.Apply) -> tuple[Column, ...]:
+    """The merge key's columns (refused unless the plan's names are loaded columns)."""
+    if apply.applies != "merge":
+        return ()
+    if apply.merge is None:
+        raise errors.ConfigurationError("a merge run needs its key (MergePlan)")
+    by_name = {col.name: col for col in columns}
+    missing = [name for name in (*apply.merge.key, apply.merge.cursor) if name not in by_name]
+    if missing:
+        raise errors.ConfigurationError(f"merge columns {missing} are not among the loaded columns")
+    return tuple(by_name[name] for name in apply.merge.key)
 
 
 # --- module helpers (each one retried as a unit by the caller's RetryPolicy) ---------------------
@@ -367,13 +425,17 @@ def _upgrade_ledger(target: _Target, present: set[str]) -> None:
         _add_columns(target, LEDGER_TABLE, missing)
 
 
-def _prepare_destination(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> schema.SchemaPlan:
-    """Create the destination when missing; add new columns; refuse incompatible types."""
+def _prepare_destination(
+    target: _Target, dest_table: str, columns: tuple[Column, ...], cluster_by: tuple[str, ...] = ()
+) -> schema.SchemaPlan:
+    """Create the destination when missing (clustered by a merge key, so BigQuery prunes the MERGE);
+    add new columns; refuse incompatible types. An existing table is never re-clustered."""
     table_id = target.table_id(dest_table)
     try:
         table = target.client.get_table(table_id, retry=target.api_retry)
     except gexc.NotFound:
         created = bigquery.Table(table_id, schema=schema.schema_fields(columns, staging=False))
+        created.clustering_fields = schema.clustering_fields(columns, cluster_by)
         table = target.client.create_table(created, exists_ok=True, retry=target.api_retry)
         log.info("created %s with %d columns", table_id, len(columns))
     existing = schema.existing_columns(table.schema)
@@ -416,6 +478,8 @@ def _commit_error(exc: gexc.GoogleAPICallError) -> errors.EtlError | None:
         return errors.VerificationError(_marked_message(text, sql.VERIFICATION_MARKER))
     if sql.SUPERSEDED_MARKER in text:
         return errors.SupersededError(_marked_message(text, sql.SUPERSEDED_MARKER))
+    if sql.NULL_KEY_MARKER in text:
+        return errors.SourceDataError(_marked_message(text, sql.NULL_KEY_MARKER))
     if any(marker in text.lower() for marker in _CONCURRENCY_MARKERS):
         return errors.LoadError(f"commit lost a race with a concurrent transaction: {text}")
     return None

@@ -110,6 +110,24 @@ def _checked_type(column: Column, old: ExistingColumn) -> str:
     )
 
 
+# BigQuery clusters on at most four top-level columns of these types.
+MAX_CLUSTERING_COLUMNS = 4
+CLUSTERABLE_TYPES = frozenset({"INT64", "NUMERIC", "BIGNUMERIC", "BOOL", "STRING", "DATE", "DATETIME",
+                               "TIMESTAMP"})
+
+
+def clustering_fields(columns: tuple[Column, ...], key: tuple[str, ...]) -> list[str] | None:
+    """The merge key's leading columns BigQuery can cluster by (None: no clustering)."""
+    by_name = {col.name: col for col in columns}
+    usable = []
+    for name in key[:MAX_CLUSTERING_COLUMNS]:
+        col = by_name[name]
+        if col.repeated or col.bq_type not in CLUSTERABLE_TYPES:
+            break  # clustering sorts by the columns in order: stop at the first that cannot be one
+        usable.append(name)
+    return usable or None
+
+
 def schema_fields(columns: tuple[Column, ...], *, staging: bool) -> list[bigquery.SchemaField]:
     """SchemaFields in column order: destination types, or staging types (JSON as STRING)."""
     return [

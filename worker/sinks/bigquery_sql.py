@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.cloud import bigquery
@@ -17,6 +18,8 @@ from worker import errors
 from worker.columns import STAGED_AS_STRING, Column
 from worker.constants import STAGING_PREFIX
 from worker.ledger import LedgerEntry
+from worker.modes import WINDOWED, Applies
+from worker.sinks.base import MergePlan
 
 # BigQuery's rules: dataset ids are letters, digits and underscores (1024 at most); project ids
 # may carry a domain prefix ("example.com:proj"). Table and column names are held to the portable
@@ -34,6 +37,8 @@ _RUN_ID_CHARS = 128  # run ids are UUID-like; the cap only guards the 1024-char 
 VERIFICATION_MARKER = "etl-verification:"
 # ... into SupersededError: a concurrent run committed an overlapping window or a newer snapshot.
 SUPERSEDED_MARKER = "etl-superseded:"
+# ... into SourceDataError: a merge key column holds NULL.
+NULL_KEY_MARKER = "etl-null-key:"
 # One row per destination table, updated inside every commit transaction. Two transactions that
 # UPDATE the same row conflict on real BigQuery (the later one aborts with "concurrent update" and
 # is retried), so the overlap guard below cannot be passed by two runs at once (no write skew).
@@ -120,8 +125,10 @@ def job_id(run_id: str, attempt: int, token: str, step: str, resubmit: int = 0) 
     return value
 
 
-def load_job_id(run_id: str, attempt: int, token: str, part: int, resubmit: int = 0) -> str:
-    return job_id(run_id, attempt, token, f"p{part}", resubmit)
+def load_job_id(run_id: str, attempt: int, token: str, part: int, resubmit: int = 0, *,
+                step: str = "p") -> str:
+    """A part's load: step `p` for row parts, `k` for the key parts of a reconciling merge."""
+    return job_id(run_id, attempt, token, f"{step}{part}", resubmit)
 
 
 def commit_job_id(run_id: str, attempt: int, token: str, resubmit: int = 0) -> str:
@@ -157,9 +164,14 @@ def last_window_high_sql(ledger: str) -> str:
     return (
         f"SELECT window_high FROM {ledger} "
         "WHERE data_source_id = @data_source_id AND dest_table = @dest_table "
-        "AND load_type = @load_type AND window_high IS NOT NULL "
+        f"AND load_type IN ({_windowed_sql()}) AND window_high IS NOT NULL "
         "ORDER BY window_high_key DESC, committed_at DESC LIMIT 1"
     )
+
+
+def _windowed_sql() -> str:
+    """The windowed modes as SQL literals (constants of worker.modes, never request input)."""
+    return ", ".join(f"'{name}'" for name in WINDOWED)
 
 
 def _json_text(value: Any) -> str:
@@ -255,7 +267,7 @@ def heads_schema() -> list[bigquery.SchemaField]:
 def guard_sql(ledger: str, replace: bool) -> str:
     """Refuse (inside the transaction) a run that a concurrent one has overtaken.
 
-    Transactional: a committed window of this source and table overlapping [low, high).
+    Windowed modes: a committed window of this source and table overlapping [low, high).
     Catalog: a committed snapshot of this table taken later than ours (older never wins).
     """
     if replace:
@@ -267,53 +279,119 @@ def guard_sql(ledger: str, replace: bool) -> str:
     else:
         condition = (
             f"SELECT 1 FROM {ledger} WHERE dest_table = @dest_table "
-            "AND data_source_id = @data_source_id AND load_type = 'transactional' "
+            f"AND data_source_id = @data_source_id AND load_type IN ({_windowed_sql()}) "
             "AND (@window_low_key IS NULL OR window_high_key > @window_low_key) "
             "AND (window_low_key IS NULL OR window_low_key < @window_high_key)"
         )
         reason = "an overlapping window of this table is already committed"
-    return (
-        f"  IF EXISTS ({condition}) THEN\n"
-        f"    SELECT ERROR('{SUPERSEDED_MARKER} {reason}');\n"
-        "  END IF;\n"
-    )
+    return _raise_if(f"EXISTS ({condition})", f"'{SUPERSEDED_MARKER} {reason}'")
+
+
+def _raise_if(condition: str, message_sql: str) -> str:
+    return f"  IF {condition} THEN\n    SELECT ERROR({message_sql});\n  END IF;\n"
+
+
+@dataclass(frozen=True)
+class Apply:
+    """How the commit applies the staged rows: its mode and, for merge, the plan and keys table."""
+
+    applies: Applies
+    merge: MergePlan | None = None
+    keys_table: str | None = None  # staged source keys (merge with reconcile)
 
 
 def commit_script(
     *, dest: str, staging: str, ledger: str, columns: Sequence[Column],
-    dest_types: Mapping[str, str], replace: bool, heads: str | None = None,
+    dest_types: Mapping[str, str], apply: Apply, heads: str | None = None,
 ) -> str:
-    """One script: verify the staged count, then apply the run and record it, or do nothing.
+    """One script: verify the staged counts, then apply the run and record it, or do nothing.
 
-    The count check sits inside the ELSE branch so that a delivery that finds the run already
+    The count checks sit inside the ELSE branch so that a delivery that finds the run already
     applied returns the ledger entry in force rather than failing on its own staging table; an
     error raised there rolls the transaction back (nothing has been written yet anyway).
     Parameters: @run_id, @rows_extracted and one per ledger column (see `ledger_params`).
     """
-    names = ", ".join(quote_name(col.name) for col in columns)
-    exprs = ", ".join(select_expr(col, dest_types.get(col.name, col.bq_type)) for col in columns)
     ledger_cols = ", ".join(name for name, _ in LEDGER_FIELDS)
     ledger_vals = ", ".join(f"@{name}" for name, _ in LEDGER_FIELDS)
-    delete = f"  DELETE FROM {dest} WHERE TRUE;\n" if replace else ""
     bump_head = (
         f"  UPDATE {heads} SET version = version + 1, last_run_id = @run_id, "
         "updated_at = @committed_at WHERE dest_table = @dest_table;\n"
     ) if heads else ""
+    keys = apply.keys_table
     return (
         f"DECLARE staged_rows INT64 DEFAULT (SELECT COUNT(*) FROM {staging});\n"
-        "BEGIN TRANSACTION;\n"
+        + (f"DECLARE staged_keys INT64 DEFAULT (SELECT COUNT(*) FROM {keys});\n" if keys else "")
+        + "BEGIN TRANSACTION;\n"
         f"IF EXISTS (SELECT 1 FROM {ledger} WHERE run_id = @run_id) THEN\n"
         "  ROLLBACK TRANSACTION;\n"
         "ELSE\n"
-        "  IF staged_rows != @rows_extracted THEN\n"
-        f"    SELECT ERROR(FORMAT('{VERIFICATION_MARKER} staging holds %d rows, %d were extracted',\n"
-        "                        staged_rows, @rows_extracted));\n"
-        "  END IF;\n"
-        f"{guard_sql(ledger, replace)}"
-        f"{bump_head}"
-        f"{delete}"
-        f"  INSERT INTO {dest} ({names}) SELECT {exprs} FROM {staging};\n"
-        f"  INSERT INTO {ledger} ({ledger_cols}) VALUES ({ledger_vals});\n"
+        + _raise_if("staged_rows != @rows_extracted", f"FORMAT('{VERIFICATION_MARKER} staging holds %d "
+                    "rows, %d were extracted', staged_rows, @rows_extracted)")
+        + (_raise_if("staged_keys != @keys_extracted", f"FORMAT('{VERIFICATION_MARKER} staging holds %d "
+                     "keys, %d were read', staged_keys, @keys_extracted)") if keys else "")
+        + guard_sql(ledger, apply.applies == "replace")
+        + bump_head
+        + _apply_sql(dest, staging, columns, dest_types, apply)
+        + f"  INSERT INTO {ledger} ({ledger_cols}) VALUES ({ledger_vals});\n"
         "  COMMIT TRANSACTION;\n"
         "END IF;"
     )
+
+
+def _apply_sql(dest: str, staging: str, columns: Sequence[Column], dest_types: Mapping[str, str],
+               apply: Apply) -> str:
+    names = [quote_name(col.name) for col in columns]
+    exprs = [select_expr(col, dest_types.get(col.name, col.bq_type)) for col in columns]
+    if apply.applies == "merge":
+        assert apply.merge is not None, "a merge commit needs its MergePlan"
+        named = ", ".join(f"{expr} AS {name}" for expr, name in zip(exprs, names, strict=True))
+        return merge_sql(dest, staging, columns, named, apply.merge, apply.keys_table)
+    delete = f"  DELETE FROM {dest} WHERE TRUE;\n" if apply.applies == "replace" else ""
+    return f"{delete}  INSERT INTO {dest} ({', '.join(names)}) SELECT {', '.join(exprs)} FROM {staging};\n"
+
+
+def merge_sql(dest: str, staging: str, columns: Sequence[Column], exprs: str, plan: MergePlan,
+              keys_table: str | None) -> str:
+    """The staged rows merged into the destination by key, then (reconcile) the keys gone deleted.
+    `exprs`: each staged column as the destination takes it, named after the column.
+
+    Of several staged versions of one key the newest cursor wins; a tie goes to the version whose
+    JSON text sorts last (arbitrary, but every delivery picks the same). A version replaces the
+    destination's row only if its cursor is not older, so a window applied late never undoes a
+    newer change. A NULL key is refused: it would match nothing and be inserted again every run.
+    """
+    key = [quote_name(name) for name in plan.key]
+    cursor = quote_name(plan.cursor)
+    by_name = {col.name: col for col in columns}
+    deleted = _soft_deleted(by_name[plan.soft_delete]) if plan.soft_delete else "FALSE"
+    newer = f"(d.{cursor} IS NULL OR s.{cursor} >= d.{cursor})"
+    latest = (
+        f"SELECT {exprs} FROM {staging} AS s WHERE TRUE QUALIFY ROW_NUMBER() OVER ("
+        f"PARTITION BY {', '.join(f's.{k}' for k in key)} "
+        f"ORDER BY s.{cursor} DESC, TO_JSON_STRING(s) DESC) = 1"
+    )
+    updates = ", ".join(f"{quote_name(c.name)} = s.{quote_name(c.name)}" for c in columns
+                        if c.name not in plan.key)
+    names = ", ".join(quote_name(col.name) for col in columns)
+    values = ", ".join(f"s.{quote_name(col.name)}" for col in columns)
+    null_key = " OR ".join(f"{k} IS NULL" for k in key)
+    statements = [
+        _raise_if(f"EXISTS (SELECT 1 FROM {staging} WHERE {null_key})",
+                  f"'{NULL_KEY_MARKER} a primary key column ({', '.join(plan.key)}) holds NULL'"),
+        f"  MERGE {dest} AS d USING ({latest}) AS s\n"
+        f"  ON {' AND '.join(f'd.{k} = s.{k}' for k in key)}\n"
+        f"  WHEN MATCHED AND {newer} AND {deleted} THEN DELETE\n"
+        + (f"  WHEN MATCHED AND {newer} THEN UPDATE SET {updates}\n" if updates else "")
+        + f"  WHEN NOT MATCHED AND NOT {deleted} THEN INSERT ({names}) VALUES ({values});\n",
+    ]
+    if keys_table:
+        matched = " AND ".join(f"k.{k} = d.{k}" for k in key)
+        statements.append(f"  DELETE FROM {dest} AS d WHERE NOT EXISTS "
+                          f"(SELECT 1 FROM {keys_table} AS k WHERE {matched});\n")
+    return "".join(statements)
+
+
+def _soft_deleted(column: Column) -> str:
+    """A staged row marked deleted: a boolean that is true, any other value that is not NULL."""
+    name = f"s.{quote_name(column.name)}"
+    return f"IFNULL({name}, FALSE)" if column.bq_type == "BOOL" else f"{name} IS NOT NULL"

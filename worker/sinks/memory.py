@@ -1,10 +1,11 @@
 """An in-memory `Sink` for unit tests of the runner and the handler (no BigQuery).
 
 It keeps the BigQuery sink's contract, in Python: the ledger decides whether a run is already
-applied; a commit checks the staged count, refuses an overlapping window or an older catalog
-snapshot (SupersededError), then replaces or appends the destination's rows and records the entry,
-all or nothing. `lose_rows` drops rows from every loaded part, to exercise the verify step;
-`before_commit` runs just before a commit applies (a concurrent run committing first).
+applied; a commit checks the staged counts, refuses an overlapping window or an older catalog
+snapshot (SupersededError), then replaces, appends or merges (by key, newest cursor wins, soft and
+reconciled deletes) the destination's rows and records the entry, all or nothing. `lose_rows`
+drops rows from every loaded part, to exercise the verify step; `before_commit` runs just before
+a commit applies (a concurrent run committing first).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from worker.columns import Column
-from worker.constants import CATALOG, TRANSACTIONAL
-from worker.errors import SupersededError, VerificationError
+from worker.constants import CATALOG
+from worker.errors import SourceDataError, SupersededError, VerificationError
 from worker.ledger import LedgerEntry
+from worker.modes import WINDOWED, mode_of
+from worker.sinks.base import MergePlan
 
 _tokens = itertools.count(1)
 
@@ -42,14 +45,15 @@ class MemorySink:
         return None if latest is None else latest.window_high
 
     def open_staging(self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int,
-                     load_type: str) -> MemoryStaging:
+                     load_type: str, merge: MergePlan | None = None) -> MemoryStaging:
         self.tables.setdefault(dest_table, [])
-        staging = MemoryStaging(self, dest_table, run_id, load_type, token=f"tok{next(_tokens):05d}")
+        staging = MemoryStaging(self, dest_table, run_id, load_type, token=f"tok{next(_tokens):05d}",
+                                merge=merge)
         self.stagings.append(staging)
         return staging
 
     def _windows(self, data_source_id: int, dest_table: str) -> list[LedgerEntry]:
-        return [e for e in self.ledger if e.load_type == TRANSACTIONAL
+        return [e for e in self.ledger if e.load_type in WINDOWED
                 and (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
 
     def apply(self, staging: MemoryStaging, entry: LedgerEntry) -> LedgerEntry:
@@ -62,11 +66,19 @@ class MemorySink:
         if len(staging.rows) != entry.rows_extracted:
             raise VerificationError(f"staging holds {len(staging.rows)} rows, "
                                     f"{entry.rows_extracted} were extracted")
+        if staging.keys is not None and len(staging.keys) != entry.keys_extracted:
+            raise VerificationError(
+                f"staging holds {len(staging.keys)} keys, {entry.keys_extracted} were read")
         self._guard(entry)
         rows = self.tables[entry.dest_table]
-        if entry.load_type == CATALOG:
-            rows.clear()
-        rows.extend(staging.rows)
+        applies = mode_of(entry.load_type).applies
+        if applies == "merge":
+            assert staging.merge is not None
+            rows[:] = _merged(rows, staging.rows, staging.merge, staging.keys)
+        else:
+            if applies == "replace":
+                rows.clear()
+            rows.extend(staging.rows)
         self.ledger.append(entry)
         return entry
 
@@ -82,6 +94,34 @@ class MemorySink:
                 raise SupersededError("an overlapping window of this table is already committed")
 
 
+def _merged(current: list[dict[str, Any]], staged: list[dict[str, Any]], plan: MergePlan,
+            keys: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The BigQuery MERGE, in Python: newest staged version per key; not older than the row it
+    replaces; soft-deleted rows removed; with reconciled keys, rows of other keys removed."""
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[name] for name in plan.key)
+
+    if any(value is None for row in staged for value in key(row)):
+        raise SourceDataError(f"a primary key column ({', '.join(plan.key)}) holds NULL")
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in sorted(staged, key=lambda r: (r[plan.cursor], repr(sorted(r.items())))):
+        latest[key(row)] = row
+    by_key = {key(row): row for row in current}
+    for k, row in latest.items():
+        old = by_key.get(k)
+        if old is not None and old[plan.cursor] is not None and row[plan.cursor] < old[plan.cursor]:
+            continue
+        gone = plan.soft_delete is not None and row[plan.soft_delete] not in (None, False)
+        if gone:
+            by_key.pop(k, None)
+        else:
+            by_key[k] = row
+    if keys is not None:
+        alive = {key(row) for row in keys}
+        by_key = {k: row for k, row in by_key.items() if k in alive}
+    return list(by_key.values())
+
+
 def _overlap(a: LedgerEntry, b: LedgerEntry) -> bool:
     a_low, a_high = a.window_low_key, a.window_high_key or ""
     b_low, b_high = b.window_low_key, b.window_high_key or ""
@@ -95,15 +135,27 @@ class MemoryStaging:
     run_id: str
     load_type: str
     token: str
+    merge: MergePlan | None = None
     warnings: tuple[str, ...] = ()
     rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[dict[str, Any]] | None = None  # a reconciling merge's staged source keys
     dropped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.merge is not None and self.merge.reconcile:
+            self.keys = []
 
     def load_part(self, path: Path) -> int:
         rows = pq.read_table(path).to_pylist()
         kept = rows[: max(0, len(rows) - self.sink.lose_rows)]
         self.rows.extend(kept)
         return len(kept)
+
+    def load_keys_part(self, path: Path) -> int:
+        assert self.keys is not None, "this staging holds no keys"
+        keys = pq.read_table(path).to_pylist()
+        self.keys.extend(keys)
+        return len(keys)
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
         return self.sink.apply(self, entry)

@@ -52,6 +52,22 @@ class SourceSnapshot(Protocol):
         with schema `arrow_schema(self.columns)`."""
         ...
 
+    def column(self, source_name: str) -> Column:
+        """The loaded column of this source column (its BigQuery name, type); SourceSchemaError
+        when it is not loaded."""
+        ...
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        """The columns identifying a row (a merge run): the request's `primary_key`, else the
+        table's own; ConfigurationError when there is neither."""
+        ...
+
+    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row's key columns (no window: the whole table, `count_rows(None)` of them), in
+        batches with schema `arrow_schema(self.key_columns)`."""
+        ...
+
 
 class Source(Protocol):
     name: str

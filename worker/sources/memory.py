@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from worker.columns import Column, arrow_schema, bq_arrow_type
-from worker.errors import SourceSchemaError
+from worker.errors import ConfigurationError, SourceSchemaError
 from worker.messages import EtlRunRequest
 from worker.window import CursorValue, Window
 
@@ -33,6 +33,7 @@ def column(name: str, bq_type: str) -> Column:
 class MemoryTable:
     columns: tuple[Column, ...]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    primary_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class MemorySnapshot:
         if missing:
             raise SourceSchemaError(f"column {missing[0]!r} not found in source table")
         self._columns = tuple(by_name[name] for name in names)
+        self._key = tuple(request.primary_key or table.primary_key)
         self._rows = [dict(row) for row in table.rows]  # the snapshot: later writes are not seen
         self._cursor = request.timestamp_column
         self._now = now
@@ -117,6 +119,25 @@ class MemorySnapshot:
             if not chunk:
                 return
             yield pa.RecordBatch.from_pylist([{c.name: r[c.name] for c in self._columns} for r in chunk],
+                                             schema=schema)
+
+    def column(self, source_name: str) -> Column:
+        for col in self._columns:
+            if col.name == source_name:
+                return col
+        raise SourceSchemaError(f"column {source_name!r} is not loaded")
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        if not self._key:
+            raise ConfigurationError("the table has no primary key: give primary_key")
+        return tuple(self.column(name) for name in self._key)
+
+    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        schema = arrow_schema(self.key_columns)
+        for start in range(0, len(self._rows), batch_rows):
+            chunk = self._rows[start:start + batch_rows]
+            yield pa.RecordBatch.from_pylist([{name: r[name] for name in self._key} for r in chunk],
                                              schema=schema)
 
     def _selected(self, window: Window | None) -> list[dict[str, Any]]:

@@ -26,10 +26,10 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import NullType, TypeEngine
 
-from worker import constants as c
 from worker.columns import Column, arrow_schema
 from worker.errors import ConfigurationError, SourceSchemaError, UnsupportedTypeError
 from worker.messages import ConnectionParams, EtlRunRequest
+from worker.modes import mode_of
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
 from worker.sources.fastpath import FastField, FastRead, fast_column_array, gc_paused
@@ -175,6 +175,7 @@ class _Layout:
     qualified: str
     fields: tuple[_Field, ...]
     cursor: _Cursor | None
+    key: tuple[str, ...] = ()  # a merge run's key columns (source names): the request's, else the PK
 
     @classmethod
     def reflect(cls, conn: sa.Connection, dialect: SqlDialect, request: EtlRunRequest) -> _Layout:
@@ -190,9 +191,10 @@ class _Layout:
         names = request.selected_columns or [col.name for col in table.columns]
         fields = tuple(mapper.field(name) for name in names)
         cursor = None
-        if request.load_type == c.TRANSACTIONAL and request.timestamp_column:
+        if mode_of(request.load_type).windowed and request.timestamp_column:
             cursor = mapper.cursor(request.timestamp_column)
-        return cls(table, qualified, fields, cursor)
+        key = tuple(request.primary_key or (col.name for col in table.primary_key.columns))
+        return cls(table, qualified, fields, cursor, key if mode_of(request.load_type).keyed else ())
 
 
 def _qualified(schema: str | None, name: str) -> str:
@@ -423,13 +425,48 @@ class SqlAlchemySnapshot:
             conditions.append(col >= self._dialect.cursor_param(window.low))
         return conditions
 
-    def _to_batch(self, rows: Sequence[sa.Row[Any]]) -> pa.RecordBatch:
+    def column(self, source_name: str) -> Column:
+        return self._field(source_name).column
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        if not self._layout.key:
+            raise ConfigurationError(
+                f"{self._layout.qualified} has no primary key: give the request's primary_key")
+        return tuple(self.column(name) for name in self._layout.key)
+
+    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row's key, read like the rows themselves (same snapshot, same conversions)."""
+        self._check_idle()
+        fields = tuple(self._field(name) for name in self._layout.key)
+        query = (
+            sa.select(*(f.expr for f in fields)).select_from(self._layout.table)
+            .execution_options(stream_results=True, yield_per=batch_rows)
+        )
+        schema = arrow_schema(tuple(f.column for f in fields))
+        self._streaming = True
+        try:
+            with gc_paused(), self._conn.execute(query) as result:
+                for partition in result.partitions():
+                    yield self._to_batch(partition, fields, schema)
+        finally:
+            self._streaming = False
+
+    def _field(self, source_name: str) -> _Field:
+        for field in self._layout.fields:
+            if field.column.name == source_name:
+                return field
+        raise SourceSchemaError(f"column {source_name!r} of {self._layout.qualified} is not loaded "
+                                "(add it to selected_columns)")
+
+    def _to_batch(self, rows: Sequence[sa.Row[Any]], fields: tuple[_Field, ...] | None = None,
+                  schema: pa.Schema | None = None) -> pa.RecordBatch:
         by_column = zip(*rows, strict=True)  # transpose: convert and build each column at once
         arrays = [
             fast_column_array(values, f.column, f.target.convert, self._nulled)
-            for values, f in zip(by_column, self._layout.fields, strict=True)
+            for values, f in zip(by_column, fields or self._layout.fields, strict=True)
         ]
-        return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema or self._schema)
 
     def _require_cursor(self) -> _Cursor:
         if self._layout.cursor is None:
