@@ -7,6 +7,7 @@ import functools
 from google.cloud import pubsub_v1
 
 from worker.events import EventBus, PubSubEventBus
+from worker.handlers.base import Redelivery
 from worker.handlers.etl_run_requested import EtlRunRequestedHandler
 from worker.retry import RetryPolicy
 from worker.runner import Runner, RunOptions
@@ -39,8 +40,16 @@ def build_runner(settings: Settings) -> Runner:
     return Runner(build_sink(settings), sources, options, retry_policy(settings))
 
 
-def build_handler(settings: Settings, bus: EventBus) -> EtlRunRequestedHandler:
-    return EtlRunRequestedHandler(build_runner(settings), bus, settings.etl_progress_interval_s)
+def build_handler(
+    settings: Settings, bus: EventBus, redelivery: Redelivery | None = None
+) -> EtlRunRequestedHandler:
+    """`redelivery`: what a nack leads to (default: the worker subscription's policy, as `setup`
+    makes it)."""
+    policy = redelivery or Redelivery(
+        max_delivery_attempts=settings.etl_max_delivery_attempts,
+        dead_letter_topic=settings.etl_dead_letter_topic,
+    )
+    return EtlRunRequestedHandler(build_runner(settings), bus, settings.etl_progress_interval_s, policy)
 
 
 def build_worker(settings: Settings) -> Worker:

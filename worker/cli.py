@@ -21,7 +21,7 @@ from rich.console import Console
 from worker import constants as c
 from worker import logs, preflight
 from worker.events import PrintEventBus
-from worker.handlers.base import Delivery
+from worker.handlers.base import Delivery, Redelivery
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_handler
 
     bus = PrintEventBus(sys.stdout)
-    handler = build_handler(settings, bus)
+    handler = build_handler(settings, bus, Redelivery(redelivers=False))  # one try, no transport
     attributes = {c.ATTR_RUN_ID: args.run_id} if args.run_id else {}
     delivery = Delivery(data=_read(args.request), message_id=f"local-{uuid.uuid4().hex[:12]}",
                         attributes=attributes)

@@ -24,6 +24,7 @@ class Column:
     bq_type: str  # destination type: INT64, NUMERIC, BIGNUMERIC, FLOAT64, BOOL, STRING, BYTES,
     #               DATE, DATETIME, TIME, TIMESTAMP, JSON
     repeated: bool = False  # BigQuery mode REPEATED (arrow_type is then a list type)
+    source_name: str | None = None  # the source's own name when `name` differs (docs/names.md)
 
     @property
     def bq_mode(self) -> str:

@@ -10,6 +10,8 @@ RUN_STARTED: Final = "run.started"
 RUN_PROGRESS: Final = "run.progress"
 RUN_COMPLETED: Final = "run.completed"
 RUN_FAILED: Final = "run.failed"
+RUN_DEAD_LETTERED: Final = "run.dead_lettered"
+RUN_REPLAYED: Final = "run.replayed"
 
 # Pub/Sub attribute keys.
 ATTR_EVENT_TYPE: Final = "event_type"

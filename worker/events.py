@@ -27,13 +27,15 @@ from worker.messages import (
     ErrorInfo,
     Event,
     RunCompleted,
+    RunDeadLettered,
     RunFailed,
     RunProgress,
+    RunReplayed,
     RunStarted,
     encode_event,
     utcnow,
 )
-from worker.modes import mode_of
+from worker.modes import MODE_NAMES, mode_of
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -134,12 +136,14 @@ class RunEvents:
         progress_interval_s: float,
         clock: Callable[[], float] = time.monotonic,
         id_salt: str = "",
+        context: dict[str, Any] | None = None,
     ) -> None:
         self._bus = bus
         self._id_salt = id_salt
         self._ids: dict[str, Any] = {
             "run_id": run_id, "attempt": attempt, "data_source_id": data_source_id,
             "etl_run_id": etl_run_id, "dest_table": dest_table, "load_type": load_type,
+            "context": context,
         }
         self._progress_interval_s = progress_interval_s
         self._clock = clock
@@ -147,6 +151,7 @@ class RunEvents:
         self._last_progress = self._started
         self._seq = 0
         self._counters = Counters()
+        self._rows_expected: int | None = None
 
     @property
     def attempt(self) -> int:
@@ -165,11 +170,14 @@ class RunEvents:
         self._seq += 1
         return self._seq
 
-    def started(self, source_type: str, source_table: str, window: Window | None = None) -> None:
+    def started(self, source_type: str, source_table: str, window: Window | None = None,
+                rows_expected: int | None = None, column_names: dict[str, str] | None = None) -> None:
+        self._rows_expected = rows_expected
         self._bus.publish(RunStarted(
             **self._common(Counters()), source_type=source_type, source_table=source_table,
             window_column=window.column if window else None,
             window_low=window.low_text if window else None,
+            rows_expected=rows_expected, column_names=column_names or {},
         ))
 
     def progress(
@@ -183,7 +191,9 @@ class RunEvents:
             return
         self._last_progress = now
         try:
-            self._bus.publish(RunProgress(**self._common(counters), phase=phase))
+            self._bus.publish(RunProgress(**self._common(counters), phase=phase,
+                                          rows_expected=self._rows_expected,
+                                          fraction=self._fraction(counters, phase)))
         except PublishError as exc:
             log.warning("progress event not published: %s", exc)
 
@@ -196,13 +206,28 @@ class RunEvents:
             event_id=event_id(entry.run_id, entry.attempt, entry.completed_seq),
             occurred_at=entry.committed_at,
             watermark=entry.window_high if mode_of(entry.load_type).windowed else None,
+            watermark_key=entry.window_high_key if mode_of(entry.load_type).windowed else None,
         ))
 
-    def failed(self, error: EtlError, counters: Counters | None = None) -> None:
-        """`counters`: the failed attempt's (default: those of the last `attempt_counters()`)."""
-        info = ErrorInfo(type=error.type_name, message=redact(str(error))[:4000],
-                         retryable=error.retryable)
-        self._bus.publish(RunFailed(**self._common(counters or self._counters), error=info))
+    def failed(self, error: EtlError, counters: Counters | None = None, *,
+               will_retry: bool | None = None) -> None:
+        """`counters`: the failed attempt's (default: those of the last `attempt_counters()`);
+        `will_retry`: whether another delivery comes (default: whether the error is transient)."""
+        self._bus.publish(RunFailed(
+            **self._common(counters or self._counters), error=_info(error),
+            will_retry=error.retryable if will_retry is None else will_retry,
+        ))
+
+    def dead_lettered(self, error: EtlError, dead_letter_topic: str) -> None:
+        self._bus.publish(RunDeadLettered(**self._common(self._counters), error=_info(error),
+                                          dead_letter_topic=dead_letter_topic))
+
+    def _fraction(self, counters: Counters, phase: str) -> float | None:
+        if phase == "committing":
+            return 1.0
+        if not self._rows_expected:
+            return None
+        return min(1.0, round(counters.rows_extracted / self._rows_expected, 4))
 
     def _common(self, counters: Counters) -> dict[str, Any]:
         seq = self.reserve_seq()
@@ -213,6 +238,24 @@ class RunEvents:
             "rows_loaded": counters.rows_loaded, "batches_loaded": counters.batches_loaded,
             "duration_seconds": round(self.elapsed_s, 3),
         }
+
+
+def _info(error: EtlError) -> ErrorInfo:
+    return ErrorInfo(type=error.type_name, message=redact(str(error))[:4000], retryable=error.retryable)
+
+
+def replayed_event(*, run_id: str, data_source_id: int | None, etl_run_id: int | None,
+                   dest_table: str | None, load_type: str | None, attempts_so_far: int, replay_of: str,
+                   replay_count: int, context: dict[str, Any] | None) -> RunReplayed:
+    """`etl-worker replay`'s event for one republished request (its id: one per dead letter)."""
+    return RunReplayed(
+        event_id=event_id(run_id, attempts_so_far, 1, salt=f"replay/{replay_of}"), run_id=run_id,
+        data_source_id=data_source_id, etl_run_id=etl_run_id, seq=1, attempt=max(1, attempts_so_far),
+        occurred_at=utcnow(), dest_table=dest_table,
+        load_type=load_type if load_type in MODE_NAMES else None,  # type: ignore[arg-type]
+        rows_extracted=0, rows_loaded=0, batches_loaded=0, duration_seconds=0.0,
+        context=context, replay_of=replay_of, replay_count=replay_count,
+    )
 
 
 def event_from_json(data: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class LedgerEntry:
     source_table: str | None = None
     # A reconciling merge: the source's keys read in the snapshot (= its COUNT(*)), all staged.
     keys_extracted: int | None = None
+    # The request's opaque context, echoed in every run.completed (so also in repeats).
+    context: Mapping[str, Any] | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)

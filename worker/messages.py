@@ -29,6 +29,7 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_IDENTIFIER_CHARS = 128
 MAX_SELECTED_COLUMNS = 10_000
 MAX_KEY_COLUMNS = 16
+MAX_CONTEXT_BYTES = 4096
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # BigQuery table names: letters, digits, underscores (we do not accept the other Unicode classes).
 _BQ_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -149,6 +150,10 @@ class EtlRunRequest(_Request):
         description="BigQuery column name for a source column, overriding the naming rule "
         "(docs/names.md), e.g. to settle two source columns that would share one name.",
     )
+    context: dict[str, Any] | None = Field(
+        None, description="Opaque JSON object (at most 4 KiB as JSON) echoed in every event of the run, "
+        "e.g. Django's job id, environment or tenant; the worker never reads it.",
+    )
     strict_types: bool = Field(
         False,
         description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
@@ -159,6 +164,13 @@ class EtlRunRequest(_Request):
     @classmethod
     def _numbers_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("context")
+    @classmethod
+    def _small_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_CONTEXT_BYTES:
+            raise ValueError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON")
+        return value
 
     @field_validator("selected_columns", "primary_key")
     @classmethod
@@ -214,7 +226,10 @@ def _describe_validation_error(exc: ValidationError) -> str:
 class ErrorInfo(_Frozen):
     type: str = Field(..., description="Error class, e.g. SourceConnectionError.")
     message: str = Field(..., description="Human-readable reason (secrets redacted).")
-    retryable: bool = Field(..., description="True: Pub/Sub will redeliver the request.")
+    retryable: bool = Field(
+        ..., description="True: a transient kind of error, the same request may succeed later. Whether "
+        "another delivery will come is the event's will_retry.",
+    )
 
 
 class _Event(_Frozen):
@@ -228,10 +243,11 @@ class _Event(_Frozen):
     occurred_at: datetime = Field(..., description="When it happened (UTC).")
     dest_table: str | None
     load_type: Literal["catalog", "transactional", "merge"] | None
-    rows_extracted: int = Field(0, ge=0)
-    rows_loaded: int = Field(0, ge=0)
-    batches_loaded: int = Field(0, ge=0)
-    duration_seconds: float = Field(0.0, ge=0)
+    rows_extracted: int = Field(0, ge=0, description="Rows read from the source so far.")
+    rows_loaded: int = Field(0, ge=0, description="Rows staged in BigQuery so far.")
+    batches_loaded: int = Field(0, ge=0, description="Source fetches so far (ETL_BATCH_SIZE rows each).")
+    duration_seconds: float = Field(0.0, ge=0, description="Seconds since this delivery started.")
+    context: dict[str, Any] | None = Field(None, description="The request's context, as sent.")
 
 
 class RunStarted(_Event):
@@ -242,6 +258,10 @@ class RunStarted(_Event):
     source_table: str
     window_column: str | None = None
     window_low: str | None = Field(None, description="Inclusive window start, once planned.")
+    rows_expected: int | None = Field(
+        None, ge=0, description="COUNT(*) of the rows to read, in the snapshot.")
+    column_names: dict[str, str] = Field(
+        default_factory=dict, description="Source column name → BigQuery column name (docs/names.md).")
 
 
 class RunProgress(_Event):
@@ -249,6 +269,9 @@ class RunProgress(_Event):
 
     event_type: Literal["run.progress"] = c.RUN_PROGRESS
     phase: Literal["extracting", "committing"]
+    rows_expected: int | None = Field(None, ge=0, description="As in run.started.")
+    fraction: float | None = Field(
+        None, ge=0, le=1, description="rows_extracted / rows_expected while extracting; 1 when committing.")
 
 
 class RunCompleted(_Event):
@@ -256,13 +279,22 @@ class RunCompleted(_Event):
 
     event_type: Literal["run.completed"] = c.RUN_COMPLETED
     window_column: str | None = None
-    window_low: str | None = Field(None, description="Inclusive window start (transactional).")
-    window_high: str | None = Field(None, description="Exclusive window end (transactional).")
+    window_low: str | None = Field(None, description="Inclusive window start (transactional, merge).")
+    window_high: str | None = Field(None, description="Exclusive window end (transactional, merge).")
     watermark: str | None = Field(
-        None, description="Store as last_sync_value: the next run starts here (transactional)."
+        None, description="Store as last_sync_value, verbatim: the next run starts here (transactional, "
+        "merge). An opaque text in the cursor's own form: never compare watermarks as strings, compare "
+        "their watermark_key.",
+    )
+    watermark_key: str | None = Field(
+        None, description="A text that sorts like the watermark (plain string order): use it to keep the "
+        "newest watermark when events arrive out of order.",
     )
     source_row_count: int | None = Field(None, ge=0, description="COUNT(*) in the read snapshot.")
-    committed_at: datetime
+    committed_at: datetime = Field(
+        ..., description="When the commit transaction ran (BigQuery's clock); also this event's "
+        "occurred_at, so that every repeat of the event is identical.",
+    )
     values_nulled: dict[str, int] = Field(
         default_factory=dict,
         description="Per column: values BigQuery cannot hold, loaded as NULL (see docs/types.md).",
@@ -274,13 +306,35 @@ class RunCompleted(_Event):
 
 
 class RunFailed(_Event):
-    """The delivery failed. `error.retryable` says whether Pub/Sub will deliver it again."""
+    """The delivery failed. `will_retry` says whether Pub/Sub will deliver the request again."""
 
     event_type: Literal["run.failed"] = c.RUN_FAILED
     error: ErrorInfo
+    will_retry: bool = Field(
+        ..., description="True: another delivery will come (a transient error, attempts left). False: "
+        "this run is over unless replayed: failed for good, or (run.dead_lettered follows) dead-lettered.",
+    )
 
 
-Event = RunStarted | RunProgress | RunCompleted | RunFailed
+class RunDeadLettered(_Event):
+    """The last delivery failed transiently: Pub/Sub moves the request to the dead-letter topic,
+    where it waits for `etl-worker replay`."""
+
+    event_type: Literal["run.dead_lettered"] = c.RUN_DEAD_LETTERED
+    error: ErrorInfo = Field(..., description="The last delivery's error.")
+    dead_letter_topic: str
+
+
+class RunReplayed(_Event):
+    """An operator republished the dead-lettered request (`etl-worker replay`): deliveries resume,
+    with attempt numbers going on from the earlier ones."""
+
+    event_type: Literal["run.replayed"] = c.RUN_REPLAYED
+    replay_of: str = Field(..., description="Message id of the dead-lettered copy.")
+    replay_count: int = Field(..., ge=1, description="How many times this request has been replayed.")
+
+
+Event = RunStarted | RunProgress | RunCompleted | RunFailed | RunDeadLettered | RunReplayed
 
 # Every message of the contract, by the name of its schema file.
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
@@ -289,6 +343,8 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "run.progress": RunProgress,
     "run.completed": RunCompleted,
     "run.failed": RunFailed,
+    "run.dead_lettered": RunDeadLettered,
+    "run.replayed": RunReplayed,
 }
 
 

@@ -132,8 +132,9 @@ class _RunAttempt:
         with self.source.snapshot(self.request) as snapshot:
             self.snapshot_at = snapshot.snapshot_at
             window = self.window = self.plan(snapshot)
-            self.events.started(self.request.source_type, self._source_table(), window)
             expected_rows = snapshot.count_rows(window)
+            self.events.started(self.request.source_type, self._source_table(), window, expected_rows,
+                                {col.source_name or col.name: col.name for col in snapshot.columns})
             log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
             merge = self.merge_plan(snapshot)
             expected_keys = snapshot.count_rows(None) if merge is not None and merge.reconcile else None
@@ -251,6 +252,7 @@ class _RunAttempt:
             values_nulled=self.values_nulled, warnings=staging.warnings,
             source_table=self._source_table(),
             keys_extracted=self.keys_extracted if self.request.reconcile_deletes else None,
+            context=self.request.context,
             rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
             batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
             attempt=self.attempt, completed_seq=self.events.reserve_seq(),

@@ -91,6 +91,14 @@ def test_dead_lettered_run_is_replayed_once_the_source_is_back(
         assert {e["error"]["type"] for e in failed} == {"SourceConnectionError"}
         assert all(e["error"]["retryable"] for e in failed)
         assert sorted(e["attempt"] for e in failed) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+        # And each run.failed says whether another delivery comes; the last ones say the request
+        # is dead-lettered, and a run.dead_lettered event follows each
+        assert sorted((e["attempt"], e["will_retry"]) for e in failed) == [
+            (n, n < 5) for n in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5)]
+        stack.wait_for(lambda events: sum(e["event_type"] == "run.dead_lettered" for e in events) >= 2)
+        dead = [e for e in stack.events if e["event_type"] == "run.dead_lettered"]
+        assert [(e["attempt"], e["error"]["type"]) for e in dead] == [(5, "SourceConnectionError")] * 2
+        assert {e["dead_letter_topic"] for e in dead} == {stack.settings.etl_dead_letter_topic}
 
         # And the database comes back; the operator replays one copy of the run
         relay.start()
@@ -98,6 +106,10 @@ def test_dead_lettered_run_is_replayed_once_the_source_is_back(
         assert first.returncode == 0, first.stderr
         assert "2 dead-lettered request(s); 1 replayed" in first.stdout, first.stdout
         stack.wait_for(lambda _: len(completions(stack)) >= 1)
+        # (and the replay told Django, with a run.replayed of the run)
+        stack.wait_for(lambda events: any(e["event_type"] == "run.replayed" for e in events))
+        (replayed,) = [e for e in stack.events if e["event_type"] == "run.replayed"]
+        assert (replayed["run_id"], replayed["replay_count"], replayed["attempt"]) == (RUN_ID, 1, 5)
 
         # Then the rows arrive exactly once, and the run kept its id; attempts count on after 5
         assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == source.rows()

@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -143,10 +143,18 @@ def test_commit_records_the_entry_it_applied(sink: BigQuerySink, tmp_path: Path)
     staging = stage(sink, tmp_path, (ID,), [{"id": 1}, {"id": 2}, {"id": 3}], run_id="run-1")
     entry = entry_for(staging, 3, etl_run_id=99, window_high=None)
 
+    before = datetime.now(UTC)
     applied = staging.commit(entry)
+    after = datetime.now(UTC)
 
-    assert applied == entry  # every field round-trips through the ledger
-    assert sink.find_commit("run-1") == entry
+    # Every field round-trips through the ledger, but the commit time and the duration up to it,
+    # which come from BigQuery's clock as the transaction runs
+    clocked = ("committed_at", "duration_seconds")
+    assert applied == dataclasses.replace(entry, **{name: getattr(applied, name) for name in clocked})
+    assert before - timedelta(seconds=1) <= applied.committed_at <= after + timedelta(seconds=1)
+    expected_s = (applied.committed_at - entry.started_at).total_seconds()
+    assert applied.duration_seconds == pytest.approx(expected_s, abs=1e-3)
+    assert sink.find_commit("run-1") == applied
     assert sink.find_commit("never-ran") is None
     assert (staging.parts_loaded, staging.rows_loaded) == (2, 3)
 

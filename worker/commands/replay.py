@@ -36,6 +36,7 @@ from google.cloud import pubsub_v1
 from worker import constants as c
 from worker.commands.topology import dead_letter_subscription
 from worker.errors import MessageDecodeError
+from worker.events import EventBus, PubSubEventBus, replayed_event
 from worker.handlers.base import Delivery, prior_attempts
 from worker.handlers.etl_run_requested import run_id_for
 from worker.logs import REDACTOR, redact
@@ -263,8 +264,9 @@ def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: Text
     hold = subscriber.subscription_path(project, dead_letter_subscription(settings))
     queue = DeadLetterQueue(subscriber, hold)
     republisher = Republisher(publisher, publisher.topic_path(project, settings.etl_request_topic))
+    events = PubSubEventBus(project, settings.etl_events_topic)
     try:
-        return run_replay(queue, republisher, selection, dry_run=dry_run, out=out)
+        return run_replay(queue, republisher, selection, dry_run=dry_run, out=out, events=events)
     except gexc.NotFound:
         out.write(f"{hold} does not exist: run `etl-worker setup` first\n")
         return 2
@@ -273,8 +275,9 @@ def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: Text
 
 
 def run_replay(queue: DeadLetters, republisher: RequestPublisher, selection: Selection, *,
-               dry_run: bool, out: TextIO) -> int:
-    """Pull, show, republish the chosen ones (ack each after its confirmation), release the rest."""
+               dry_run: bool, out: TextIO, events: EventBus | None = None) -> int:
+    """Pull, show, republish the chosen ones (ack each after its confirmation, once `events` has
+    its run.replayed), release the rest."""
     items = [describe(letter) for letter in queue.pull()]
     selected = selection.choose(items)
     replaying = [pick and not dry_run for pick in selected]
@@ -283,22 +286,46 @@ def run_replay(queue: DeadLetters, republisher: RequestPublisher, selection: Sel
     now = utcnow()
     rows, failures = [], 0
     for item, pick, go in zip(items, selected, replaying, strict=True):
-        action = _replay_one(queue, republisher, item) if go else "would replay" if pick else "keep"
+        action = _replay_one(queue, republisher, item, events) if go else "would replay" if pick else "keep"
         failures += action.startswith("FAILED")
         rows.append(_row(item, action, now))
     _print(out, rows, _summary(len(items), sum(selected), failures, dry_run, selection))
     return 1 if failures else 0
 
 
-def _replay_one(queue: DeadLetters, republisher: RequestPublisher, item: Described) -> str:
+def _replay_one(queue: DeadLetters, republisher: RequestPublisher, item: Described,
+                events: EventBus | None) -> str:
+    attributes = replay_attributes(item)
     try:
-        new_id = republisher.publish(item.letter.data, replay_attributes(item))
+        new_id = republisher.publish(item.letter.data, attributes)
     except Exception as exc:  # not confirmed: the dead letter stays (released at its ack deadline)
         log.error("republish of dead letter %s failed: %s", item.letter.message_id, redact(str(exc)))
         return f"FAILED: {type(exc).__name__}"
+    if events is not None:
+        _announce(events, item, attributes)
     queue.ack(item.letter)
     log.info("dead letter %s of run %s replayed as message %s", item.letter.message_id, item.run_id, new_id)
     return f"replayed as {new_id}"
+
+
+def _announce(events: EventBus, item: Described, attributes: Mapping[str, str]) -> None:
+    """run.replayed on the events topic, so Django sees the run leave the dead letters. Best effort:
+    the request is already back on its topic, and its deliveries report for themselves."""
+    request = _decode(item.letter.data)
+    event = replayed_event(
+        run_id=item.run_id, data_source_id=item.data_source_id,
+        etl_run_id=request.etl_run_id if request else None,
+        dest_table=request.dest_table_name if request else None,
+        load_type=request.load_type if request else None,
+        attempts_so_far=prior_attempts(attributes), replay_of=item.letter.message_id,
+        replay_count=_count(attributes.get(c.ATTR_REPLAY_COUNT)) or 1,
+        context=request.context if request else None,
+    )
+    try:
+        events.publish(event)
+    except Exception as exc:
+        log.error("run.replayed of run %s not published (the request was replayed): %s", item.run_id,
+                  redact(str(exc)))
 
 
 # --- output ---------------------------------------------------------------------------------------

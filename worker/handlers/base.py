@@ -40,6 +40,24 @@ def prior_attempts(attributes: Mapping[str, str]) -> int:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= _MAX_COUNT_DIGITS else 0
 
 
+@dataclass(frozen=True)
+class Redelivery:
+    """What Pub/Sub does with a nacked message, as far as the worker knows its subscription."""
+
+    redelivers: bool = True  # False: no transport behind the delivery (the one-shot `run`)
+    max_delivery_attempts: int | None = None  # the dead-letter policy's; None: no policy, no limit
+    dead_letter_topic: str | None = None
+
+    def is_last(self, delivery: Delivery) -> bool:
+        """No other delivery follows a nack of this one (it goes to the dead-letter topic, or
+        nowhere). Pub/Sub counts `delivery_attempt` only under a dead-letter policy."""
+        if not self.redelivers:
+            return True
+        if self.max_delivery_attempts is None or delivery.delivery_attempt is None:
+            return False
+        return delivery.delivery_attempt >= self.max_delivery_attempts
+
+
 class Handler(Protocol):
     def handle(self, delivery: Delivery, interrupt: threading.Event) -> Outcome:
         """Process one delivery; never raise. `interrupt` is set when the worker must stop."""

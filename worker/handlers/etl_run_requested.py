@@ -20,9 +20,9 @@ from worker import constants as c
 from worker.classify import classify
 from worker.errors import EtlError, MessageDecodeError, RunIdConflictError
 from worker.events import EventBus, RunEvents
-from worker.handlers.base import Delivery, Outcome
+from worker.handlers.base import Delivery, Outcome, Redelivery
 from worker.logs import REDACTOR, log_context, redact
-from worker.messages import EtlRunRequest, decode_request
+from worker.messages import MAX_CONTEXT_BYTES, EtlRunRequest, decode_request
 from worker.modes import MODE_NAMES
 from worker.runner import Runner
 
@@ -46,8 +46,10 @@ def run_id_for(etl_run_id: int | None, delivery: Delivery) -> str:
 
 
 class EtlRunRequestedHandler:
-    def __init__(self, runner: Runner, bus: EventBus, progress_interval_s: float) -> None:
+    def __init__(self, runner: Runner, bus: EventBus, progress_interval_s: float,
+                 redelivery: Redelivery | None = None) -> None:
         self._runner = runner
+        self._redelivery = redelivery or Redelivery()
         self._bus = bus
         self._progress_interval_s = progress_interval_s
 
@@ -79,12 +81,13 @@ class EtlRunRequestedHandler:
                 # Another request's events: ids of their own, or Django drops them as duplicates
                 # of the committed run's events.
                 events = self._request_events(run_id, delivery, request, id_salt=_digest(delivery.data))
-            return self._report_failure(events, error)
+            return self._report_failure(events, error, delivery)
 
     def _request_events(self, run_id: str, delivery: Delivery, request: EtlRunRequest,
                         id_salt: str = "") -> RunEvents:
         return self._events(run_id, delivery.attempt, request.data_source_id, request.etl_run_id,
-                            request.dest_table_name, request.load_type, id_salt=id_salt)
+                            request.dest_table_name, request.load_type, id_salt=id_salt,
+                            context=request.context)
 
     def _reject(self, delivery: Delivery, error: MessageDecodeError) -> Outcome:
         hints = _best_effort_ids(delivery.data)
@@ -92,22 +95,31 @@ class EtlRunRequestedHandler:
         with log_context(run_id=run_id, message_id=delivery.message_id):
             log.error("request rejected: %s", redact(str(error)))
             events = self._events(run_id, delivery.attempt, **hints)
-            return self._report_failure(events, error)
+            return self._report_failure(events, error, delivery)
 
-    def _report_failure(self, events: RunEvents, error: EtlError) -> Outcome:
-        """Publish run.failed with the failed attempt's counters (none before a run started)."""
+    def _report_failure(self, events: RunEvents, error: EtlError, delivery: Delivery) -> Outcome:
+        """Publish run.failed with the failed attempt's counters (none before a run started) and
+        whether another delivery will come; on the last delivery of a transient failure, also
+        run.dead_lettered (the nack sends the request to the dead-letter topic)."""
+        last = self._redelivery.is_last(delivery)
+        dead_letter_topic = self._redelivery.dead_letter_topic
         try:
-            events.failed(error)
+            events.failed(error, will_retry=error.retryable and not last)
+            if error.retryable and last and self._redelivery.redelivers and dead_letter_topic:
+                log.error("delivery %d was the last: the request goes to %s", delivery.delivery_attempt or 0,
+                          dead_letter_topic)
+                events.dead_lettered(error, dead_letter_topic)
         except Exception as exc:  # not durable: let Pub/Sub deliver it again
             log.error("could not publish run.failed: %s", redact(str(exc)))
             return Outcome.NACK
         return Outcome.NACK if error.retryable else Outcome.ACK
 
     def _events(self, run_id: str, attempt: int, data_source_id: int | None, etl_run_id: int | None,
-                dest_table: str | None, load_type: str | None, id_salt: str = "") -> RunEvents:
+                dest_table: str | None, load_type: str | None, id_salt: str = "",
+                context: dict[str, Any] | None = None) -> RunEvents:
         return RunEvents(self._bus, run_id=run_id, attempt=attempt, data_source_id=data_source_id,
                          etl_run_id=etl_run_id, dest_table=dest_table, load_type=load_type,
-                         progress_interval_s=self._progress_interval_s, id_salt=id_salt)
+                         progress_interval_s=self._progress_interval_s, id_salt=id_salt, context=context)
 
 
 def _digest(data: bytes) -> str:
@@ -128,9 +140,12 @@ def _best_effort_ids(data: bytes) -> dict[str, Any]:
 
     load_type = body.get("load_type")
     dest = pick("dest_table_name", str)
+    context = pick("context", dict)
+    small = context is not None and len(json.dumps(context, default=str)) <= MAX_CONTEXT_BYTES
     return {
         "data_source_id": pick("data_source_id", int),
         "etl_run_id": pick("etl_run_id", int),
         "dest_table": dest[:1024] if dest else None,
         "load_type": load_type if load_type in MODE_NAMES else None,
+        "context": context if small else None,
     }

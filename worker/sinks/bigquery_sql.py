@@ -178,24 +178,32 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _counts_from_text(text: str | None) -> dict[str, int]:
-    return {str(name): int(count) for name, count in json.loads(text).items()} if text else {}
+# Ledger columns that hold a structure (a Mapping or a tuple field) store it as JSON text; a row
+# written before the column existed reads NULL, which becomes the field's default.
+_STRUCTURED_KINDS: Mapping[str, Callable[[Any], Any]] = {"Mapping[": dict, "tuple[": tuple}
 
 
-def _texts_from_text(text: str | None) -> tuple[str, ...]:
-    return tuple(str(item) for item in json.loads(text)) if text else ()
+def _structured_codec(f: dataclasses.Field[Any], build: Callable[[Any], Any]
+                      ) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+    def encode(value: Any) -> str | None:
+        if value is None:
+            return None
+        return _json_text(dict(value) if isinstance(value, Mapping) else list(value))
+
+    def decode(text: Any) -> Any:
+        if text is None:
+            return default
+        return build(json.loads(text) if isinstance(text, str) else text)
+
+    return encode, decode
 
 
-# Ledger columns that hold a structure, as JSON text: (to the parameter, from the row). Every
-# other column holds its LedgerEntry field as is. Rows written before a column existed read NULL.
-_CODECS_BY_KIND: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "Mapping[": (lambda counts: _json_text(dict(counts)), _counts_from_text),
-    "tuple[": (lambda texts: _json_text(list(texts)), _texts_from_text),
-}
 _LEDGER_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    f.name: codec
+    f.name: _structured_codec(f, build)
     for f in dataclasses.fields(LedgerEntry)
-    for kind, codec in _CODECS_BY_KIND.items()
+    for kind, build in _STRUCTURED_KINDS.items()
     if str(f.type).startswith(kind)
 }
 
@@ -291,6 +299,14 @@ def _raise_if(condition: str, message_sql: str) -> str:
     return f"  IF {condition} THEN\n    SELECT ERROR({message_sql});\n  END IF;\n"
 
 
+# Ledger values taken from BigQuery's clock as the transaction runs, not from the worker's before
+# it: when the run was committed, and how long it took up to then.
+COMMIT_TIME_VALUES: Mapping[str, str] = {
+    "committed_at": "CURRENT_TIMESTAMP()",
+    "duration_seconds": "TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), @started_at, MICROSECOND) / 1000000",
+}
+
+
 @dataclass(frozen=True)
 class Apply:
     """How the commit applies the staged rows: its mode and, for merge, the plan and keys table."""
@@ -312,7 +328,7 @@ def commit_script(
     Parameters: @run_id, @rows_extracted and one per ledger column (see `ledger_params`).
     """
     ledger_cols = ", ".join(name for name, _ in LEDGER_FIELDS)
-    ledger_vals = ", ".join(f"@{name}" for name, _ in LEDGER_FIELDS)
+    ledger_vals = ", ".join(COMMIT_TIME_VALUES.get(name, f"@{name}") for name, _ in LEDGER_FIELDS)
     bump_head = (
         f"  UPDATE {heads} SET version = version + 1, last_run_id = @run_id, "
         "updated_at = @committed_at WHERE dest_table = @dest_table;\n"
