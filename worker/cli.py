@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -20,8 +19,11 @@ from rich.console import Console
 
 from worker import constants as c
 from worker import logs, preflight
+from worker.errors import MessageDecodeError
 from worker.events import PrintEventBus
 from worker.handlers.base import Delivery, Redelivery
+from worker.logs import redact
+from worker.messages import decode_request
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,11 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     data = _read(args.request)
-    json.loads(data)  # refuse to publish what is not even JSON
+    try:
+        decode_request(data)  # the contract, enforced where it is published (no topic schema can)
+    except MessageDecodeError as exc:
+        print(f"etl-worker: not published: {redact(str(exc))}", file=sys.stderr)
+        return 2
     attributes = dict(item.split("=", 1) for item in args.attribute)
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(settings.gcp_project_id, settings.etl_request_topic)
