@@ -31,6 +31,13 @@ class Column:
         return "REPEATED" if self.repeated else "NULLABLE"
 
     @property
+    def description(self) -> str | None:
+        """The BigQuery column description: the source's own name, where the name had to change."""
+        if self.source_name is None or self.source_name == self.name:
+            return None
+        return f"Source column: {self.source_name}"
+
+    @property
     def staging_bq_type(self) -> str:
         return "STRING" if self.bq_type in STAGED_AS_STRING else self.bq_type
 

@@ -129,8 +129,10 @@ def clustering_fields(columns: tuple[Column, ...], key: tuple[str, ...]) -> list
 
 
 def schema_fields(columns: tuple[Column, ...], *, staging: bool) -> list[bigquery.SchemaField]:
-    """SchemaFields in column order: destination types, or staging types (JSON as STRING)."""
+    """SchemaFields in column order: destination types (with the source name as description where
+    it changed), or staging types (JSON as STRING)."""
     return [
-        bigquery.SchemaField(col.name, col.staging_bq_type if staging else col.bq_type, mode=col.bq_mode)
+        bigquery.SchemaField(col.name, col.staging_bq_type, mode=col.bq_mode) if staging
+        else bigquery.SchemaField(col.name, col.bq_type, mode=col.bq_mode, description=col.description)
         for col in columns
     ]

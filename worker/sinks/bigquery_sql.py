@@ -142,7 +142,18 @@ def column_ddl_type(column: Column) -> str:
 
 def add_column_clause(column: Column) -> str:
     # IF NOT EXISTS: a retried ALTER (or a concurrent run adding the same column) is a no-op.
-    return f"ADD COLUMN IF NOT EXISTS {quote_name(column.name)} {column_ddl_type(column)}"
+    clause = f"ADD COLUMN IF NOT EXISTS {quote_name(column.name)} {column_ddl_type(column)}"
+    if column.description:
+        clause += f" OPTIONS(description={string_literal(column.description)})"
+    return clause
+
+
+_STRING_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def string_literal(value: str) -> str:
+    """A GoogleSQL string literal of any text (quotes, backslashes and line breaks escaped)."""
+    return "'" + "".join(_STRING_ESCAPES.get(ch, ch) for ch in value) + "'"
 
 
 def add_columns_sql(table: str, columns: Sequence[Column]) -> str:

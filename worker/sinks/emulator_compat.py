@@ -23,7 +23,6 @@ from worker.sinks.bigquery_schema import ExistingColumn
 log = logging.getLogger(__name__)
 
 _PARAM_RE = re.compile(r"(?<!@)@([A-Za-z_][A-Za-z0-9_]*)")
-_STRING_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def default_api_retry(emulator: bool) -> bigquery.retry.Retry:
@@ -63,7 +62,7 @@ def sql_literal(bq_type: str, value: object) -> str:
     if value is None:
         return f"CAST(NULL AS {bq_type})"
     if bq_type == "STRING" and isinstance(value, str):
-        return "'" + "".join(_STRING_ESCAPES.get(ch, ch) for ch in value) + "'"
+        return bigquery_sql.string_literal(value)
     if bq_type == "INT64" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if bq_type == "BOOL" and isinstance(value, bool):
@@ -101,7 +100,7 @@ def sync_catalog_after_alter(
     table = client.get_table(table_id, retry=retry)
     known = {field.name.lower() for field in table.schema}
     added = [
-        bigquery.SchemaField(col.name, col.bq_type, mode=col.bq_mode)
+        bigquery.SchemaField(col.name, col.bq_type, mode=col.bq_mode, description=col.description)
         for col in columns
         if col.name.lower() not in known
     ]
