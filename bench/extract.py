@@ -49,15 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = 1 if args.quick else args.rounds
     dialects = args.dialects.split(",")
     paths = args.paths.split(",") if args.paths else list(ALL_PATHS)
-    print(_machine(), flush=True)
-    print(f"load average before: {_load()}", flush=True)
+    print(machine(), flush=True)
+    print(f"load average before: {load_average()}", flush=True)
     results: list[Row] = []
     for rows in sizes:
         tables = ensure_tables(rows, dialects, recreate=args.recreate)
         large = rows > LARGE_ROWS and not args.all_paths_large
         chosen = [p for p in paths if not (large and p in SLOW_PATHS)]
         results += _measure(tables, chosen, rounds, args.batch_rows)
-    print(f"load average after: {_load()}", flush=True)
+    print(f"load average after: {load_average()}", flush=True)
     print(render(results))
     if args.e2e and not args.quick:
         _end_to_end(results, dialects, args.e2e_rows, rounds)
@@ -181,7 +181,7 @@ def _end_to_end(results: list[Row], dialects: list[str], rows: int, rounds: int)
               f"{wall_s:.2f} | {_num(_mib(rss), '.0f')} |", flush=True)
 
 
-def _machine() -> str:
+def machine() -> str:
     return (f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
             f"{_mem_gib()} GiB, Python {platform.python_version()}, {platform.platform()}")
 
@@ -195,7 +195,7 @@ def _mem_gib() -> str:
         return "?"
 
 
-def _load() -> str:
+def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 

@@ -55,6 +55,32 @@ def worker_extract(args: argparse.Namespace, spool: Path) -> int:
     return rows
 
 
+def worker_keys(args: argparse.Namespace, spool: Path) -> int:
+    """A reconciling merge's key pass: every primary key of the table, read in the snapshot and
+    spooled to Parquet parts (as the runner stages them), each part deleted once written."""
+    from worker.messages import EtlRunRequest
+    from worker.sources import get_source
+    from worker.spool import PartWriter
+
+    request = EtlRunRequest.model_validate({
+        "data_source_id": 1, "source_type": args.dialect, "schema_name": args.schema,
+        "source_table_name": args.table, "dest_table_name": "bench", "load_type": "merge",
+        "timestamp_column": "created_at", "primary_key": ["id"], "reconcile_deletes": True,
+        "connection_params": connection_params(args.url),
+    })
+    with get_source(args.dialect).snapshot(request) as snapshot:
+        expected = snapshot.count_rows(None)
+        keys = 0
+        with PartWriter(snapshot.key_columns, part_rows=args.part_rows, spool_dir=spool) as parts:
+            for batch in snapshot.iter_keys(args.batch_rows):
+                keys += batch.num_rows
+                _drop_parts(parts.write(batch))
+            _drop_parts(parts.finish())
+    if keys != expected:
+        raise SystemExit(f"read {keys} keys, COUNT(*) said {expected}")
+    return keys
+
+
 def connection_params(url_text: str) -> dict[str, Any]:
     url = sa.make_url(url_text)
     if url.get_backend_name() == "sqlite":
@@ -158,6 +184,7 @@ def _dlt_url(args: argparse.Namespace) -> str:
 
 PATHS: dict[str, Measured] = {
     "worker": worker_extract,
+    "keys": worker_keys,
     "naive": naive_loop,
     "raw": raw_fetch,
     "dlt-pyarrow": dlt_extract("pyarrow"),
