@@ -81,7 +81,6 @@ _UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", 
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
-
 @dataclass(frozen=True)
 class _CopyColumn:
     field: Field
