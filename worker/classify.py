@@ -3,31 +3,42 @@
 Vendor exceptions (SQLAlchemy / DB-API, google-api-core, OS) are mapped to the worker's error tree.
 Unknown errors default to transient: they are retried and end in the dead-letter topic, where an
 operator can see them, rather than being acked and forgotten.
+
+What a driver's message texts mean is data kept by each dialect (`DriverMarkers` in
+`worker/sources/<dialect>.py`); the source reads its driver's errors through its dialect
+(`SqlDialect.classify_error`, which calls `driver_error` here) where it catches them, and records
+the reading on the exception (`remember`), which goes on unchanged: `classify()` answers with it.
+The BigQuery sink's commit script and Secret Manager go through this module too.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from google.api_core import exceptions as gexc
 from sqlalchemy import exc as saexc
 
 from worker import errors
 
-# Substrings of DB-API error texts that mean "your credentials are wrong": retrying will not help.
-_AUTH_MARKERS = (
-    "password authentication failed",
-    "access denied for user",
-    "no pg_hba.conf entry",
-    "role \"",
-    "authentication failed",
-)
-# ... "the name you gave cannot be a name here" (MySQL/MariaDB raise some as OperationalError).
-_INVALID_NAME_MARKERS = ("invalid utf8", "incorrect table name", "incorrect database name",
-                         "incorrect column name", "identifier name")
-# ... "the database/schema you named does not exist".
-_MISSING_MARKERS = ("does not exist", "unknown database", "no such table", "doesn't exist")
+# A marker is a text, or texts that must all appear, in a lower-cased error message.
+Marker = str | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DriverMarkers:
+    """What one driver's error texts say, for the errors whose class alone does not tell."""
+
+    auth: tuple[Marker, ...] = ()  # the credentials are wrong: retrying will not help
+    unknown_database: tuple[Marker, ...] = ()  # the database named in the connection does not exist
+    invalid_name: tuple[Marker, ...] = ()  # a name that cannot be a name here (an OperationalError)
+    missing_object: tuple[Marker, ...] = ()  # a ProgrammingError naming a table or schema that does not exist
+    not_a_database: tuple[Marker, ...] = ()  # the file or target is no database at all
+
+
+NO_MARKERS = DriverMarkers()  # a SQLAlchemy error no dialect has read: its class decides alone
 
 _PERMANENT_GOOGLE = (
     gexc.BadRequest,
@@ -54,15 +65,25 @@ _TRANSIENT_GOOGLE = (
     gexc.RetryError,
     gexc.Conflict,
 )
+# Texts of the errors real BigQuery gives when two transactions touch one table at once: the loser
+# may simply try again, unlike other invalid-query errors.
+_CONCURRENCY_MARKERS = ("concurrent update", "could not serialize")
+# 400s that BigQuery documents as retryable: quotas, rate limits, transaction conflicts.
+_RETRYABLE_400_MARKERS = ("quota", "ratelimitexceeded", "rate limit", *_CONCURRENCY_MARKERS)
+# The attribute on which a source records its dialect's reading of a driver's exception.
+_SOURCE_READING = "etl_source_reading"
 
 
 def classify(exc: BaseException) -> errors.EtlError:
     """Return `exc` as an EtlError (itself when it already is one)."""
     if isinstance(exc, errors.EtlError):
         return exc
+    reading = getattr(exc, _SOURCE_READING, None)
+    if isinstance(reading, errors.EtlError):
+        return reading
     text = str(exc)
     if isinstance(exc, saexc.SQLAlchemyError):
-        return _classify_sqlalchemy(exc, text)
+        return _classify_sqlalchemy(exc, text, NO_MARKERS)
     if isinstance(exc, gexc.GoogleAPIError):
         return _classify_google(exc, text)
     if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError, ConnectionError, socket.error)):
@@ -70,25 +91,33 @@ def classify(exc: BaseException) -> errors.EtlError:
     return errors.UnexpectedError(f"{type(exc).__name__}: {text}")
 
 
-def _classify_sqlalchemy(exc: saexc.SQLAlchemyError, text: str) -> errors.EtlError:
+# --- source databases ------------------------------------------------------------------------------
+def driver_error(exc: BaseException, markers: DriverMarkers) -> errors.EtlError | None:
+    """A SQLAlchemy (DB-API) error read with one driver's markers; None for any other exception."""
+    if not isinstance(exc, saexc.SQLAlchemyError):
+        return None
+    return _classify_sqlalchemy(exc, str(exc), markers)
+
+
+def remember(exc: BaseException, error: errors.EtlError) -> None:
+    """Record on `exc` how the source that caught it reads it; `classify(exc)` then returns `error`.
+    The exception itself goes on unchanged (callers may still catch the vendor's class)."""
+    setattr(exc, _SOURCE_READING, error)
+
+
+def _classify_sqlalchemy(exc: saexc.SQLAlchemyError, text: str, markers: DriverMarkers) -> errors.EtlError:
     lowered = text.lower()
     if isinstance(exc, saexc.NoSuchTableError):
         return errors.SourceSchemaError(f"source table not found: {text}")
     if isinstance(exc, saexc.ArgumentError):
         return errors.ConfigurationError(text)
     if isinstance(exc, saexc.OperationalError):
-        if any(marker in lowered for marker in _AUTH_MARKERS):
-            return errors.SourceAuthError(_first_line(text))
-        if "unknown database" in lowered or ("database \"" in lowered and "does not exist" in lowered):
-            return errors.SourceSchemaError(_first_line(text))
-        if any(marker in lowered for marker in _INVALID_NAME_MARKERS):
-            return errors.ConfigurationError(_first_line(text))
-        return errors.SourceConnectionError(_first_line(text))
+        return _operational(lowered, _first_line(text), markers)
     if isinstance(exc, saexc.ProgrammingError):
-        if any(marker in lowered for marker in _MISSING_MARKERS):
+        if _mentions(lowered, markers.missing_object):
             return errors.SourceSchemaError(_first_line(text))
         return errors.ConfigurationError(_first_line(text))
-    if isinstance(exc, saexc.DatabaseError) and "file is not a database" in lowered:  # SQLite
+    if isinstance(exc, saexc.DatabaseError) and _mentions(lowered, markers.not_a_database):
         return errors.ConfigurationError(_first_line(text))
     if isinstance(exc, (saexc.DataError, saexc.IntegrityError)):
         return errors.ExtractionError(_first_line(text))
@@ -97,8 +126,26 @@ def _classify_sqlalchemy(exc: saexc.SQLAlchemyError, text: str) -> errors.EtlErr
     return errors.ExtractionError(_first_line(text))
 
 
+def _operational(lowered: str, first_line: str, markers: DriverMarkers) -> errors.EtlError:
+    if _mentions(lowered, markers.auth):
+        return errors.SourceAuthError(first_line)
+    if _mentions(lowered, markers.unknown_database):
+        return errors.SourceSchemaError(first_line)
+    if _mentions(lowered, markers.invalid_name):
+        return errors.ConfigurationError(first_line)
+    return errors.SourceConnectionError(first_line)
+
+
+def _mentions(lowered: str, markers: tuple[Marker, ...]) -> bool:
+    return any(
+        marker in lowered if isinstance(marker, str) else all(part in lowered for part in marker)
+        for marker in markers
+    )
+
+
+# --- Google APIs (BigQuery, Secret Manager) --------------------------------------------------------
 def _classify_google(exc: gexc.GoogleAPIError, text: str) -> errors.EtlError:
-    if isinstance(exc, gexc.BadRequest) and _is_quota(text):
+    if isinstance(exc, gexc.BadRequest) and _mentions(text.lower(), _RETRYABLE_400_MARKERS):
         return errors.LoadError(text)
     if isinstance(exc, gexc.NotFound):
         # A missing dataset/table we did not create ourselves is a configuration problem.
@@ -112,11 +159,24 @@ def _classify_google(exc: gexc.GoogleAPIError, text: str) -> errors.EtlError:
     return errors.LoadError(text)
 
 
-def _is_quota(text: str) -> bool:
-    """400s that BigQuery documents as retryable: quotas, rate limits, transaction conflicts."""
-    lowered = text.lower()
-    return any(marker in lowered for marker in (
-        "quota", "ratelimitexceeded", "rate limit", "concurrent update", "could not serialize"))
+def commit_error(exc: BaseException, script_errors: Mapping[str, type[errors.EtlError]]
+                 ) -> errors.EtlError | None:
+    """The BigQuery commit script's failure, where its text says more than its class: an error the
+    script raised itself (`ERROR('<marker> why')`, each marker mapped to its error class in
+    `script_errors`, first match wins), or a lost race with a concurrent transaction (transient).
+    None: `classify()` decides."""
+    text = str(exc)
+    for marker, error in script_errors.items():
+        if marker in text:
+            return error(_marked_message(text, marker))
+    if _mentions(text.lower(), _CONCURRENCY_MARKERS):
+        return errors.LoadError(f"commit lost a race with a concurrent transaction: {text}")
+    return None
+
+
+def _marked_message(text: str, marker: str) -> str:
+    start = text.index(marker) + len(marker)
+    return text[start:].split(";")[0].split("\n")[0].strip()
 
 
 def _first_line(text: str) -> str:

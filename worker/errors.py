@@ -48,6 +48,11 @@ class SourceAuthError(PermanentError):
     """The source database refused the credentials."""
 
 
+class ColumnNameError(ConfigurationError):
+    """Two source columns would share one BigQuery column, or a `column_names` override is not a
+    legal BigQuery name (worker/names.py)."""
+
+
 class SourceSchemaError(PermanentError):
     """The source table or a selected column does not exist."""
 

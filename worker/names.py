@@ -32,7 +32,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 
-from worker.errors import ConfigurationError
+from worker.errors import ColumnNameError
 
 MAX_NAME_CHARS = 300
 TAG_HEX_DIGITS = 8
@@ -52,10 +52,6 @@ TRANSLITERATIONS: Mapping[str, str] = {
     "\u0131": "i",  # dotless i
 }
 _NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
-
-
-class ColumnNameError(ConfigurationError):
-    """Two source columns would share one BigQuery column, or an override is not a legal name."""
 
 
 def is_strict(name: str) -> bool:

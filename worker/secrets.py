@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from google.api_core import exceptions as gexc
 from pydantic import SecretStr
 
+from worker.classify import classify
 from worker.errors import ConfigurationError, SourceConnectionError
 from worker.logs import REDACTOR
 from worker.messages import PASSWORD_FIELDS, ConnectionParams
@@ -38,10 +39,6 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 SECRET_TIMEOUT_S = 30.0
-_PERMANENT_SECRET_ERRORS = (
-    gexc.NotFound, gexc.PermissionDenied, gexc.Unauthenticated, gexc.InvalidArgument,
-    gexc.FailedPrecondition,
-)
 
 
 class SecretClient(Protocol):
@@ -141,12 +138,8 @@ class SecretResolver:
         try:
             response = self._secret_client().access_secret_version(
                 request={"name": version}, timeout=SECRET_TIMEOUT_S)
-        except _PERMANENT_SECRET_ERRORS as exc:
-            raise ConfigurationError(
-                f"password_secret {name!r} cannot be read: {type(exc).__name__}") from None
         except gexc.GoogleAPIError as exc:
-            raise SourceConnectionError(
-                f"Secret Manager unavailable for password_secret {name!r}: {type(exc).__name__}") from None
+            raise _unreadable(name, exc) from None
         try:
             return bytes(response.payload.data).decode("utf-8")
         except UnicodeDecodeError:
@@ -159,3 +152,12 @@ class SecretResolver:
             except Exception as exc:  # e.g. no credentials on this machine
                 raise ConfigurationError(f"no Secret Manager client: {type(exc).__name__}: {exc}") from None
         return self._client
+
+
+def _unreadable(name: str, exc: gexc.GoogleAPIError) -> ConfigurationError | SourceConnectionError:
+    """Secret Manager's refusal, transient or permanent as `classify()` decides for any Google API
+    error; the message names the reference and the error's class, never the server's text."""
+    if classify(exc).retryable:
+        return SourceConnectionError(
+            f"Secret Manager unavailable for password_secret {name!r}: {type(exc).__name__}")
+    return ConfigurationError(f"password_secret {name!r} cannot be read: {type(exc).__name__}")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 
+from worker.classify import classify
 from worker.errors import ConfigurationError, MessageDecodeError, SourceConnectionError
 from worker.logs import REDACTOR, redact
 from worker.messages import ConnectionParams, decode_request
@@ -123,6 +124,22 @@ def test_secret_manager_errors_are_classified(tmp_path: Path, error: Exception, 
     fake = FakeSecretManager({f"{name}/versions/latest": error})
     with pytest.raises(kind, match="projects/p1/secrets/s"):
         resolver(tmp_path, client=fake).password(params(password_secret=name))
+
+
+@pytest.mark.parametrize("error", [
+    gexc.NotFound("x"), gexc.PermissionDenied("x"), gexc.Unauthenticated("x"), gexc.InvalidArgument("x"),
+    gexc.FailedPrecondition("x"), gexc.OutOfRange("x"), gexc.ServiceUnavailable("x"),
+    gexc.DeadlineExceeded("x"), gexc.ResourceExhausted("x"), gexc.Aborted("x"), gexc.InternalServerError("x"),
+    gexc.Unknown("x"), gexc.TooManyRequests("x"),
+], ids=lambda error: type(error).__name__)
+def test_secret_manager_errors_take_the_one_classifiers_verdict(tmp_path: Path, error: Exception) -> None:
+    # transient as classify() decides for any Google API error; the server's text is not repeated
+    name = "projects/p1/secrets/s"
+    fake = FakeSecretManager({f"{name}/versions/latest": error})
+    kind = SourceConnectionError if classify(error).retryable else ConfigurationError
+    with pytest.raises(kind, match=type(error).__name__) as caught:
+        resolver(tmp_path, client=fake).password(params(password_secret=name))
+    assert type(caught.value) is kind and caught.value.retryable is classify(error).retryable
 
 
 def test_secret_manager_without_credentials_is_a_configuration_error(tmp_path: Path) -> None:

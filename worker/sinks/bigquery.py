@@ -23,7 +23,7 @@ import pyarrow as pa
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from worker import errors
+from worker import classify, errors
 from worker.columns import Column
 from worker.constants import HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point
@@ -40,9 +40,12 @@ log = logging.getLogger(__name__)
 
 STAGING_TOKEN_BYTES = 4  # 8 hex characters: unique among the deliveries of one run
 DECIMAL_TARGET_TYPES = (bigquery.DecimalTargetType.NUMERIC, bigquery.DecimalTargetType.BIGNUMERIC)
-# Texts of the errors real BigQuery gives when two transactions touch one table at once: the
-# loser may simply try again, unlike other invalid-query errors.
-_CONCURRENCY_MARKERS = ("concurrent update", "could not serialize access")
+# The errors the commit script raises itself (`ERROR('<marker> why')`), by marker; classify.py reads them.
+_SCRIPT_ERRORS: dict[str, type[errors.EtlError]] = {
+    sql.VERIFICATION_MARKER: errors.VerificationError,
+    sql.SUPERSEDED_MARKER: errors.SupersededError,
+    sql.NULL_KEY_MARKER: errors.SourceDataError,
+}
 
 
 @dataclass(frozen=True)
@@ -473,18 +476,4 @@ def _create_staging(
 
 def _commit_error(exc: gexc.GoogleAPICallError) -> errors.EtlError | None:
     """The commit script's failure as the worker should see it; None: let classify() decide."""
-    text = str(exc)
-    if sql.VERIFICATION_MARKER in text:
-        return errors.VerificationError(_marked_message(text, sql.VERIFICATION_MARKER))
-    if sql.SUPERSEDED_MARKER in text:
-        return errors.SupersededError(_marked_message(text, sql.SUPERSEDED_MARKER))
-    if sql.NULL_KEY_MARKER in text:
-        return errors.SourceDataError(_marked_message(text, sql.NULL_KEY_MARKER))
-    if any(marker in text.lower() for marker in _CONCURRENCY_MARKERS):
-        return errors.LoadError(f"commit lost a race with a concurrent transaction: {text}")
-    return None
-
-
-def _marked_message(text: str, marker: str) -> str:
-    start = text.index(marker) + len(marker)
-    return text[start:].split(";")[0].split("\n")[0].strip()
+    return classify.commit_error(exc, _SCRIPT_ERRORS)

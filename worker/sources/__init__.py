@@ -8,9 +8,10 @@ from worker.errors import ConfigurationError
 from worker.memory import use_worker_memory_pool
 from worker.secrets import SecretResolver
 from worker.sources.base import Source
+from worker.sources.dialect import SqlDialect
 from worker.sources.mysql import MySQLDialect
 from worker.sources.postgresql import PostgresDialect
-from worker.sources.sqlalchemy_source import SqlAlchemySource, SqlDialect
+from worker.sources.sqlalchemy_source import SqlAlchemySource
 from worker.sources.sqlite import SQLiteDialect
 from worker.sources.typedoc import Section, render_markdown
 

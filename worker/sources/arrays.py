@@ -3,10 +3,13 @@
 A value BigQuery cannot hold (a converter said None, the driver said `Unrepresentable`, or it has no
 Arrow form of the column's type, as when SQLite stores text in an INTEGER column) becomes NULL and is
 counted per column for `run.completed`; in strict mode it fails the run instead.
+
+This is the bottom of `worker.sources`: it knows no converter, reader or dialect (docs/sources.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from decimal import Decimal
@@ -16,11 +19,24 @@ import pyarrow as pa
 
 from worker.columns import Column
 from worker.errors import SourceDataError
-from worker.sources.converters import Converter, Unrepresentable
+
+# A per-value function: one non-NULL value in, the value BigQuery stores out (None: it cannot).
+ValueFn = Callable[[Any], Any]
 
 _ARROW_ERRORS = (pa.ArrowException, TypeError, ValueError, ArithmeticError, OverflowError)
 # Values echoed in a strict-mode error. Text and bytes may be personal data: only their kind is named.
 _SHOWN = (int, float, Decimal, date, time, timedelta)
+
+
+@dataclass(frozen=True)
+class Unrepresentable:
+    """A value read from the source that no BigQuery value of the column's type holds.
+
+    Drivers that would otherwise turn such values into NULL themselves (psycopg2's date typecasters)
+    return one instead, so that those values are counted too. `text` is how the source wrote it
+    (e.g. 'infinity', '10000-01-01'), for strict-mode errors."""
+
+    text: str
 
 
 @dataclass
@@ -48,7 +64,7 @@ def describe(value: Any) -> str:
 
 
 def column_array(
-    values: list[Any] | tuple[Any, ...], column: Column, convert: Converter | None, nulled: NulledValues
+    values: Sequence[Any], column: Column, convert: ValueFn | None, nulled: NulledValues
 ) -> pa.Array:
     """The column's Arrow array; values BigQuery cannot hold are NULL and recorded in `nulled`."""
     prepared = [_prepared(value, convert, column, nulled) for value in values]
@@ -59,7 +75,7 @@ def column_array(
         return pa.array([_fitted(value, column, nulled) for value in prepared], type=column.arrow_type)
 
 
-def _prepared(value: Any, convert: Converter | None, column: Column, nulled: NulledValues) -> Any:
+def _prepared(value: Any, convert: ValueFn | None, column: Column, nulled: NulledValues) -> Any:
     if value is None:
         return None
     if isinstance(value, Unrepresentable):

@@ -6,7 +6,7 @@ returned in the session zone) come back as UTC, while NOW(6) is the session's de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -16,24 +16,38 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
+from worker.classify import DriverMarkers
 from worker.messages import ConnectionParams
 from worker.sources import mysql_raw
 from worker.sources import typemap as tm
-from worker.sources.fastpath import FastRead
-from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, server_url
+from worker.sources.columnar import ISO_DATE, ISO_DATETIME, iso_text
+from worker.sources.converters import Converter, iso_from_text, per_value_only
+from worker.sources.dialect import CONNECT_TIMEOUT_S, Clock, FastRead, SqlDialect, server_url
 from worker.window import CursorValue
 
 _ONE_DAY = timedelta(days=1)
 
 
-def time_of_day(value: timedelta) -> time | None:
+# MySQL's driver errors (mysqlclient's messages, lower-cased) that say more than their class.
+ERROR_MARKERS = DriverMarkers(
+    auth=("access denied for user",),
+    unknown_database=("unknown database",),
+    # Some refusals of a name come as OperationalError ("Incorrect table name", error 1059 ...).
+    invalid_name=("invalid utf8", "incorrect table name", "incorrect database name", "incorrect column name",
+                  "identifier name"),
+    missing_object=("unknown database", "doesn't exist", "does not exist"),
+)
+
+
+# --- converters (each declared with its fast forms) ------------------------------------------------
+def _time_of_day(value: timedelta) -> time | None:
     """MySQL TIME is a duration (-838:59:59 .. 838:59:59); only a time of day fits BigQuery TIME."""
     if not timedelta(0) <= value < _ONE_DAY:
         return None
     return (datetime.min + value).time()
 
 
-def date_from_text(text: str) -> date | None:
+def _date_from_text(text: str) -> date | None:
     """A DATE as MySQL writes it; a zero date ('0000-00-00') or a zero month or day is no date."""
     try:
         return date.fromisoformat(text)
@@ -41,7 +55,7 @@ def date_from_text(text: str) -> date | None:
         return None
 
 
-def naive_from_text(text: str) -> datetime | None:
+def _naive_from_text(text: str) -> datetime | None:
     """A DATETIME as MySQL writes it ('2024-01-02 03:04:05.123456'); zero dates are no date-time."""
     try:
         return datetime.fromisoformat(text)
@@ -49,10 +63,22 @@ def naive_from_text(text: str) -> datetime | None:
         return None
 
 
-def utc_from_text(text: str) -> datetime | None:
+def _utc_from_text(text: str) -> datetime | None:
     """A TIMESTAMP as MySQL writes it in the snapshot's session time zone, which is UTC."""
-    moment = naive_from_text(text)
+    moment = _naive_from_text(text)
     return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _iso(convert: Callable[[str], Any], pattern: str) -> Converter:
+    """fromisoformat of MySQL's text: where every text is strict ISO, Arrow's cast agrees with it."""
+    return Converter(convert, columnar=iso_text(pattern), pg_copy=None, mysql_raw=iso_from_text(pattern))
+
+
+# TIME's days and negative durations are no time of day: value by value, on every path.
+time_of_day = per_value_only(_time_of_day)
+date_from_text = _iso(_date_from_text, ISO_DATE)
+naive_from_text = _iso(_naive_from_text, ISO_DATETIME)
+utc_from_text = _iso(_utc_from_text, ISO_DATETIME)
 
 
 def integer_rule(sa_type: TypeEngine[Any], _resolve: tm.Resolver) -> tm.Target:
@@ -151,6 +177,7 @@ class MySQLDialect(SqlDialect):
     types = TYPES
     examples = EXAMPLES
     losses = LOSSES
+    error_markers = ERROR_MARKERS
 
     def url(self, params: ConnectionParams) -> sa.URL:
         return server_url("mysql+mysqldb", params, charset="utf8mb4")

@@ -13,46 +13,38 @@ runs in the same consistent snapshot, unbuffered (`SSCursor`); only the conversi
 | STRING (text, ENUM, SET) | UTF-8 text (the connection's character set is utf8mb4) |
 | INT64, FLOAT64, NUMERIC, BIGNUMERIC, BOOL (TINYINT(1)) | a vectorised cast of the text |
 | DATE, DATETIME, TIMESTAMP (read as text in a UTC session) | a vectorised cast of strict ISO text |
-| JSON | `fastpath.json_column`: the generic JSON converter's result, proven in bulk per batch |
+| JSON | `fastjson.json_column`: the generic JSON converter's result, proven in bulk per batch |
 
-A batch whose column holds a value the cast refuses (a zero date, a TINYINT(1) holding 2, what the
-driver could not hold either) converts that column per value, from what mysqlclient would have
-returned for the same text, with the generic converter: NULLs are counted exactly alike. Any other
-column (BIT, TIME, types added later) and strict mode keep the whole table on the generic path:
-`plan_raw` returns None.
+A column with a converter is carried the way its converter declares (`Converter.mysql_raw`, in the
+type map); one without, as mysqlclient's own value of its type (`_PLAIN`). A batch whose column
+holds a value the cast refuses (a zero date, a TINYINT(1) holding 2, what the driver could not hold
+either) converts that column per value, from what mysqlclient would have returned for the same
+text, with the generic converter: NULLs are counted exactly alike. Any other column (BIT, TIME, a
+converter declaring no form) and strict mode keep the whole table on the generic path: `plan_raw`
+returns None. This module never imports a dialect (docs/sources.md).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
 from sqlalchemy.dialects import mysql
 
-from worker.sources.arrays import NulledValues, column_array
-from worker.sources.converters import bool_from_int, finite_decimal, json_text
-from worker.sources.fastpath import (
-    ISO_DATE,
-    ISO_DATETIME,
-    FastField,
-    FastRead,
-    bools_from_ints,
-    compiled_select,
-    gc_paused,
-    inner_expr,
-    iso_cast,
-    json_column,
-)
+from worker.sources.arrays import NulledValues
+from worker.sources.converters import TEXT_ITSELF, FromText, cast_from_text
+from worker.sources.dialect import FastRead, Field
+from worker.sources.fastpath import compiled_select, from_text, gc_paused, inner_expr
 from worker.sources.read_ahead import read_ahead
+from worker.sources.typemap import ReadMode
 
 log = logging.getLogger(__name__)
 
 # A column turns a batch's raw values (binary) into the generic path's array.
-Finish = Callable[[pa.Array, FastField, NulledValues], pa.Array]
+Finish = Callable[[pa.Array, Field, NulledValues], pa.Array]
 
 
 # --- conversions -----------------------------------------------------------------------------------
@@ -60,95 +52,50 @@ def _text(raw: pa.Array) -> pa.Array:
     return raw.cast(pa.string())  # validates UTF-8 as mysqlclient's decoding would
 
 
-def _per_value(
-    raw: pa.Array, field: FastField, nulled: NulledValues, driver: Callable[[str], Any]
-) -> pa.Array:
-    """The generic path for one batch's column: mysqlclient's value of each text, then the converter."""
-    values = [None if text is None else driver(text) for text in _text(raw).to_pylist()]
-    return column_array(values, field.column, field.convert, nulled)
-
-
-def _binary(raw: pa.Array, _field: FastField, _nulled: NulledValues) -> pa.Array:
+def _binary(raw: pa.Array, _field: Field, _nulled: NulledValues) -> pa.Array:
     return raw
 
 
-def _string(raw: pa.Array, _field: FastField, _nulled: NulledValues) -> pa.Array:
-    return _text(raw)
-
-
-def _cast(driver: Callable[[str], Any]) -> Finish:
-    def finish(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
-        try:
-            return _text(raw).cast(field.column.arrow_type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return _per_value(raw, field, nulled, driver)
+def _from_text(form: FromText) -> Finish:
+    """The bytes as UTF-8 text, then the form (what mysqlclient returns for a text it refuses, then
+    the column's converter, per value)."""
+    def finish(raw: pa.Array, field: Field, nulled: NulledValues) -> pa.Array:
+        convert = field.target.convert
+        return from_text(_text(raw), form, field.column, None if convert is None else convert.per_value,
+                         nulled)
 
     return finish
-
-
-def _iso(pattern: str) -> Finish:
-    """date_from_text / naive_from_text / utc_from_text: anything but strict ISO text goes per value."""
-    def finish(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
-        array = iso_cast(_text(raw), pattern, field.column.arrow_type)
-        return array if array is not None else _per_value(raw, field, nulled, str)
-
-    return finish
-
-
-def _bool(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
-    """bool_from_int: 0 and 1 are false and true; any other value goes per value (NULL, counted)."""
-    try:
-        array = bools_from_ints(_text(raw).cast(pa.int64()))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        array = None
-    return array if array is not None else _per_value(raw, field, nulled, int)
-
-
-def _json(raw: pa.Array, field: FastField, nulled: NulledValues) -> pa.Array:
-    return json_column(_text(raw), field.column, nulled)
 
 
 # --- planning --------------------------------------------------------------------------------------
-def _integer(field: FastField) -> Finish | None:
+def _integer(field: Field) -> Finish | None:
     # BIT arrives as raw bytes (SQLAlchemy turns them into an int): not text, so generic.
-    return None if isinstance(_inner_type(field), mysql.BIT) else _cast(int)
+    return None if isinstance(inner_expr(field.expr).type, mysql.BIT) else _from_text(cast_from_text(int))
 
 
-# (BigQuery type, read mode, converter) → how the raw bytes are finished. Keyed by what the generic
-# path does rather than by SQL type, so a changed conversion falls back instead of diverging.
-_RULES: dict[tuple[str, str, Any], Callable[[FastField], Finish | None]] = {
-    ("INT64", "native", None): _integer,
-    ("NUMERIC", "native", None): lambda _f: _cast(int),  # BIGINT UNSIGNED
-    ("NUMERIC", "native", finite_decimal): lambda _f: _cast(Decimal),
-    ("BIGNUMERIC", "native", finite_decimal): lambda _f: _cast(Decimal),
-    ("FLOAT64", "raw", None): lambda _f: _cast(float),
-    ("BOOL", "native", bool_from_int): lambda _f: _bool,
-    ("STRING", "native", None): lambda _f: _string,
-    ("STRING", "raw", None): lambda _f: _string,  # ENUM, SET: the driver's text
-    ("STRING", "text", None): lambda _f: _string,
-    ("BYTES", "native", None): lambda _f: _binary,
-    ("JSON", "text", json_text): lambda _f: _json,
+# A column without a converter holds mysqlclient's own value, which this reader knows how to rebuild
+# from the text protocol, by (BigQuery type, read mode); a converter declares its own form
+# (`Converter.mysql_raw`). Anything else keeps the table on the generic path.
+_PLAIN: dict[tuple[str, ReadMode], Callable[[Field], Finish | None]] = {
+    ("INT64", "native"): _integer,
+    ("NUMERIC", "native"): _integer,  # BIGINT UNSIGNED (BIT(64): not text)
+    ("FLOAT64", "raw"): lambda _f: _from_text(cast_from_text(float)),
+    ("STRING", "native"): lambda _f: _from_text(TEXT_ITSELF),
+    ("STRING", "raw"): lambda _f: _from_text(TEXT_ITSELF),  # ENUM, SET: the driver's text
+    ("STRING", "text"): lambda _f: _from_text(TEXT_ITSELF),
+    ("BYTES", "native"): lambda _f: _binary,
 }
-_ISO_RULES: dict[str, str] = {"DATE": ISO_DATE, "DATETIME": ISO_DATETIME, "TIMESTAMP": ISO_DATETIME}
 
 
-def _inner_type(field: FastField) -> Any:
-    return inner_expr(field.expr).type
-
-
-def _plan_column(field: FastField) -> Finish | None:
-    if field.repeated:
+def _plan_column(field: Field) -> Finish | None:
+    target = field.target
+    if target.repeated:
         return None
-    if field.read == "text" and field.bq_type in _ISO_RULES and _is_text_converter(field):
-        return _iso(_ISO_RULES[field.bq_type])
-    rule = _RULES.get((field.bq_type, field.read, field.convert))
-    return rule(field) if rule is not None else None
-
-
-def _is_text_converter(field: FastField) -> bool:
-    from worker.sources import mysql as dialect  # late: the dialect module imports this one
-
-    return field.convert in (dialect.date_from_text, dialect.naive_from_text, dialect.utc_from_text)
+    if target.convert is None:
+        rule = _PLAIN.get((target.bq_type, target.read))
+        return rule(field) if rule is not None else None
+    form = target.convert.mysql_raw
+    return _from_text(form) if form is not None else None
 
 
 def plan_raw(read: FastRead) -> list[Finish] | None:

@@ -11,8 +11,12 @@ text of each column into the generic path's exact value:
 | INT64, FLOAT64, BOOL, STRING family, exact decimal text | its type (parsed while splitting) |
 | NUMERIC / BIGNUMERIC, DATE, DATETIME, TIMESTAMP (UTC session) | text, cast to the type (vectorised) |
 | JSON (jsonb) | text, the space after separators removed (vectorised) |
-| JSON (json) | text, then the generic JSON column builder (`fastpath.json_column`) |
+| JSON (json) | text, then the generic JSON column builder (`fastjson.json_column`) |
 | BYTES | text, then the generic converter per value |
+
+A column with a converter is carried the way its converter declares (`Converter.pg_copy`, in the
+type map); one without, as psycopg2's own value of its type (`_PLAIN`). This module never imports a
+dialect (docs/sources.md).
 
 A value the vectorised cast refuses (NaN, ±infinity, BC, a year past 9999: what psycopg2, so the
 generic path, cannot hold) sends that block's column through the generic batch builder, fed with
@@ -26,8 +30,8 @@ column is unescaped (per value, in Python) only when its bytes hold a backslash 
 Strict mode keeps the generic path (it stops at the first bad value, in the generic order). jsonb
 documents whose numbers might not survive (long digit runs, numbers the generic path would spell
 with an exponent) or that hold escapes go through the generic converter. Any other target (arrays,
-TIME, types added later, timestamptz in a session not in UTC) keeps the whole table on the generic
-path: `plan_copy` returns None.
+TIME, a converter declaring no COPY form, timestamptz in a session not in UTC) keeps the whole table
+on the generic path: `plan_copy` returns None.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import IO, Any
 
 import pyarrow as pa
@@ -51,19 +54,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from worker.columns import Column
-from worker.sources.arrays import NulledValues, column_array
-from worker.sources.converters import Unrepresentable, decimal_text, finite_decimal, json_text
-from worker.sources.fastpath import (
-    FastField,
-    FastRead,
-    Rebatcher,
-    compiled_select,
-    fast_column_array,
-    fast_json_text,
-    inner_expr,
-    json_column,
-    maybe_too_deep,
-)
+from worker.sources.arrays import NulledValues, Unrepresentable, column_array
+from worker.sources.converters import FromText, cast_from_text
+from worker.sources.dialect import FastRead, Field
+from worker.sources.fastjson import fast_json_text, maybe_too_deep
+from worker.sources.fastpath import Rebatcher, compiled_select, from_text, inner_expr
+from worker.sources.typemap import ReadMode
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +81,16 @@ _UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", 
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
-
 @dataclass(frozen=True)
 class _CopyColumn:
-    field: FastField
+    field: Field
     csv_type: pa.DataType  # what Arrow's reader parses the text as
-    cast: pa.DataType | None = None  # then cast to, vectorised
-    driver_value: Callable[[str], Any] | None = None  # psycopg2's value of a text the cast refused
-    per_value: Callable[[Any], Any] | None = None  # the generic converter, per value (rare types)
-    jsonb: bool = False
-    json: bool = False  # json (not jsonb): its own text, checked in bulk by fastpath.json_column
+    form: FromText | None = None  # then from the text (unescaped), vectorised, as it declares
+    per_value: Callable[[str], Any] | None = None  # the driver's value of each text (rare types)
+    jsonb: bool = False  # the generic JSON converter's result, from jsonb's own canonical text
 
 
-_Rule = Callable[[FastField, sa.ColumnElement[Any]], "_CopyColumn | None"]
+_Rule = Callable[[Field, sa.ColumnElement[Any]], "_CopyColumn | None"]
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -111,24 +104,32 @@ def plan_copy(read: FastRead, utc_session: bool = True) -> list[_CopyColumn] | N
     return [column for column in planned if column is not None]
 
 
-def _plan_column(field: FastField, utc_session: bool) -> _CopyColumn | None:
-    if field.repeated or (field.bq_type == "TIMESTAMP" and not utc_session):
+def _plan_column(field: Field, utc_session: bool) -> _CopyColumn | None:
+    target = field.target
+    if target.repeated or (target.bq_type == "TIMESTAMP" and not utc_session):
         return None
-    rule = _RULES.get((field.bq_type, field.read, field.convert))
-    return rule(field, inner_expr(field.expr)) if rule is not None else None
+    if target.convert is None:
+        rule = _PLAIN.get((target.bq_type, target.read))
+        return rule(field, inner_expr(field.expr)) if rule is not None else None
+    form = target.convert.pg_copy
+    if form is None:
+        return None
+    if form.form == "json" and _is_jsonb(inner_expr(field.expr)):
+        return _CopyColumn(field, pa.string(), jsonb=True)
+    return _CopyColumn(field, pa.string(), form)
 
 
-def _as_is(csv_type: pa.DataType) -> Callable[[FastField, sa.ColumnElement[Any]], _CopyColumn]:
+def _is_jsonb(inner: sa.ColumnElement[Any]) -> bool:
+    cast_from = inner.clause.type if isinstance(inner, sa.Cast) else inner.type
+    return isinstance(cast_from, pg.JSONB)
+
+
+def _parsed(csv_type: pa.DataType) -> _Rule:
     return lambda field, _inner: _CopyColumn(field, csv_type)
 
 
-def _uuid_text(field: FastField, inner: sa.ColumnElement[Any]) -> _CopyColumn | None:
-    # str(uuid.UUID) is PostgreSQL's own spelling (lower case, hyphens); other objects: generic.
-    return _CopyColumn(field, pa.string()) if isinstance(inner.type, sa.Uuid) else None
-
-
-def _cast_from_text(driver_value: Callable[[str], Any]) -> _Rule:
-    return lambda field, _inner: _CopyColumn(field, pa.string(), field.column.arrow_type, driver_value)
+def _from_text(form: FromText) -> _Rule:
+    return lambda field, _inner: _CopyColumn(field, pa.string(), form)
 
 
 def _pg_date(text: str) -> Any:
@@ -147,14 +148,7 @@ def _pg_datetime(text: str) -> Any:
         return Unrepresentable(text)
 
 
-def _json(field: FastField, inner: sa.ColumnElement[Any]) -> _CopyColumn:
-    cast_from = inner.clause.type if isinstance(inner, sa.Cast) else inner.type
-    if isinstance(cast_from, pg.JSONB):
-        return _CopyColumn(field, pa.string(), jsonb=True)
-    return _CopyColumn(field, pa.string(), json=True)  # json keeps its own text
-
-
-def _bytes(field: FastField, inner: sa.ColumnElement[Any]) -> _CopyColumn | None:
+def _bytes(field: Field, inner: sa.ColumnElement[Any]) -> _CopyColumn | None:
     if not isinstance(inner.type, pg.BYTEA):
         return None
     return _CopyColumn(field, pa.string(), per_value=_bytea)
@@ -164,25 +158,20 @@ def _bytea(text: str) -> bytes:
     return bytes.fromhex(text[2:])  # bytea_output 'hex' (checked before the COPY): \x00ff
 
 
-# (BigQuery type, read mode, converter) → how COPY carries it. Keyed by what the generic path does
-# rather than by Target objects, so a changed conversion falls back instead of diverging.
-_RULES: dict[tuple[str, str, Any], _Rule] = {
-    ("INT64", "native", None): _as_is(pa.int64()),
-    ("FLOAT64", "raw", None): _as_is(pa.float64()),
-    ("BOOL", "native", None): _as_is(pa.bool_()),
-    ("STRING", "native", None): _as_is(pa.string()),
-    ("STRING", "raw", None): _as_is(pa.string()),
-    ("STRING", "text", None): _as_is(pa.string()),
-    ("STRING", "native", decimal_text): _as_is(pa.string()),  # numeric_out never uses exponents
-    ("STRING", "native", str): _uuid_text,
-    ("NUMERIC", "native", finite_decimal): _cast_from_text(Decimal),
-    ("BIGNUMERIC", "native", finite_decimal): _cast_from_text(Decimal),
-    ("NUMERIC", "numeric", finite_decimal): _cast_from_text(Decimal),  # money, cast to numeric
-    ("DATE", "native", None): _cast_from_text(_pg_date),
-    ("DATETIME", "native", None): _cast_from_text(_pg_datetime),
-    ("TIMESTAMP", "native", None): _cast_from_text(_pg_datetime),  # in a UTC session only
-    ("JSON", "text", json_text): _json,
-    ("BYTES", "native", None): _bytes,
+# A column without a converter holds psycopg2's own value, which COPY's text gives back this way, by
+# (BigQuery type, read mode); a converter declares its own form (`Converter.pg_copy`, in the type
+# map). Anything else keeps the table on the generic path.
+_PLAIN: dict[tuple[str, ReadMode], _Rule] = {
+    ("INT64", "native"): _parsed(pa.int64()),
+    ("FLOAT64", "raw"): _parsed(pa.float64()),
+    ("BOOL", "native"): _parsed(pa.bool_()),
+    ("STRING", "native"): _parsed(pa.string()),
+    ("STRING", "raw"): _parsed(pa.string()),
+    ("STRING", "text"): _parsed(pa.string()),
+    ("DATE", "native"): _from_text(cast_from_text(_pg_date)),
+    ("DATETIME", "native"): _from_text(cast_from_text(_pg_datetime)),
+    ("TIMESTAMP", "native"): _from_text(cast_from_text(_pg_datetime)),  # in a UTC session only
+    ("BYTES", "native"): _bytes,
 }
 
 
@@ -273,24 +262,16 @@ def _finish(array: pa.Array, column: _CopyColumn, nulled: NulledValues) -> pa.Ar
         return _compact_jsonb(array, column.field.column, nulled)
     if pa.types.is_string(array.type):
         array = _unescaped(array)
-    if column.json:
-        return json_column(array, column.field.column, nulled)
     if column.per_value is not None:
-        return fast_column_array(array.to_pylist(), column.field.column, column.per_value, nulled)
-    if column.cast is not None:
-        return _cast_or_generic(array, column, nulled)
+        return column_array(array.to_pylist(), column.field.column, column.per_value, nulled)
+    if column.form is not None:
+        # A text the form refuses (NaN, ±infinity, BC, year 10000: what psycopg2, so the generic
+        # path, cannot hold either) sends this block's column through the generic batch builder,
+        # fed with what psycopg2 returns for each text, so it is NULLed and counted exactly alike.
+        convert = column.field.target.convert
+        return from_text(array, column.form, column.field.column,
+                         None if convert is None else convert.per_value, nulled)
     return array
-
-
-def _cast_or_generic(array: pa.Array, column: _CopyColumn, nulled: NulledValues) -> pa.Array:
-    assert column.cast is not None and column.driver_value is not None
-    try:
-        return array.cast(column.cast)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # A value the driver cannot hold either: this block's column takes the generic path, fed
-        # with what psycopg2 returns for each text, so it is NULLed and counted exactly alike.
-        driver = [None if text is None else column.driver_value(text) for text in array.to_pylist()]
-        return column_array(driver, column.field.column, column.field.convert, nulled)
 
 
 def _unescaped(array: pa.Array) -> pa.Array:

@@ -13,14 +13,23 @@ from psycopg2 import extensions as pgext
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql as pg
 
+from worker.classify import DriverMarkers
 from worker.messages import ConnectionParams
 from worker.sources import pg_copy
 from worker.sources import typemap as tm
-from worker.sources.converters import Unrepresentable, finite_decimal
-from worker.sources.fastpath import FastRead
-from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect, server_url
+from worker.sources.arrays import Unrepresentable
+from worker.sources.converters import finite_decimal
+from worker.sources.dialect import CONNECT_TIMEOUT_S, Clock, FastRead, SqlDialect, server_url
 
 _INFINITE = frozenset({"infinity", "-infinity"})
+# psycopg2's driver errors (PostgreSQL's messages, lower-cased) that say more than their class.
+ERROR_MARKERS = DriverMarkers(
+    # "password authentication failed", and the other methods': "Ident/PAM/LDAP/... authentication
+    # failed"; no pg_hba.conf line for this user; 'role "x" does not exist' at login.
+    auth=("authentication failed", "no pg_hba.conf entry", 'role "'),
+    unknown_database=(('database "', "does not exist"),),
+    missing_object=("does not exist",),  # relation / schema "x" does not exist
+)
 
 
 def _lenient(base: Any) -> Any:
@@ -113,6 +122,7 @@ class PostgresDialect(SqlDialect):
     types = TYPES
     examples = EXAMPLES
     losses = LOSSES
+    error_markers = ERROR_MARKERS
 
     def url(self, params: ConnectionParams) -> sa.URL:
         return server_url("postgresql+psycopg2", params)

@@ -1,8 +1,10 @@
 """The generic Source on SQLAlchemy 2 Core: one read-only snapshot of one reflected table.
 
-Dialect modules supply what differs (`SqlDialect`): the URL, how to open a consistent read-only
-snapshot and read the database's clock in it, per-connection driver setup, and type-table entries.
-Everything else is here: reflection, the column mapping, window planning, COUNT(*) and streaming.
+Dialect modules supply what differs (`worker.sources.dialect.SqlDialect`): the URL, how to open a
+consistent read-only snapshot and read the database's clock in it, per-connection driver setup,
+type-table entries, a fast reader, and what their driver's error texts mean. Everything else is
+here: reflection, the column mapping, window planning, COUNT(*) and streaming. Every call into the
+driver runs inside `driver_errors`, so an error leaving the source carries its dialect's reading.
 
 Queries are built with SQLAlchemy constructs only; identifiers are never pasted into SQL text.
 The snapshot owns one connection. On MySQL a connection can have only one open streaming result,
@@ -14,31 +16,29 @@ from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 from sqlalchemy.types import NullType, TypeEngine
 
 from worker.columns import Column, arrow_schema
 from worker.errors import ConfigurationError, SourceSchemaError, UnsupportedTypeError
-from worker.messages import ConnectionParams, EtlRunRequest
+from worker.messages import EtlRunRequest
 from worker.modes import mode_of
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
-from worker.sources.fastpath import FastField, FastRead, fast_column_array, gc_paused
-from worker.sources.typemap import Loss, Target, TypeExample, TypeTable, loads_exact, lookup
+from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
+from worker.sources.fastpath import fast_column_array, gc_paused
+from worker.sources.typemap import Target, TypeTable, lookup
 from worker.window import CursorValue, Window
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10
 CursorKind = Literal["naive", "zoned", "date", "integer"]
 _CURSOR_KINDS: dict[str, CursorKind] = {
     "DATETIME": "naive",
@@ -53,75 +53,6 @@ _Bound = TypeVar("_Bound", datetime, date, int)
 _PlannedBounds = tuple[CursorValue | None, CursorValue]
 
 
-@dataclass(frozen=True)
-class Clock:
-    """The database's clock, read inside the snapshot."""
-
-    zoned: datetime  # aware, UTC
-    local: datetime  # naive wall clock in the session's default time zone
-
-
-class SqlDialect(ABC):
-    """What one database family does differently. Subclasses live in the dialect modules."""
-
-    name: ClassVar[str]
-    types: ClassVar[TypeTable] = {}
-    examples: ClassVar[tuple[TypeExample, ...]] = ()  # documented rows (docs/types.md)
-    losses: ClassVar[tuple[Loss, ...]] = ()  # documented values that do not survive (docs/types.md)
-
-    @abstractmethod
-    def url(self, params: ConnectionParams) -> sa.URL:
-        """The connection URL (built with sa.URL.create; its repr hides the password)."""
-
-    def engine_options(self) -> dict[str, Any]:
-        """Extra create_engine() keyword arguments (connect_args, isolation_level)."""
-        return {}
-
-    def on_connect(self, dbapi_conn: Any) -> None:
-        """Per DB-API connection setup, before SQLAlchemy uses it (typecasters, transaction mode)."""
-        return None
-
-    @abstractmethod
-    def open_snapshot(self, conn: sa.Connection) -> Clock:
-        """Start the consistent read-only transaction on a fresh connection; read the clock in it."""
-
-    def refine_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, TypeEngine[Any]]:
-        """Column types that reflection gets wrong, by column name (MariaDB JSON is LONGTEXT)."""
-        return {}
-
-    def cursor_param(self, value: CursorValue) -> object:
-        """A window bound as the driver should receive it."""
-        return value
-
-    def cursor_expr(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        """The cursor column as the window compares it (SQLite: a normalised text)."""
-        return column
-
-    def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
-        """The generic path's exact batches read a faster way (PostgreSQL COPY), or None."""
-        return None
-
-    def create_engine(self, params: ConnectionParams) -> sa.Engine:
-        # NullPool: the snapshot's one connection is really closed on exit, never pooled.
-        engine = sa.create_engine(
-            self.url(params), poolclass=NullPool, json_deserializer=loads_exact, **self.engine_options()
-        )
-        sa.event.listen(engine, "connect", lambda dbapi_conn, _record: self.on_connect(dbapi_conn))
-        return engine
-
-
-def server_url(driver: str, params: ConnectionParams, **query: str) -> sa.URL:
-    """host/port/database/user/password as a URL for a database server (repr hides the password)."""
-    return sa.URL.create(
-        driver, username=params.username, password=password_of(params), host=params.host,
-        port=params.port, database=params.database, query=query,
-    )
-
-
-def password_of(params: ConnectionParams) -> str | None:
-    return params.password.get_secret_value() if params.password is not None else None
-
-
 class SqlAlchemySource:
     """A `Source` for one dialect."""
 
@@ -134,12 +65,15 @@ class SqlAlchemySource:
     def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemySnapshot]:
         """Connect, open the snapshot, reflect the table; close everything on exit."""
         started = time.monotonic()
-        # A password reference (env, file, Secret Manager) becomes the password only here.
-        engine = self.dialect.create_engine(self._secrets.resolved(request.connection_params))
+        with driver_errors(self.dialect):
+            # A password reference (env, file, Secret Manager) becomes the password only here.
+            engine = self.dialect.create_engine(self._secrets.resolved(request.connection_params))
         try:
-            with engine.connect() as conn:
-                clock = self.dialect.open_snapshot(conn)
-                layout = _Layout.reflect(conn, self.dialect, request)
+            with ExitStack() as closing:  # the connection stays open while the caller reads
+                with driver_errors(self.dialect):
+                    conn = closing.enter_context(engine.connect())
+                    clock = self.dialect.open_snapshot(conn)
+                    layout = _Layout.reflect(conn, self.dialect, request)
                 log.info(
                     "source snapshot open: %s %s, %d columns (%.2fs)",
                     self.name,
@@ -155,15 +89,6 @@ class SqlAlchemySource:
 
 # --- reflection ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Field:
-    """A selected column: what it becomes, how to convert it, and what the SELECT reads."""
-
-    column: Column
-    target: Target
-    expr: sa.ColumnElement[Any]
-
-
-@dataclass(frozen=True)
 class _Cursor:
     column: sa.ColumnElement[Any]
     kind: CursorKind
@@ -173,7 +98,7 @@ class _Cursor:
 class _Layout:
     table: sa.Table
     qualified: str
-    fields: tuple[_Field, ...]
+    fields: tuple[Field, ...]
     cursor: _Cursor | None
     key: tuple[str, ...] = ()  # a merge run's key columns (source names): the request's, else the PK
 
@@ -211,10 +136,10 @@ class _Mapper:
     types: TypeTable
     sa_dialect: sa.Dialect
 
-    def field(self, name: str) -> _Field:
+    def field(self, name: str) -> Field:
         col, sa_type, source_type, target = self._resolve(name)
         column = Column(name, source_type, target.arrow_type, target.bq_type, target.repeated)
-        return _Field(column, target, _read_expr(col, sa_type, target).label(name))
+        return Field(column, target, _read_expr(col, sa_type, target).label(name))
 
     def cursor(self, name: str) -> _Cursor:
         col, _, source_type, target = self._resolve(name)
@@ -318,7 +243,6 @@ class SqlAlchemySnapshot:
         self._layout = layout
         self._clock = clock
         self._columns = tuple(f.column for f in layout.fields)
-        self._schema = arrow_schema(self._columns)
         self._streaming = False
         self._nulled = nulled or NulledValues()
 
@@ -347,7 +271,8 @@ class SqlAlchemySnapshot:
         cursor = self._require_cursor()
         self._check_idle()
         texts = [text for text in lows if text]
-        low, high = self._plan(cursor, texts, timedelta(seconds=lag_s))
+        with driver_errors(self._dialect):
+            low, high = self._plan(cursor, texts, timedelta(seconds=lag_s))
         window = Window(column=cursor.column.name, low=low, high=high)
         log.info("window planned on %s: [%s, %s)", window.column, window.low_text, window.high_text)
         return window
@@ -355,49 +280,67 @@ class SqlAlchemySnapshot:
     def count_rows(self, window: Window | None) -> int:
         self._check_idle()
         query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._where(window))
-        return int(self._conn.execute(query).scalar_one())
+        with driver_errors(self._dialect):
+            return int(self._conn.execute(query).scalar_one())
 
     def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        read = self._read_of(self._layout.fields, tuple(self._where(window)), batch_rows, self._nulled)
+        yield from self._stream(read, "rows")
+        if self._nulled.counts:
+            log.warning("values BigQuery cannot hold, loaded as NULL, per column of %s: %s",
+                        self._layout.qualified, self._nulled.counts)
+
+    def column(self, source_name: str) -> Column:
+        return self._field(source_name).column
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        if not self._layout.key:
+            raise ConfigurationError(
+                f"{self._layout.qualified} has no primary key: give the request's primary_key")
+        return tuple(self.column(name) for name in self._layout.key)
+
+    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row's key, read like the rows themselves (same snapshot, same conversions, the
+        same fast readers); its own NULL counts, so values_nulled stays about the rows."""
+        fields = tuple(self._field(name) for name in self._layout.key)
+        if not fields:
+            raise ConfigurationError(f"{self._layout.qualified} has no primary key to read")
+        read = self._read_of(fields, (), batch_rows, NulledValues(strict=self._nulled.strict))
+        yield from self._stream(read, "keys")
+
+    def _read_of(self, fields: tuple[Field, ...], where: tuple[sa.ColumnElement[bool], ...],
+                 batch_rows: int, nulled: NulledValues) -> FastRead:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
+        schema = arrow_schema(tuple(f.column for f in fields))
+        return FastRead(self._conn, self._layout.table, fields, where, schema, batch_rows, nulled)
+
+    def _stream(self, read: FastRead, what: str) -> Iterator[pa.RecordBatch]:
+        """The dialect's fast reader when it carries every field exactly, else the generic one."""
         self._check_idle()
-        query = (
-            sa.select(*(f.expr for f in self._layout.fields))
-            .select_from(self._layout.table)
-            .where(*self._where(window))
-            .execution_options(stream_results=True, yield_per=batch_rows)  # server-side cursor
-        )
         self._streaming = True
         rows = batches = 0
         try:
-            for batch in self._stream(query, window, batch_rows):
-                rows, batches = rows + batch.num_rows, batches + 1
-                yield batch
+            with driver_errors(self._dialect):
+                fast = self._dialect.fast_batches(read)
+                for batch in fast if fast is not None else self._generic(read):
+                    rows, batches = rows + batch.num_rows, batches + 1
+                    yield batch
         finally:
             self._streaming = False
-            log.info("read %d rows in %d batches from %s", rows, batches, self._layout.qualified)
-            if self._nulled.counts:
-                log.warning("values BigQuery cannot hold, loaded as NULL, per column of %s: %s",
-                            self._layout.qualified, self._nulled.counts)
+            log.info("read %d %s in %d batches from %s", rows, what, batches, self._layout.qualified)
 
-    def _stream(self, query: sa.Select[Any], window: Window | None, batch_rows: int,
-                ) -> Iterator[pa.RecordBatch]:
-        """The dialect's fast reader when it carries every column exactly, else the generic one."""
-        fast = self._dialect.fast_batches(self._fast_read(window, batch_rows))
-        if fast is not None:
-            yield from fast
-            return
+    def _generic(self, read: FastRead) -> Iterator[pa.RecordBatch]:
+        query = (
+            sa.select(*(f.expr for f in read.fields))
+            .select_from(read.table)
+            .where(*read.where)
+            .execution_options(stream_results=True, yield_per=read.batch_rows)  # server-side cursor
+        )
         with gc_paused(), self._conn.execute(query) as result:
             for partition in result.partitions():
-                yield self._to_batch(partition)
-
-    def _fast_read(self, window: Window | None, batch_rows: int) -> FastRead:
-        fields = tuple(
-            FastField(f.column, f.target.convert, f.target.bq_type, f.target.read, f.target.repeated, f.expr)
-            for f in self._layout.fields
-        )
-        return FastRead(self._conn, self._layout.table, fields, tuple(self._where(window)), self._schema,
-                        batch_rows, self._nulled)
+                yield self._to_batch(partition, read)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta) -> _PlannedBounds:
@@ -425,48 +368,20 @@ class SqlAlchemySnapshot:
             conditions.append(col >= self._dialect.cursor_param(window.low))
         return conditions
 
-    def column(self, source_name: str) -> Column:
-        return self._field(source_name).column
-
-    @property
-    def key_columns(self) -> tuple[Column, ...]:
-        if not self._layout.key:
-            raise ConfigurationError(
-                f"{self._layout.qualified} has no primary key: give the request's primary_key")
-        return tuple(self.column(name) for name in self._layout.key)
-
-    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Every row's key, read like the rows themselves (same snapshot, same conversions)."""
-        self._check_idle()
-        fields = tuple(self._field(name) for name in self._layout.key)
-        query = (
-            sa.select(*(f.expr for f in fields)).select_from(self._layout.table)
-            .execution_options(stream_results=True, yield_per=batch_rows)
-        )
-        schema = arrow_schema(tuple(f.column for f in fields))
-        self._streaming = True
-        try:
-            with gc_paused(), self._conn.execute(query) as result:
-                for partition in result.partitions():
-                    yield self._to_batch(partition, fields, schema)
-        finally:
-            self._streaming = False
-
-    def _field(self, source_name: str) -> _Field:
+    def _field(self, source_name: str) -> Field:
         for field in self._layout.fields:
             if field.column.name == source_name:
                 return field
         raise SourceSchemaError(f"column {source_name!r} of {self._layout.qualified} is not loaded "
                                 "(add it to selected_columns)")
 
-    def _to_batch(self, rows: Sequence[sa.Row[Any]], fields: tuple[_Field, ...] | None = None,
-                  schema: pa.Schema | None = None) -> pa.RecordBatch:
+    def _to_batch(self, rows: Sequence[sa.Row[Any]], read: FastRead) -> pa.RecordBatch:
         by_column = zip(*rows, strict=True)  # transpose: convert and build each column at once
         arrays = [
-            fast_column_array(values, f.column, f.target.convert, self._nulled)
-            for values, f in zip(by_column, fields or self._layout.fields, strict=True)
+            fast_column_array(values, f.column, f.target.convert, read.nulled)
+            for values, f in zip(by_column, read.fields, strict=True)
         ]
-        return pa.RecordBatch.from_arrays(arrays, schema=schema or self._schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
 
     def _require_cursor(self) -> _Cursor:
         if self._layout.cursor is None:

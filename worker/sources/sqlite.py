@@ -9,6 +9,7 @@ SQLite's own functions write them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import partial
@@ -20,15 +21,28 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeEngine
 
+from worker.classify import DriverMarkers
 from worker.errors import ConfigurationError
 from worker.messages import ConnectionParams
 from worker.sources import typemap as tm
-from worker.sources.converters import Converter, bool_from_int
-from worker.sources.sqlalchemy_source import CONNECT_TIMEOUT_S, Clock, SqlDialect
+from worker.sources.columnar import ISO_DATE, ISO_DATETIME, all_of, decimals_from_numbers, iso_text
+from worker.sources.converters import (
+    Converter,
+    bool_from_int,
+    columnar_only,
+    decimal_text,
+    finite_decimal,
+    per_value_only,
+)
+from worker.sources.dialect import CONNECT_TIMEOUT_S, Clock, SqlDialect
 from worker.window import CursorValue
 
+# sqlite3's errors (SQLite's messages, lower-cased) that say more than their class.
+ERROR_MARKERS = DriverMarkers(missing_object=("no such table",), not_a_database=("file is not a database",))
 
-def datetime_from_text(value: Any) -> datetime | None:
+
+# --- converters (each declared with its fast forms; SQLite has no fast reader of its own) ----------
+def _datetime_from_text(value: Any) -> datetime | None:
     """A naive datetime from ISO text; an offset converts to UTC; anything else is NULL."""
     if not isinstance(value, str):
         return None
@@ -39,12 +53,12 @@ def datetime_from_text(value: Any) -> datetime | None:
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def date_from_text(value: Any) -> date | None:
-    moment = datetime_from_text(value)
+def _date_from_text(value: Any) -> date | None:
+    moment = _datetime_from_text(value)
     return None if moment is None else moment.date()
 
 
-def time_from_text(value: Any) -> time | None:
+def _time_from_text(value: Any) -> time | None:
     if not isinstance(value, str):
         return None
     try:
@@ -58,7 +72,7 @@ def of_class(kind: type[Any], value: Any) -> Any:
     return value if type(value) is kind else None
 
 
-def float_value(value: Any) -> float | None:
+def _float_value(value: Any) -> float | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value) if float(value) == value else None  # huge ints lose digits as floats
     return value if isinstance(value, float) else None
@@ -78,26 +92,41 @@ def decimal_value(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _then(second: Converter | None, value: Any) -> Any:
+def _then(second: Callable[[Decimal], Any], value: Any) -> Any:
     number = decimal_value(value)
-    return number if number is None or second is None else second(number)
+    return number if number is None else second(number)
+
+
+def stored_as(kind: type[Any]) -> Converter:
+    """of_class(kind): a value stored with exactly that storage class passes unchanged."""
+    return columnar_only(partial(of_class, kind), all_of(kind))
+
+
+float_value = columnar_only(_float_value, all_of(float))
+datetime_from_text = columnar_only(_datetime_from_text, iso_text(ISO_DATETIME))
+date_from_text = columnar_only(_date_from_text, iso_text(ISO_DATE))
+time_from_text = per_value_only(_time_from_text)
+# The generic decimal converters, fed from the stored value (decimal_value first).
+stored_decimal = columnar_only(partial(_then, finite_decimal.per_value), decimals_from_numbers)
+stored_decimal_text = per_value_only(partial(_then, decimal_text.per_value))
+_STORED_NUMBERS = {"NUMERIC": stored_decimal, "BIGNUMERIC": stored_decimal, "STRING": stored_decimal_text}
 
 
 def numeric_rule(sa_type: TypeEngine[Any], resolve: tm.Resolver) -> tm.Target:
     """The generic NUMERIC/BIGNUMERIC/STRING choice, fed from the raw stored value: SQLAlchemy's
     processing would round a REAL to the declared scale and fails on text."""
     chosen = tm.numeric_rule(sa_type, resolve)
-    return tm.target(chosen.bq_type, convert=partial(_then, chosen.convert), read="raw")
+    return tm.target(chosen.bq_type, convert=_STORED_NUMBERS[chosen.bq_type], read="raw")
 
 
 # SQLite stores any value in any column: each rule reads the raw stored value and keeps it only when
 # it fits the declared type (anything else is a value BigQuery cannot hold in that column).
 TYPES: tm.TypeTable = {
-    sqltypes.Integer: tm.target("INT64", convert=partial(of_class, int), read="raw"),
+    sqltypes.Integer: tm.target("INT64", convert=stored_as(int), read="raw"),
     sqltypes.Float: tm.target("FLOAT64", convert=float_value, read="raw"),
     sqltypes.Numeric: numeric_rule,
-    sqltypes.String: tm.target("STRING", convert=partial(of_class, str), read="raw"),
-    sqltypes._Binary: tm.target("BYTES", convert=partial(of_class, bytes), read="raw"),
+    sqltypes.String: tm.target("STRING", convert=stored_as(str), read="raw"),
+    sqltypes._Binary: tm.target("BYTES", convert=stored_as(bytes), read="raw"),
     sqltypes.Boolean: tm.target("BOOL", convert=bool_from_int, read="raw"),
     sqltypes.DateTime: tm.target("DATETIME", convert=datetime_from_text, read="raw"),
     sqltypes.Date: tm.target("DATE", convert=date_from_text, read="raw"),
@@ -142,6 +171,7 @@ class SQLiteDialect(SqlDialect):
     types = TYPES
     examples = EXAMPLES
     losses = LOSSES
+    error_markers = ERROR_MARKERS
 
     def url(self, params: ConnectionParams) -> sa.URL:
         path = Path(params.database).expanduser()

@@ -34,8 +34,9 @@ from worker.sources.converters import (
     decimal_text,
     finite_decimal,
     json_text,
-    list_converter,
+    list_of,
     loads_exact,
+    uuid_text,
 )
 
 # How the SELECT reads a column: "native" through SQLAlchemy's result processing for the type;
@@ -54,9 +55,16 @@ class Target:
 
     arrow_type: pa.DataType  # always bq_arrow_type(bq_type, repeated): see `target`
     bq_type: str
-    convert: Converter | None = None  # applied to non-NULL values only; None: values pass as read
+    # Applied to non-NULL values only; None: values pass as read. A `Converter` declares its fast
+    # forms with it, so a bare function is refused: no reader could know how to reproduce it.
+    convert: Converter | None = None
     read: ReadMode = "native"
     repeated: bool = False  # BigQuery REPEATED: arrow_type is a list type
+
+    def __post_init__(self) -> None:
+        if self.convert is not None and not isinstance(self.convert, Converter):
+            raise TypeError(f"{self.convert!r} is not a Converter: declare its fast forms with it "
+                            "(worker.sources.converters)")
 
 
 def target(bq_type: str, convert: Converter | None = None, read: ReadMode = "native") -> Target:
@@ -95,7 +103,7 @@ BOOL = target("BOOL")
 BOOL_FROM_INT = target("BOOL", convert=bool_from_int)
 STRING = target("STRING")
 STRING_RAW = target("STRING", read="raw")  # enums: the driver's text, unvalidated
-STRING_OF = target("STRING", convert=str)  # uuid.UUID and similar objects
+STRING_OF = target("STRING", convert=uuid_text)  # uuid.UUID
 STRING_CAST = target("STRING", read="text")
 BYTES = target("BYTES")
 DATE = target("DATE")
@@ -144,7 +152,7 @@ def array_rule(sa_type: TypeEngine[Any], resolve: Resolver) -> Target | None:
     return Target(
         pa.list_(item.arrow_type),
         item.bq_type,
-        convert=partial(list_converter, item.convert),
+        convert=list_of(item.convert),
         read=item.read if item.read in ("text", "numeric") else "native",  # cast as an array of it
         repeated=True,
     )

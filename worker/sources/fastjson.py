@@ -1,0 +1,179 @@
+"""JSON in bulk, with exactly `json_text`'s results (docs/performance.md, changes 3 and 8).
+
+Profiles of the generic path showed JSON re-serialisation in pure Python (`_encode_exact` for any
+document holding a non-integer number) taking most of the time. Here documents are proven to be
+json_text's output already (once compacted) by orjson, a block at a time, and the rest go through
+`fast_json_text`, which gives json_text's output with the C encoder. Whatever cannot be proven goes
+to `jsontext.json_text` itself.
+
+Used by every path: the generic path (the `json_text` converter's twin), PostgreSQL COPY and the
+raw MySQL reader (its text form). Knows no reader and no dialect (docs/sources.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, cast
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from worker.columns import Column
+from worker.sources.arrays import NulledValues, column_array
+from worker.sources.columnar import kinds
+from worker.sources.jsontext import JSON_MAX_DEPTH, bigquery_json_number, json_text, too_deep
+
+# A character that JSON text from the source must not contain (else: the generic converter); it
+# marks non-integer numbers so that C's json.dumps writes them verbatim.
+_MARK = "\ue000"
+# An integer of at most 18 digits is always an INT64; a longer digit run anywhere (even inside a
+# string: the check is conservative) sends the document to the generic converter.
+_LONG_DIGIT_RUN = re.compile(r"[0-9]{19}")
+
+
+class _Unfit(Exception):
+    """A number BigQuery JSON cannot hold: the generic converter decides (it returns None)."""
+
+
+def _marked_number(text: str) -> str:
+    number = Decimal(text)
+    # Up to 15 digits without an exponent always survive FLOAT64; anything else gets the exact check.
+    if (len(text) > 16 or "e" in text or "E" in text) and not bigquery_json_number(number):
+        raise _Unfit(text)
+    return _MARK + str(number) + _MARK
+
+
+def fast_json_text(text: str | bytes) -> str | None:
+    """`jsontext.json_text`, same output, without the pure-Python encoder for non-integers.
+
+    json_text decodes with Decimal floats, checks every number fits BigQuery JSON, and re-encodes
+    compactly, writing Decimals with str(). Here floats become marked strings, which the C encoder
+    writes quoted; removing the quotes and marks leaves str(Decimal) exactly where json_text puts it.
+    """
+    if not isinstance(text, str) or _MARK in text or _LONG_DIGIT_RUN.search(text) or too_deep(text):
+        return json_text(text)
+    try:
+        value = _DECODER.decode(text)
+    except _Unfit:
+        return None
+    except ValueError:
+        return json_text(text)  # whatever json_text makes of invalid JSON
+    out = _ENCODER.encode(value)
+    if _MARK in out:
+        out = out.replace('"' + _MARK, "").replace(_MARK + '"', "")
+    return out
+
+
+# Built once: json.loads/dumps with arguments build a new decoder/encoder on every call.
+_DECODER = json.JSONDecoder(parse_float=_marked_number)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+# JSON that json_text gives back as the document itself once the space after each separator goes
+# (jsonb's and MySQL's own spelling, `{"a": 1, "b": [2, 3]}`): a document that orjson parses, whose
+# canonical form (orjson.dumps) is that compacted text, numbers aside. orjson's canonical form has no
+# whitespace, one value per key (a repeated key is dropped, as json_text drops it), and the strings
+# as written when they hold no escape; so equality, digits ignored, proves the document valid, its
+# keys unique, no other whitespace, no separator inside a string. The numbers stay as written, which
+# is how json_text writes them unless _RISKY_JSON says otherwise: more than 15 digits (the exact
+# check), an exponent or a tiny number (str(Decimal) writes 1E+2, 1E-7), -0 (written 0). A backslash
+# (an escape orjson might spell differently from json) or a control character goes to json_text too.
+_RISKY_JSON = r"[0-9.]{16,}|0\.000000|-0[^.0-9]|-0$|[0-9.][eE]|[eE][+-]?[0-9]|\\|[\x00-\x1f]"
+_NUMBER_CHARS = b"0123456789.eE+-"
+
+
+def json_texts(values: Sequence[Any], column: Column, nulled: NulledValues) -> pa.Array:
+    """column_array(values, column, json_text, nulled), same result: the `json_text` converter's twin
+    on the generic path (never None: what it cannot prove in bulk it converts per value itself)."""
+    if not kinds(values) <= {str}:
+        return column_array(values, column, fast_json_text, nulled)
+    return json_column(pa.array(values, type=pa.string()), column, nulled, values)
+
+
+def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
+                values: Sequence[Any] | None = None) -> pa.Array:
+    """json_text of each of these texts (NULL and counted when it says None): a document whose
+    compacted text is provably json_text's output keeps it; the others go through fast_json_text."""
+    if values is None:
+        values = texts.to_pylist()
+    compact = pc.replace_substring(pc.replace_substring(texts, ", ", ","), ": ", ":")
+    exact = _compact_is_exact(values, texts, compact.to_pylist())
+    others = [i for i, keep in enumerate(exact) if not keep and values[i] is not None]
+    if not others:
+        return compact
+    converted: list[str | None] = []
+    mask = [False] * len(values)
+    for i in others:
+        converted.append(fast_json_text(values[i]))
+        if converted[-1] is None:
+            nulled.record(column, values[i])
+        mask[i] = True
+    return pc.replace_with_mask(compact, pa.array(mask), pa.array(converted, type=pa.string()))
+
+
+def _compact_is_exact(values: Sequence[str | None], texts: pa.Array, compact: list[str | None]) -> list[bool]:
+    """Per document: is its compacted text what json_text returns? (False: json_text decides.)"""
+    risky = pc.or_(pc.match_substring_regex(texts, pattern=_RISKY_JSON), maybe_too_deep(texts))
+    plain: list[bool] = pc.fill_null(pc.invert(risky), False).to_pylist()
+    if all(plain):  # the common case: no list to build
+        return _canonical_mask(cast(list[str], values), cast(list[str], compact))
+    chosen = [i for i, keep in enumerate(plain) if keep]
+    if not chosen:
+        return plain
+    exact = _canonical_mask([cast(str, values[i]) for i in chosen], [cast(str, compact[i]) for i in chosen])
+    for i, keep in zip(chosen, exact, strict=True):
+        plain[i] = keep
+    return plain
+
+
+def maybe_too_deep(texts: pa.Array) -> pa.Array:
+    """Documents that might nest deeper than BigQuery allows (json_text counts exactly): more
+    openings than the limit; only a text longer than the limit can have that many."""
+    long = pc.fill_null(pc.greater(pc.binary_length(texts), JSON_MAX_DEPTH), False)
+    if not pc.any(long).as_py():
+        return long
+    openings = pc.add(pc.count_substring(texts, "["), pc.count_substring(texts, "{"))
+    return pc.fill_null(pc.greater(openings, JSON_MAX_DEPTH), False)
+
+
+# Documents are checked a block at a time: one JSON array holding them all, a sentinel string
+# between each two, parsed and written back by orjson in one call each. The sentinel's escape
+# cannot occur in a document (a backslash is risky), so it marks where each document starts and
+# ends on both sides.
+_SENTINEL = "\x00"
+_SENTINEL_TEXT = ',"\\u0000",'
+_SMALLEST_SPLIT = 8
+
+
+def _canonical_mask(docs: list[str], compacted: list[str]) -> list[bool]:
+    """Per document: does orjson parse it and write back its compacted text, digits aside? A block
+    that fails is halved until the documents that fail are found one by one."""
+    if _all_canonical(docs, compacted):
+        return [True] * len(docs)
+    if len(docs) == 1:
+        return [False]
+    if len(docs) <= _SMALLEST_SPLIT:
+        return [_all_canonical([doc], [text]) for doc, text in zip(docs, compacted, strict=True)]
+    half = len(docs) // 2
+    return _canonical_mask(docs[:half], compacted[:half]) + _canonical_mask(docs[half:], compacted[half:])
+
+
+def _all_canonical(docs: list[str], compacted: list[str]) -> bool:
+    try:
+        parsed = orjson.loads("[" + _SENTINEL_TEXT.join(docs) + "]")
+    except orjson.JSONDecodeError:
+        return False
+    # Each document one value: the sentinels sit exactly between them (a document like `1,2` or
+    # `[1` shifts them).
+    if len(parsed) != 2 * len(docs) - 1 or parsed[1::2] != [_SENTINEL] * (len(docs) - 1):
+        return False
+    try:
+        canonical = orjson.dumps(parsed)
+    except orjson.JSONEncodeError:
+        return False
+    written = ("[" + _SENTINEL_TEXT.join(compacted) + "]").encode()
+    return canonical.translate(None, _NUMBER_CHARS) == written.translate(None, _NUMBER_CHARS)
