@@ -155,19 +155,19 @@ class BigQuerySink:
 
     # --- Sink -----------------------------------------------------------------------------------
     def find_commit(self, run_id: str) -> LedgerEntry | None:
-        self.ensure_ledger()
+        """Reads only: no ledger yet means no commit (a run that fails before staging, e.g. on a
+        column name, leaves the dataset as it was)."""
         return self._target.retry.call(f"ledger lookup of run {run_id}", _read_entry, self._target, run_id)
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The window_high of the most recently committed windowed run of this source + table
         (the greatest, as windows of one table are committed in order), as text; None if none."""
-        self.ensure_ledger()
         query = sql.last_window_high_sql(self._target.table_sql(LEDGER_TABLE))
         params = [
             bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
             bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
         ]
-        rows = self._target.retry.call("ledger window lookup", self._target.rows, query, params)
+        rows = self._target.retry.call("ledger window lookup", _ledger_rows, self._target, query, params)
         return str(rows[0]["window_high"]) if rows else None
 
     def recent_entries(self, limit: int, data_source_id: int | None = None) -> list[LedgerEntry]:
@@ -384,8 +384,16 @@ def _key_columns(columns: tuple[Column, ...], apply: sql.Apply) -> tuple[Column,
 # --- module helpers (each one retried as a unit by the caller's RetryPolicy) ---------------------
 def _read_entry(target: _Target, run_id: str) -> LedgerEntry | None:
     query = sql.find_commit_sql(target.table_sql(LEDGER_TABLE))
-    rows = target.rows(query, [bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
+    rows = _ledger_rows(target, query, [bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
     return sql.entry_from_row(rows[0]) if rows else None
+
+
+def _ledger_rows(target: _Target, query: str, params: Sequence[bigquery.ScalarQueryParameter]) -> list[Any]:
+    """A ledger query's rows; none when there is no dataset or ledger yet (reads never create them)."""
+    try:
+        return target.rows(query, params)
+    except gexc.NotFound:
+        return []
 
 
 def _recent_entries(target: _Target, limit: int, data_source_id: int | None) -> list[LedgerEntry]:
@@ -393,10 +401,7 @@ def _recent_entries(target: _Target, limit: int, data_source_id: int | None) -> 
     params = [bigquery.ScalarQueryParameter("limit", "INT64", limit)]
     if data_source_id is not None:
         params.append(bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id))
-    try:
-        return [sql.entry_from_row(row) for row in target.rows(query, params)]
-    except gexc.NotFound:  # no dataset or ledger yet: nothing has run (a read must not create them)
-        return []
+    return [sql.entry_from_row(row) for row in _ledger_rows(target, query, params)]
 
 
 def _ensure_head(target: _Target, dest_table: str) -> None:

@@ -27,9 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy.types import NullType, TypeEngine
 
 from worker.columns import Column, arrow_schema
-from worker.errors import ConfigurationError, SourceSchemaError, UnsupportedTypeError
+from worker.errors import ColumnNameError, ConfigurationError, SourceSchemaError, UnsupportedTypeError
 from worker.messages import EtlRunRequest
 from worker.modes import mode_of
+from worker.names import column_names
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
 from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
@@ -114,12 +115,23 @@ class _Layout:
         mapper = _Mapper(table, qualified, dialect.refine_types(conn, table), dialect.types, conn.dialect)
         # None (and an empty list, which selects nothing useful) mean every column in table order.
         names = request.selected_columns or [col.name for col in table.columns]
-        fields = tuple(mapper.field(name) for name in names)
+        # Every name problem surfaces here, before the run touches BigQuery (docs/names.md).
+        bq_names = column_names(names, _overrides(table, qualified, request.column_names))
+        fields = tuple(mapper.field(name, bq_names[name]) for name in names)
         cursor = None
         if mode_of(request.load_type).windowed and request.timestamp_column:
             cursor = mapper.cursor(request.timestamp_column)
         key = tuple(request.primary_key or (col.name for col in table.primary_key.columns))
         return cls(table, qualified, fields, cursor, key if mode_of(request.load_type).keyed else ())
+
+
+def _overrides(table: sa.Table, qualified: str, overrides: dict[str, str] | None) -> dict[str, str]:
+    """The request's column_names; one naming a column the table does not have is refused (a typo
+    would otherwise silently do nothing)."""
+    unknown = [name for name in overrides or {} if name not in table.c]
+    if unknown:
+        raise ColumnNameError(f"column_names names {unknown[0]!r}, which is not a column of {qualified}")
+    return dict(overrides or {})
 
 
 def _qualified(schema: str | None, name: str) -> str:
@@ -136,10 +148,12 @@ class _Mapper:
     types: TypeTable
     sa_dialect: sa.Dialect
 
-    def field(self, name: str) -> Field:
+    def field(self, name: str, bq_name: str) -> Field:
+        """The source column `name`, loaded as the BigQuery column `bq_name`."""
         col, sa_type, source_type, target = self._resolve(name)
-        column = Column(name, source_type, target.arrow_type, target.bq_type, target.repeated)
-        return Field(column, target, _read_expr(col, sa_type, target).label(name))
+        column = Column(bq_name, source_type, target.arrow_type, target.bq_type, target.repeated,
+                        source_name=name if bq_name != name else None)
+        return Field(column, target, _read_expr(col, sa_type, target).label(bq_name))
 
     def cursor(self, name: str) -> _Cursor:
         col, _, source_type, target = self._resolve(name)
@@ -370,7 +384,7 @@ class SqlAlchemySnapshot:
 
     def _field(self, source_name: str) -> Field:
         for field in self._layout.fields:
-            if field.column.name == source_name:
+            if (field.column.source_name or field.column.name) == source_name:
                 return field
         raise SourceSchemaError(f"column {source_name!r} of {self._layout.qualified} is not loaded "
                                 "(add it to selected_columns)")
