@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.extract                 # 1M and 5M rows, 3 interleaved rounds, + end to end
     .venv/bin/python -m bench.extract --quick         # 10k rows, 1 round: a smoke run (seconds)
     .venv/bin/python -m bench.extract --rows 1000000 --rounds 5 --paths worker,dump
+    .venv/bin/python -m bench.extract --rows 1000000 --paths worker,worker-measured --no-e2e
+        # the data-quality measures' cost (worker-measured is not among the default paths)
 
 Every path runs in its own process, one after another, round after round (interleaved, so a
 machine that gets busier shifts every path alike); the table shows medians, peak RSS (the maximum

@@ -8,6 +8,7 @@ Peak RSS is measured from outside by the parent (`/usr/bin/time -v`).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import shutil
@@ -30,10 +31,12 @@ Measured = Callable[[argparse.Namespace, Path], int]
 
 
 # --- the worker ----------------------------------------------------------------------------------
-def worker_extract(args: argparse.Namespace, spool: Path) -> int:
+def worker_extract(args: argparse.Namespace, spool: Path, measured: bool = False) -> int:
     """Request → finished Parquet parts, exactly as the runner does (snapshot, COUNT(*), batches,
-    PartWriter), each finished part deleted as the loader would after loading it."""
+    PartWriter), each finished part deleted as the loader would after loading it. `measured`: also
+    the data-quality measures every run takes on its batches (NULL counts, the cursor's range)."""
     from worker.messages import EtlRunRequest
+    from worker.quality import Measures
     from worker.sources import get_source
     from worker.spool import PartWriter
 
@@ -42,12 +45,15 @@ def worker_extract(args: argparse.Namespace, spool: Path) -> int:
         "source_table_name": args.table, "dest_table_name": "bench", "load_type": "catalog",
         "connection_params": connection_params(args.url),
     })
+    measures = Measures(cursor="created_at" if measured else None)
     with get_source(args.dialect).snapshot(request) as snapshot:
         expected = snapshot.count_rows(None)
         rows = 0
         with PartWriter(snapshot.columns, part_rows=args.part_rows, spool_dir=spool) as parts:
             for batch in snapshot.iter_batches(None, args.batch_rows):
                 rows += batch.num_rows
+                if measured:
+                    measures.add(batch)
                 _drop_parts(parts.write(batch))
             _drop_parts(parts.finish())
     if rows != expected:
@@ -184,6 +190,7 @@ def _dlt_url(args: argparse.Namespace) -> str:
 
 PATHS: dict[str, Measured] = {
     "worker": worker_extract,
+    "worker-measured": functools.partial(worker_extract, measured=True),
     "keys": worker_keys,
     "naive": naive_loop,
     "raw": raw_fetch,

@@ -73,6 +73,11 @@ class DataRejectedError(PermanentError):
     """BigQuery rejected the data itself (invalid values, schema mismatch in a load)."""
 
 
+class DataQualityError(PermanentError):
+    """A data-quality rule with on_violation `fail` was violated: nothing is committed; the message
+    names the rule, the column, the measured and the allowed value."""
+
+
 class VerificationError(PermanentError):
     """Counts disagree (extracted vs staged vs the source's COUNT): nothing is committed."""
 

@@ -56,6 +56,8 @@ class LedgerEntry:
     keys_extracted: int | None = None
     # The request's opaque context, echoed in every run.completed (so also in repeats).
     context: Mapping[str, Any] | None = None
+    # What the run measured on its rows and the quality rules it violated (worker/quality.py).
+    quality: Mapping[str, Any] | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)

@@ -100,6 +100,40 @@ class ConnectionParams(_Request):
         return self
 
 
+RuleName = Literal[
+    "min_rows", "max_null_fraction", "unique", "max_row_count_change", "max_cursor_age_seconds"]
+
+
+class QualityRule(_Request):
+    """One data-quality rule (docs/quality.md). `value` is the bound: the least rows; the greatest NULL
+    fraction (0..1); the greatest relative change of the row count against the previous committed
+    run of the table (0.5: ±50 %); the greatest age in seconds of the newest cursor value."""
+
+    rule: RuleName
+    value: float = Field(0, ge=0, description="The bound (unused by unique).")
+    column: SourceIdentifier | None = Field(None, description="max_null_fraction: the source column.")
+    columns: list[SourceIdentifier] | None = Field(
+        None, min_length=1, max_length=MAX_KEY_COLUMNS, description="unique: the source columns.")
+    on_violation: Literal["warn", "fail"] = Field(
+        "fail", description="warn: commit and report; fail: commit nothing (a permanent run.failed).")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _needs(self) -> QualityRule:
+        if self.rule == "max_null_fraction" and (self.column is None or self.value > 1):
+            raise ValueError("max_null_fraction needs a column and a value between 0 and 1")
+        if self.rule == "unique" and not self.columns:
+            raise ValueError("unique needs columns")
+        if (self.column is not None and self.rule != "max_null_fraction") or (
+                self.columns is not None and self.rule != "unique"):
+            raise ValueError(f"{self.rule} takes no column(s)")
+        return self
+
+
 class EtlRunRequest(_Request):
     """`etl-run-requested`: run one table's ETL once. The origin's job-config fields, versioned."""
 
@@ -154,6 +188,10 @@ class EtlRunRequest(_Request):
         None, description="Opaque JSON object (at most 4 KiB as JSON) echoed in every event of the run, "
         "e.g. Django's job id, environment or tenant; the worker never reads it.",
     )
+    quality_rules: list[QualityRule] = Field(
+        default_factory=list, max_length=100,
+        description="Data-quality rules checked before the commit (docs/quality.md).",
+    )
     strict_types: bool = Field(
         False,
         description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
@@ -191,11 +229,15 @@ class EtlRunRequest(_Request):
         misplaced = [name for name, value in merge_only.items() if value is not None]
         if misplaced and self.load_type != c.MERGE:
             raise ValueError(f"{', '.join(misplaced)} only apply to merge loads")
+        if any(rule.rule == "max_cursor_age_seconds" for rule in self.quality_rules) and not windowed:
+            raise ValueError("max_cursor_age_seconds needs a timestamp_column (transactional or merge)")
         if self.selected_columns:
             needed = [("timestamp_column", self.timestamp_column if windowed else None),
                       *(("primary_key", key) for key in self.primary_key or ()),
                       ("soft_delete_column", self.soft_delete_column)]
             chosen = set(self.selected_columns)
+            needed += [(f"quality rule {rule.rule}", name) for rule in self.quality_rules
+                       for name in [rule.column, *(rule.columns or ())] if name]
             missing = [f"{role} {name!r}" for role, name in needed if name and name not in chosen]
             if missing:
                 raise ValueError(f"selected_columns must include {', '.join(missing)}")
@@ -301,7 +343,12 @@ class RunCompleted(_Event):
     )
     warnings: list[str] = Field(
         default_factory=list,
-        description="Things Django should show, e.g. a destination column the source no longer has.",
+        description="Things Django should show, e.g. a destination column the source no longer has, "
+        "or a violated quality rule whose on_violation is warn.",
+    )
+    quality: dict[str, Any] | None = Field(
+        None, description="What the run measured on its rows: rows, null_counts (per BigQuery column, "
+        "at most 500, those with NULLs), cursor_min, cursor_max, and the violated rules (docs/quality.md).",
     )
 
 

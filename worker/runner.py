@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+from worker import quality
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -127,6 +128,9 @@ class _RunAttempt:
         self.snapshot_at: datetime | None = None
         self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
         self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
+        self.measures = quality.Measures()  # measured on every batch as it streams
+        self.quality_warnings: list[str] = []
+        self.violations: list[quality.Violation] = []
 
     def execute(self) -> RunResult:
         with self.source.snapshot(self.request) as snapshot:
@@ -136,6 +140,8 @@ class _RunAttempt:
             self.events.started(self.request.source_type, self._source_table(), window, expected_rows,
                                 {col.source_name or col.name: col.name for col in snapshot.columns})
             log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
+            if self.window is not None:
+                self.measures.cursor = snapshot.column(self.window.column).name
             merge = self.merge_plan(snapshot)
             expected_keys = snapshot.count_rows(None) if merge is not None and merge.reconcile else None
             staging = self.sink.open_staging(self.request.dest_table_name, snapshot.columns,
@@ -145,6 +151,7 @@ class _RunAttempt:
                 if expected_keys is not None:
                     self.stage_keys(snapshot, staging)
                 self.verify(expected_rows, expected_keys)
+                self.check_quality(snapshot, staging)
                 entry = self.commit(staging, window, expected_rows)
             finally:
                 _drop_quietly(staging)
@@ -207,6 +214,7 @@ class _RunAttempt:
                 self.check_deadlines()
                 self.counters.rows_extracted += batch.num_rows
                 self.counters.batches_loaded += 1
+                self.measures.add(batch)
                 crash_point("extraction_started")
                 slow_point()
                 for part in parts.write(batch):
@@ -237,6 +245,28 @@ class _RunAttempt:
                 f"{keys[1]}; nothing was committed"
             )
 
+    def check_quality(self, snapshot: SourceSnapshot, staging: Staging) -> None:
+        """The request's rules against what the run measured (docs/quality.md): a `fail` raises
+        DataQualityError before anything is committed; a `warn` is reported with the commit."""
+        rules = self.request.quality_rules
+        if not rules:
+            return
+        bq_name = {col.source_name or col.name: col.name for col in snapshot.columns}
+        previous = None
+        if any(rule.rule in ("max_row_count_change", "max_cursor_age_seconds") for rule in rules):
+            previous = self.sink.last_commit(self.request.data_source_id, self.request.dest_table_name)
+        unique = {tuple(bq_name[c] for c in rule.columns or ()) for rule in rules if rule.rule == "unique"}
+        context = quality.Context(
+            previous_rows=previous.rows_loaded if previous else None,
+            previous_cursor_max=quality.previous_cursor_max(previous.quality if previous else None),
+            now=snapshot.snapshot_at, now_local=snapshot.local_clock,
+            duplicates={columns: staging.duplicate_count(columns) for columns in unique},
+        )
+        self.violations = quality.evaluate(rules, self.measures, context, bq_name)
+        for violation in self.violations:
+            log.warning("run %s: %s", self.run_id, violation.describe())
+        self.quality_warnings = quality.enforce(self.violations)
+
     def commit(self, staging: Staging, window: Window | None, expected_rows: int) -> LedgerEntry:
         self.check_deadlines()
         self.events.progress(self.counters, phase="committing", force=True)
@@ -249,7 +279,8 @@ class _RunAttempt:
             window_low_key=window.low_key if window else None,
             window_high_key=window.high_key if window else None,
             snapshot_at=self.snapshot_at,
-            values_nulled=self.values_nulled, warnings=staging.warnings,
+            values_nulled=self.values_nulled, warnings=(*staging.warnings, *self.quality_warnings),
+            quality={**self.measures.report(), "violations": [v.report() for v in self.violations]},
             source_table=self._source_table(),
             keys_extracted=self.keys_extracted if self.request.reconcile_deletes else None,
             context=self.request.context,

@@ -6,8 +6,6 @@ views and partitioned tables. Each run goes through the real runner, source and 
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,14 +19,9 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 from sqlalchemy.dialects import mysql
 
-from devstack.emulators import Emulator
 from tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, PROJECT
+from tests.e2e.oneshot import RunOnce, run_once
 from tests.e2e.sources import normalise
-from tests.e2e.stack import make_settings
-from worker.app import build_handler
-from worker.events import MemoryEventBus
-from worker.handlers.base import Delivery, Outcome, Redelivery
-from worker.messages import Event
 
 TABLE = "Order Lines-ä"
 SOURCE_COLUMNS = ("Order ID", "Unit Price", "größe", "item-code", "123start", "order", "Updated At")
@@ -108,26 +101,6 @@ def awkward(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Awkward]
         admin.dispose()
 
 
-@pytest.fixture
-def run(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) -> Any:
-    settings = make_settings(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
-                             ETL_BATCH_SIZE=7, ETL_PART_ROWS=11)
-
-    def one(body: dict[str, Any], run_id: str) -> list[Event]:
-        bus = MemoryEventBus()
-        handler = build_handler(settings, bus, Redelivery(redelivers=False))
-        outcome = handler.handle(Delivery(data=_json(body), message_id=run_id,
-                                          attributes={"run_id": run_id}), threading.Event())
-        assert outcome is Outcome.ACK, bus.events[-1]
-        return bus.events
-
-    return one
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body).encode()
-
-
 def bq_table(client: bigquery.Client, dataset: str) -> bigquery.Table:
     return client.get_table(f"{PROJECT}.{dataset}.order_lines")
 
@@ -140,14 +113,14 @@ def bq_rows(client: bigquery.Client, dataset: str, columns: tuple[str, ...]) -> 
 
 @pytest.mark.parametrize("load_type", ["catalog", "transactional", "merge"])
 def test_awkward_names_load_in_every_mode_and_a_new_column_maps_by_the_same_rule(
-    awkward: Awkward, run: Any, bq_client: bigquery.Client, bq_dataset: str, load_type: str
+    awkward: Awkward, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str, load_type: str
 ) -> None:
     # Given an awkwardly named table in an awkwardly named schema
     table = awkward.table()
     table.create(awkward.engine)
     awkward.insert(table, 1, 20, T0)
     # When a first run loads it
-    events = run(awkward.request(load_type), "run-1")
+    events = run_once(awkward.request(load_type), "run-1")
     # Then BigQuery has every column under its rule name, the source names kept where people look
     assert events[-1].event_type == "run.completed"
     started = events[0]
@@ -167,7 +140,7 @@ def test_awkward_names_load_in_every_mode_and_a_new_column_maps_by_the_same_rule
     wider = awkward.table(extra=(sa.Column("Discount %", sa.Integer),))
     later = datetime.now(UTC)  # after the first window's high, before the second's (the same clock)
     awkward.insert(wider, 21, 5, later, **{"Discount %": 15})
-    run(awkward.request(load_type), "run-2")
+    run_once(awkward.request(load_type), "run-2")
     # Then it lands in one new column, named by the same rule, on every mode
     assert [f.name for f in bq_table(bq_client, bq_dataset).schema] == [*BQ_COLUMNS, "discount_pct"]
     expected = awkward.rows(wider)
@@ -183,29 +156,24 @@ def _qualified(awkward: Awkward, quote: Any) -> str:
 
 
 def test_two_columns_on_one_bigquery_name_fail_permanently_before_anything_is_created(
-    awkward: Awkward, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str,
-    bq_client: bigquery.Client, run: Any,
+    awkward: Awkward, bq_dataset: str, bq_client: bigquery.Client, run_once: RunOnce,
 ) -> None:
     twins = sa.Table("twins", sa.MetaData(), sa.Column("Unit Price", sa.Integer),
                      sa.Column("unit_price", sa.Integer), schema=awkward.schema)
     twins.create(awkward.engine)
-    settings = make_settings(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset)
-    bus = MemoryEventBus()
-    handler = build_handler(settings, bus, Redelivery(redelivers=False))
     body = awkward.request("catalog", table="twins", dest_table_name="twins")
-    assert handler.handle(Delivery(data=_json(body), message_id="m"), threading.Event()) is Outcome.ACK
-    failed = bus.events[-1]
+    failed = run_once(body, "run-twins-1")[-1]
     assert failed.event_type == "run.failed"
     assert failed.error.type == "ColumnNameError" and not failed.error.retryable  # type: ignore[union-attr]
     assert "'Unit Price' and 'unit_price'" in failed.error.message  # type: ignore[union-attr]
     assert not [d for d in bq_client.list_datasets() if d.dataset_id == bq_dataset]  # nothing made
     # And the request's column_names settles it
-    run({**body, "column_names": {"unit_price": "unit_price_2"}}, "run-twins")
+    run_once({**body, "column_names": {"unit_price": "unit_price_2"}}, "run-twins-2")
     assert [f.name for f in bq_client.get_table(f"{PROJECT}.{bq_dataset}.twins").schema] == [
         "unit_price", "unit_price_2"]
 
 
-def test_views_load_like_tables(awkward: Awkward, run: Any, bq_client: bigquery.Client,
+def test_views_load_like_tables(awkward: Awkward, run_once: RunOnce, bq_client: bigquery.Client,
                                 bq_dataset: str) -> None:
     table = awkward.table()
     table.create(awkward.engine)
@@ -215,10 +183,10 @@ def test_views_load_like_tables(awkward: Awkward, run: Any, bq_client: bigquery.
     qualified_view = f"{quote(awkward.schema)}.{quote(view)}" if awkward.schema else quote(view)
     with awkward.engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE VIEW {qualified_view} AS SELECT * FROM {_qualified(awkward, quote)}")
-    run(awkward.request("catalog", table=view), "run-view-1")
+    run_once(awkward.request("catalog", table=view), "run-view-1")
     assert bq_rows(bq_client, bq_dataset, BQ_COLUMNS) == awkward.rows(table)
     # A view has no primary key: merge names its key
-    run(awkward.request("merge", table=view, primary_key=["Order ID"], dest_table_name="order_lines_m"),
+    run_once(awkward.request("merge", table=view, primary_key=["Order ID"], dest_table_name="order_lines_m"),
         "run-view-2")
     count = bq_client.query(f"SELECT COUNT(*) AS n FROM `{PROJECT}.{bq_dataset}.order_lines_m`").result()
     assert next(iter(count))["n"] == 9
@@ -236,7 +204,7 @@ PARTITIONED = {
 
 @pytest.mark.parametrize("awkward", sorted(PARTITIONED), indirect=True)  # SQLite has no partitions
 @pytest.mark.parametrize("load_type", ["catalog", "transactional"])
-def test_partitioned_tables_load_like_tables(awkward: Awkward, run: Any, bq_client: bigquery.Client,
+def test_partitioned_tables_load_like_tables(awkward: Awkward, run_once: RunOnce, bq_client: bigquery.Client,
                                             bq_dataset: str, load_type: str) -> None:
     quote = awkward.engine.dialect.identifier_preparer.quote
 
@@ -254,5 +222,8 @@ def test_partitioned_tables_load_like_tables(awkward: Awkward, run: Any, bq_clie
             for i in range(1, 13)]
     with awkward.engine.begin() as conn:
         conn.execute(parted.insert(), rows)
-    run(awkward.request(load_type, table="Parted Lines", dest_table_name="order_lines"), "run-parted")
+    run_once(awkward.request(load_type, table="Parted Lines", dest_table_name="order_lines"), "run-parted")
     assert bq_rows(bq_client, bq_dataset, ("order_id", "updated_at", "note")) == awkward.rows(parted)
+
+
+__all__ = ["run_once"]  # the fixture, imported for the tests above

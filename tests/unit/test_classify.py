@@ -117,6 +117,8 @@ CASES = [
          errors.SourceDataError, PERMANENT),
     Case("RunIdConflictError", errors.RunIdConflictError("run id etl-run-5 is already used by ..."),
          errors.RunIdConflictError, PERMANENT),
+    Case("DataQualityError", errors.DataQualityError("quality rule min_rows: measured 0, allowed 1"),
+         errors.DataQualityError, PERMANENT),
     Case("ColumnNameError", errors.ColumnNameError("source columns 'Order' and 'order' would both ..."),
          errors.ColumnNameError, PERMANENT),
     # --- transient: the README's words -----------------------------------------------------------

@@ -42,6 +42,11 @@ class Staging(Protocol):
         already applied."""
         ...
 
+    def duplicate_count(self, columns: tuple[str, ...]) -> int:
+        """Staged rows beyond the first of each distinct value of these columns (NULL counts as a
+        value): 0 when they are unique within the run's rows."""
+        ...
+
     def drop(self) -> None:
         """Remove the staging tables (idempotent; never raises for a missing table)."""
         ...
@@ -54,6 +59,10 @@ class Sink(Protocol):
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The greatest committed window_high for this data source and destination, as stored."""
+        ...
+
+    def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
+        """The most recently committed run of this data source and destination, if any."""
         ...
 
     def open_staging(

@@ -170,6 +170,16 @@ class BigQuerySink:
         rows = self._target.retry.call("ledger window lookup", _ledger_rows, self._target, query, params)
         return str(rows[0]["window_high"]) if rows else None
 
+    def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
+        query = sql.last_commit_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [
+            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
+            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
+        ]
+        rows = self._target.retry.call("ledger lookup of the last run", _ledger_rows, self._target, query,
+                                       params)
+        return sql.entry_from_row(rows[0]) if rows else None
+
     def recent_entries(self, limit: int, data_source_id: int | None = None) -> list[LedgerEntry]:
         """The newest committed runs first (`etl-worker runs`); none when there is no ledger yet."""
         return self._target.retry.call("ledger listing", _recent_entries, self._target, limit, data_source_id)
@@ -291,6 +301,12 @@ class BigQueryStaging:
             self.dest_table, time.monotonic() - started,
         )
         return in_force
+
+    def duplicate_count(self, columns: tuple[str, ...]) -> int:
+        query = sql.duplicate_count_sql(self._target.table_sql(self.table_name), columns)
+        what = f"uniqueness of {columns} in run {self.run_id}"
+        rows = self._target.retry.call(what, self._target.rows, query)
+        return int(rows[0]["duplicates"])
 
     def drop(self) -> None:
         for table, _ in self.tables():

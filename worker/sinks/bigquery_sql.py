@@ -229,6 +229,18 @@ def _decoded(name: str, value: Any) -> Any:
     return value if codec is None else codec[1](value)
 
 
+def last_commit_sql(ledger: str) -> str:
+    """The newest ledger entry of one @data_source_id and @dest_table."""
+    return (f"SELECT * FROM {ledger} WHERE data_source_id = @data_source_id AND dest_table = @dest_table "
+            "ORDER BY committed_at DESC, run_id LIMIT 1")
+
+
+def duplicate_count_sql(staging: str, columns: Sequence[str]) -> str:
+    """Rows beyond the first of each distinct value of `columns` (a NULL is a value too)."""
+    values = ", ".join(quote_name(name) for name in columns)
+    return f"SELECT COUNT(*) - COUNT(DISTINCT TO_JSON_STRING(STRUCT({values}))) AS duplicates FROM {staging}"
+
+
 def recent_entries_sql(ledger: str, by_data_source: bool) -> str:
     """The newest ledger entries first (@limit of them), optionally of one @data_source_id."""
     where = "WHERE data_source_id = @data_source_id " if by_data_source else ""

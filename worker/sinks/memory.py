@@ -44,6 +44,10 @@ class MemorySink:
         latest = max(windows, key=lambda e: e.window_high_key or "", default=None)
         return None if latest is None else latest.window_high
 
+    def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
+        mine = [e for e in self.ledger if (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
+        return max(mine, key=lambda e: e.committed_at, default=None)
+
     def open_staging(self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int,
                      load_type: str, merge: MergePlan | None = None) -> MemoryStaging:
         self.tables.setdefault(dest_table, [])
@@ -159,6 +163,10 @@ class MemoryStaging:
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
         return self.sink.apply(self, entry)
+
+    def duplicate_count(self, columns: tuple[str, ...]) -> int:
+        distinct = {tuple(row[name] for name in columns) for row in self.rows}
+        return len(self.rows) - len(distinct)
 
     def drop(self) -> None:
         self.dropped = True

@@ -33,6 +33,11 @@ class SourceSnapshot(Protocol):
         """The source database's clock (aware, UTC), read when this snapshot was opened."""
         ...
 
+    @property
+    def local_clock(self) -> datetime:
+        """The same moment as the session's naive wall clock (what naive cursor values mean)."""
+        ...
+
     def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
         """Window for a transactional run.
 

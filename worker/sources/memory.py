@@ -85,6 +85,7 @@ class MemorySnapshot:
         self._now = now
         self._failure = failure
         self.snapshot_at = now
+        self.local_clock = now.replace(tzinfo=None)  # the memory source's session zone is UTC
         self.values_nulled: dict[str, int] = {}
 
     @property

@@ -274,6 +274,10 @@ class SqlAlchemySnapshot:
         """The source's clock (UTC) when the snapshot was opened: orders catalog snapshots."""
         return self._clock.zoned
 
+    @property
+    def local_clock(self) -> datetime:
+        return self._clock.local
+
     def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
         """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
         this snapshot minus `lag_s` (zoned: UTC now; naive: the session zone's wall clock).
