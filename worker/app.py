@@ -9,6 +9,7 @@ from google.cloud import pubsub_v1
 from worker.events import EventBus, PubSubEventBus
 from worker.handlers.base import Redelivery
 from worker.handlers.etl_run_requested import EtlRunRequestedHandler
+from worker.history import recording
 from worker.retry import RetryPolicy
 from worker.runner import Runner, RunOptions
 from worker.secrets import SecretResolver
@@ -52,8 +53,9 @@ def build_handler(
     return EtlRunRequestedHandler(build_runner(settings), bus, settings.etl_progress_interval_s, policy)
 
 
-def build_worker(settings: Settings) -> Worker:
-    bus = PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic)
+def build_worker(settings: Settings, bus: EventBus | None = None) -> Worker:
+    """`bus`: where events go (default: the events topic, recorded in the history)."""
+    bus = bus or recording(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
     subscription = pubsub_v1.SubscriberClient.subscription_path(
         settings.gcp_project_id, settings.etl_request_subscription)
     return Worker(

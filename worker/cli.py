@@ -9,6 +9,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -22,6 +23,7 @@ from worker import logs, preflight
 from worker.errors import MessageDecodeError
 from worker.events import PrintEventBus
 from worker.handlers.base import Delivery, Redelivery
+from worker.history import OUTCOMES
 from worker.logs import redact
 from worker.messages import decode_request
 from worker.settings import Settings
@@ -76,11 +78,29 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     replay.add_argument("--all", action="store_true", help="replay every dead-lettered request")
     replay.add_argument("--limit", type=_count, help="replay at most this many")
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
-    runs = sub.add_parser("runs", help="recent committed runs from the BigQuery ledger, newest first")
+    runs = sub.add_parser("runs", help="recent runs (failures too) from the run history, newest first")
     runs.add_argument("--data-source-id", type=int, help="only this data source's runs")
+    runs.add_argument("--table", help="only runs into this destination table")
+    runs.add_argument("--outcome", choices=OUTCOMES, help="only runs in this state")
+    runs.add_argument("--since", type=_since,
+                      help="only runs with an event since: 7d, 12h, 30m or an ISO time")
+    runs.add_argument("--summary", action="store_true",
+                      help="per-table health: success rate, last success, median duration, rows/day")
     runs.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
     watch = sub.add_parser("watch", help="live progress of runs from the events topic")
     watch.add_argument("--run-id", help="follow this run and exit when it ends")
+
+
+def _since(text: str) -> datetime:
+    """`7d`, `12h`, `30m` ago, or an ISO date/time (UTC when no offset)."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give 7d, 12h, 30m or an ISO date/time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _count(text: str) -> int:
@@ -96,8 +116,11 @@ def _read(path: Path) -> bytes:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_worker
+    from worker.events import PubSubEventBus
+    from worker.history import flush_history, recording
 
-    worker = build_worker(settings)
+    bus = recording(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
+    worker = build_worker(settings, bus)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -106,18 +129,22 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     worker.serve()
+    flush_history(bus)
     return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_handler
+    from worker.history import flush_history, recording
 
     bus = PrintEventBus(sys.stdout)
-    handler = build_handler(settings, bus, Redelivery(redelivers=False))  # one try, no transport
+    recorded = recording(settings, bus)
+    handler = build_handler(settings, recorded, Redelivery(redelivers=False))  # one try, no transport
     attributes = {c.ATTR_RUN_ID: args.run_id} if args.run_id else {}
     delivery = Delivery(data=_read(args.request), message_id=f"local-{uuid.uuid4().hex[:12]}",
                         attributes=attributes)
     handler.handle(delivery, threading.Event())
+    flush_history(recorded)
     return 0 if bus.last_event_type == c.RUN_COMPLETED else 1
 
 
@@ -155,7 +182,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     from worker.commands.runs import runs
 
-    return runs(settings, limit=args.limit, data_source_id=args.data_source_id, console=_console())
+    return runs(settings, limit=args.limit, data_source_id=args.data_source_id, console=_console(),
+                table=args.table, outcome=args.outcome, since=args.since, summary=args.summary)
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:

@@ -103,3 +103,8 @@ class Settings(BaseSettings):
         description="':'-separated directories a request's password_file must lie in.",
     )
     json_logs: bool = Field(True, validation_alias="ETL_JSON_LOGS", description="JSON logs.")
+    etl_history: bool = Field(
+        True, validation_alias="ETL_HISTORY",
+        description="Record every run event but progress in the dataset's _etl_runs table "
+        "(worker/history.py).",
+    )

@@ -264,13 +264,16 @@ def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: Text
     hold = subscriber.subscription_path(project, dead_letter_subscription(settings))
     queue = DeadLetterQueue(subscriber, hold)
     republisher = Republisher(publisher, publisher.topic_path(project, settings.etl_request_topic))
-    events = PubSubEventBus(project, settings.etl_events_topic)
+    from worker.history import flush_history, recording  # the history's BigQuery client, only here
+
+    events = recording(settings, PubSubEventBus(project, settings.etl_events_topic))
     try:
         return run_replay(queue, republisher, selection, dry_run=dry_run, out=out, events=events)
     except gexc.NotFound:
         out.write(f"{hold} does not exist: run `etl-worker setup` first\n")
         return 2
     finally:
+        flush_history(events)
         subscriber.close()
 
 
