@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-
-from google.cloud import pubsub_v1
+from typing import TYPE_CHECKING
 
 from worker.events import EventBus, PubSubEventBus
 from worker.handlers.base import Redelivery
@@ -17,7 +16,9 @@ from worker.settings import Settings
 from worker.sinks.bigquery import BigQuerySink
 from worker.sinks.bigquery_client import make_bigquery_client
 from worker.sources import get_source
-from worker.subscriber import Worker
+
+if TYPE_CHECKING:
+    from worker.subscriber import Worker
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -55,6 +56,11 @@ def build_handler(
 
 def build_worker(settings: Settings, bus: EventBus | None = None) -> Worker:
     """`bus`: where events go (default: the events topic, recorded in the history)."""
+    # Imported here: the one-shot `run` never subscribes, and never pays for the Pub/Sub client.
+    from google.cloud import pubsub_v1
+
+    from worker.subscriber import Worker
+
     bus = bus or recording(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
     subscription = pubsub_v1.SubscriberClient.subscription_path(
         settings.gcp_project_id, settings.etl_request_subscription)

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import FrameType
 
 from google.auth.exceptions import DefaultCredentialsError
-from google.cloud import pubsub_v1
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -23,7 +22,6 @@ from worker import logs, preflight
 from worker.errors import MessageDecodeError
 from worker.events import PrintEventBus
 from worker.handlers.base import Delivery, Redelivery
-from worker.history import OUTCOMES
 from worker.logs import redact
 from worker.messages import decode_request
 from worker.settings import Settings
@@ -81,7 +79,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     runs = sub.add_parser("runs", help="recent runs (failures too) from the run history, newest first")
     runs.add_argument("--data-source-id", type=int, help="only this data source's runs")
     runs.add_argument("--table", help="only runs into this destination table")
-    runs.add_argument("--outcome", choices=OUTCOMES, help="only runs in this state")
+    runs.add_argument("--outcome", choices=c.RUN_OUTCOMES, help="only runs in this state")
     runs.add_argument("--since", type=_since,
                       help="only runs with an event since: 7d, 12h, 30m or an ISO time")
     runs.add_argument("--summary", action="store_true",
@@ -164,6 +162,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         print(f"etl-worker: not published: {redact(str(exc))}", file=sys.stderr)
         return 2
     attributes = dict(item.split("=", 1) for item in args.attribute)
+    from google.cloud import pubsub_v1  # only the commands that talk to Pub/Sub pay for its import
+
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(settings.gcp_project_id, settings.etl_request_topic)
     message_id = publisher.publish(topic, data, **attributes).result(timeout=60)

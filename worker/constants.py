@@ -29,6 +29,9 @@ LEDGER_TABLE: Final = "_etl_ledger"
 HEADS_TABLE: Final = "_etl_heads"
 STAGING_PREFIX: Final = "_etl_staging_"
 
+# The states of a run as the run history shows them (docs/events.md, "The states of a run").
+RUN_OUTCOMES: Final = ("committed", "failed", "retrying", "dead-lettered", "running", "replayed")
+
 # Load modes.
 CATALOG: Final = "catalog"
 TRANSACTIONAL: Final = "transactional"

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
-from google.cloud import pubsub_v1
-
 from worker import constants as c
 from worker.errors import EtlError, PublishError
 from worker.ledger import LedgerEntry
@@ -52,7 +50,10 @@ class EventBus(Protocol):
 class PubSubEventBus:
     """Publishes to the events topic with message ordering on the run id."""
 
-    def __init__(self, project: str, topic: str, publisher: pubsub_v1.PublisherClient | None = None):
+    def __init__(self, project: str, topic: str, publisher: Any = None):
+        # Imported here: the one-shot `run` prints its events and never pays for the Pub/Sub client.
+        from google.cloud import pubsub_v1
+
         options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
         self._publisher = publisher or pubsub_v1.PublisherClient(publisher_options=options)
         self._topic_path = self._publisher.topic_path(project, topic)

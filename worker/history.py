@@ -174,7 +174,7 @@ def flush_history(bus: EventBus) -> None:
 
 
 # --- reading -------------------------------------------------------------------------------------
-OUTCOMES = ("committed", "failed", "retrying", "dead-lettered", "running", "replayed")
+OUTCOMES = c.RUN_OUTCOMES
 
 
 @dataclass(frozen=True)
