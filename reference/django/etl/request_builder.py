@@ -6,7 +6,7 @@ from typing import Any
 
 from etl.conf import etl_setting
 from etl.contract import validate_request
-from etl.models import DataSource, Job, LoadType, Run
+from etl.models import DataSource, Job, Run
 
 SCHEMA_VERSION = 1
 
@@ -60,11 +60,11 @@ def build_request(job: Job, run: Run | None = None) -> dict[str, Any]:
         "historical_start_date": job.historical_start_date or None,
         "last_sync_value": job.last_sync_value if run is not None and job.windowed else None,
         "strict_types": job.strict_types or None,
+        # merge only: sent whenever set, so that a misconfigured job is refused, not silently changed
+        "primary_key": job.primary_key or None,
+        "soft_delete_column": job.soft_delete_column or None,
+        "reconcile_deletes": job.reconcile_deletes or None,
     }
-    if job.load_type == LoadType.MERGE:
-        optional.update(primary_key=job.primary_key or None,
-                        soft_delete_column=job.soft_delete_column or None,
-                        reconcile_deletes=job.reconcile_deletes or None)
     if not job.windowed:
         optional.update(timestamp_column=None, historical_start_date=None)
     # Left out rather than null: the worker's defaults apply, and the body stays small.
