@@ -88,7 +88,8 @@ def test_redelivered_and_shuffled_events_end_in_the_same_state(
     call_command("consume_events", "--subscription", feed_subscription, "--setup-only", stdout=StringIO())
     publish_in_order(etl, feed)
     # And the database fails once, inside the transaction that applies the first run's run.completed
-    real_apply, failures = apply.apply_event, []
+    real_apply = apply.apply_event
+    failures: list[str] = []
 
     def failing_once(run: Run, event: dict[str, Any]) -> bool:
         # The older run's: redelivered later, it must still not pull the job's watermark back.

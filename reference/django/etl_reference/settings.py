@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent.parent
@@ -58,6 +59,9 @@ DATABASES = {
         "PORT": os.environ.get("DJANGO_DB_PORT", "5432"),
         "USER": os.environ.get("DJANGO_DB_USER", "postgres"),
         "PASSWORD": os.environ.get("DJANGO_DB_PASSWORD", ""),
+        # consume_events is long-running: keep its connection, check it before reuse.
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -77,7 +81,7 @@ LOGGING = {
 
 # The worker is reached only through Pub/Sub (and, for replay, its CLI). Names must match the
 # worker's ETL_REQUEST_TOPIC / ETL_EVENTS_TOPIC.
-ETL = {
+ETL: dict[str, Any] = {
     "GCP_PROJECT_ID": os.environ.get("GCP_PROJECT_ID", "etl-local"),
     "REQUEST_TOPIC": os.environ.get("ETL_REQUEST_TOPIC", "etl-run-requested"),
     "EVENTS_TOPIC": os.environ.get("ETL_EVENTS_TOPIC", "etl-run-events"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -30,8 +32,7 @@ class Command(BaseCommand):
             consumer.close()
             return
         stop = threading.Event()
-        _stop_on_signals(stop)
-        with consumer:
+        with _stop_on_signals(stop), consumer:
             totals = consumer.process(
                 until=stop.is_set, max_messages=options["max_messages"],
                 max_seconds=options["max_seconds"], idle_seconds=options["idle_seconds"])
@@ -40,9 +41,16 @@ class Command(BaseCommand):
                           f"{totals.errors} error(s) (redelivered)")
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT finish the event in hand, then exit (only possible on the main thread)."""
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT finish the event in hand, then exit; the previous handlers come back after
+    (call_command from a test or a script must not keep ours). Only the main thread can do this."""
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
