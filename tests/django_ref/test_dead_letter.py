@@ -1,5 +1,6 @@
-"""An unreachable source: retried, dead-lettered, then replayed from the dead-letter page (the
-worker's CLI in a subprocess) once the source is back, and completed."""
+"""An unreachable source: retried, dead-lettered; once the source is back, the dead-letter page's two
+actions: a new run with the job's current settings, and a replay (the worker's CLI in a subprocess)
+that completes the same run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from etl.models import ProcessedEvent, RunState
+from etl.models import ProcessedEvent, Run, RunState
 from etl.publisher import request_run
 
 from tests.django_ref.conftest import Harness
@@ -41,8 +42,16 @@ def test_unreachable_source_is_retried_dead_lettered_and_replayed_to_completion(
     page = admin.get(reverse("admin:etl_run_dead_letters")).content.decode()
     assert run.run_id in page and "SourceConnectionError" in page
 
-    # When the source is back and the operator presses Replay
+    # When the source is back and the operator first starts a new run from the dead-letter page
     relay.start()
+    admin.post(reverse("admin:etl_run_dead_letters"), {"run": run.pk, "action": "new_run"})
+    fresh = etl.wait_state(Run.objects.exclude(pk=run.pk).get(job=job), RunState.COMPLETED)
+    # Then that is another run (a new etl_run_id) with the job's settings, and the old one still waits
+    assert fresh.request["etl_run_id"] == fresh.pk != run.pk
+    etl.assert_matches_ledger(fresh)
+    assert Run.objects.get(pk=run.pk).state == RunState.DEAD_LETTERED
+
+    # When the operator also presses Replay on the dead-lettered one
     wait_dead_letters(etl.stack, 1)  # Pub/Sub moved it to the hold subscription
     response = admin.post(reverse("admin:etl_run_dead_letters"), {"run": run.pk, "action": "replay"})
     page = response.content.decode()
@@ -56,6 +65,6 @@ def test_unreachable_source_is_retried_dead_lettered_and_replayed_to_completion(
     assert seen[3:] in ([RunState.REPLAYED, RunState.RUNNING, RunState.COMPLETED],
                         [RunState.RUNNING, RunState.COMPLETED]), seen
     etl.assert_matches_ledger(run)
-    assert etl.dest_count() == 250
+    assert etl.dest_count() == 250  # a catalog: each run replaced the table
     page = admin.get(reverse("admin:etl_run_dead_letters")).content.decode()
     assert "No dead-lettered runs." in page

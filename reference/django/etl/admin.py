@@ -75,6 +75,9 @@ class RunAdmin(admin.ModelAdmin):
     actions = ["new_run_action"]
     readonly_fields = [f.name for f in Run._meta.fields]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs come from Run Now or from the worker's events, never typed in
+
     @admin.display(description="state", ordering="state")
     def state_column(self, run: Run) -> str:
         return state_badge(run)
@@ -115,8 +118,14 @@ class ProcessedEventAdmin(admin.ModelAdmin):
     list_filter = ("event_type", "applied")
     readonly_fields = [f.name for f in ProcessedEvent._meta.fields]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
     list_display = ("pk", "run", "topic", "created_at", "published_at", "attempts", "last_error")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from etl.contract import InvalidRequest
@@ -14,7 +14,10 @@ from etl.replay import ReplayResult, new_run_with_current_settings, replay
 def dead_letters(request: HttpRequest) -> HttpResponse:
     result: ReplayResult | None = None
     if request.method == "POST":
-        run = get_object_or_404(Run, pk=request.POST.get("run"), state=RunState.DEAD_LETTERED)
+        pk = request.POST.get("run", "")
+        if not pk.isdigit():
+            raise Http404("no such run")
+        run = get_object_or_404(Run, pk=int(pk), state=RunState.DEAD_LETTERED)
         if request.POST.get("action") == "replay":
             result = replay(run)
             _report_replay(request, run, result)
