@@ -76,6 +76,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     replay.add_argument("--all", action="store_true", help="replay every dead-lettered request")
     replay.add_argument("--limit", type=_count, help="replay at most this many")
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
+    replay.add_argument("--json", action="store_true", help="one JSON object per dead letter, then a summary")
     runs = sub.add_parser("runs", help="recent runs (failures too) from the run history, newest first")
     runs.add_argument("--data-source-id", type=int, help="only this data source's runs")
     runs.add_argument("--table", help="only runs into this destination table")
@@ -176,7 +177,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     selection = Selection(run_ids=frozenset(args.run_id), data_source_ids=frozenset(args.data_source_id),
                           everything=args.all, limit=args.limit)
-    return replay(settings, selection, dry_run=args.dry_run, out=sys.stdout)
+    return replay(settings, selection, dry_run=args.dry_run, out=sys.stdout, as_json=args.json)
 
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:

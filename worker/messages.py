@@ -6,6 +6,7 @@ These pydantic models are the source of truth; `schemas/*.json` is generated fro
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import UTC, datetime
@@ -54,8 +55,11 @@ def _bq_table_name(value: str) -> str:
     return value
 
 
-SourceIdentifier = Annotated[str, AfterValidator(_source_identifier)]
-DestTableName = Annotated[str, AfterValidator(_bq_table_name)]
+# The validators above give the errors; the schema says the same for publishers that validate first.
+SourceIdentifier = Annotated[str, AfterValidator(_source_identifier), Field(json_schema_extra={
+    "minLength": 1, "maxLength": MAX_IDENTIFIER_CHARS, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"})]
+DestTableName = Annotated[str, AfterValidator(_bq_table_name), Field(json_schema_extra={
+    "pattern": "^(?!_etl_)[A-Za-z_][A-Za-z0-9_]{0,1023}$"})]
 
 
 class _Frozen(BaseModel):
@@ -69,6 +73,12 @@ class _Request(_Frozen):
 
 class ConnectionParams(_Request):
     """How to reach the source database. The password is a secret: never logged, never published."""
+
+    # At most one way to give the password, as the schema says it to publishers.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000, strict=True,
+                              json_schema_extra={"not": {"anyOf": [
+                                  {"required": list(pair)}
+                                  for pair in itertools.combinations(PASSWORD_FIELDS, 2)]}})
 
     host: str | None = Field(None, max_length=255, description="Host name or IP (not for sqlite).")
     port: int | None = Field(None, ge=1, le=65535, description="TCP port (not for sqlite).")
@@ -134,8 +144,27 @@ class QualityRule(_Request):
         return self
 
 
+def _request_rules() -> dict[str, Any]:
+    """The model validator's cross-field rules as JSON Schema, for publishers that validate first."""
+    merge_only: dict[str, Any] = {"primary_key": False, "soft_delete_column": False,
+                                  "reconcile_deletes": {"const": False}}
+    return {"allOf": [
+        {"if": {"required": ["load_type"], "properties": {"load_type": {"enum": [c.TRANSACTIONAL, c.MERGE]}}},
+         "then": {"required": ["timestamp_column"], "properties": {"timestamp_column": {"type": "string"}}}},
+        {"if": {"required": ["source_type"],
+                "properties": {"source_type": {"enum": ["postgresql", "mysql"]}}},
+         "then": {"properties": {"connection_params": {"required": ["host"],
+                                                       "properties": {"host": {"type": "string"}}}}}},
+        {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.MERGE}}}},
+         "then": {"properties": merge_only}},
+    ]}
+
+
 class EtlRunRequest(_Request):
     """`etl-run-requested`: run one table's ETL once. The origin's job-config fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000, strict=True,
+                              json_schema_extra=_request_rules())
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")
     data_source_id: int = Field(..., ge=0, description="Django DataSource id.")
@@ -157,7 +186,8 @@ class EtlRunRequest(_Request):
         None, description="Cursor column for transactional and merge loads (timestamp, date or integer)."
     )
     selected_columns: list[SourceIdentifier] | None = Field(
-        None, max_length=MAX_SELECTED_COLUMNS, description="Columns to load, in order; null: all."
+        None, max_length=MAX_SELECTED_COLUMNS, description="Columns to load, in order; null: all.",
+        json_schema_extra={"uniqueItems": True},
     )
     last_sync_value: str | None = Field(
         None,
@@ -168,7 +198,7 @@ class EtlRunRequest(_Request):
         None, max_length=64, description="Inclusive start of the first transactional window."
     )
     primary_key: list[SourceIdentifier] | None = Field(
-        None, min_length=1, max_length=MAX_KEY_COLUMNS,
+        None, min_length=1, max_length=MAX_KEY_COLUMNS, json_schema_extra={"uniqueItems": True},
         description="merge: the columns identifying a row (source names); default: the table's primary key.",
     )
     soft_delete_column: SourceIdentifier | None = Field(
@@ -185,7 +215,8 @@ class EtlRunRequest(_Request):
         "(docs/names.md), e.g. to settle two source columns that would share one name.",
     )
     context: dict[str, Any] | None = Field(
-        None, description="Opaque JSON object (at most 4 KiB as JSON) echoed in every event of the run, "
+        None, description="Opaque JSON object (at most 4096 characters as compact JSON, non-ASCII "
+        "escaped) echoed in every event of the run, "
         "e.g. Django's job id, environment or tenant; the worker never reads it.",
     )
     quality_rules: list[QualityRule] = Field(
@@ -401,9 +432,23 @@ def json_schema(name: str) -> dict[str, Any]:
     mode: Literal["validation", "serialization"] = (
         "validation" if model is EtlRunRequest else "serialization")
     schema = model.model_json_schema(mode=mode)
+    if mode == "serialization":
+        _open(schema)  # events gain optional fields without a new version: consumers must take them
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://etl-worker/schemas/{name}.v{SCHEMA_VERSION}.json"
     return schema
+
+
+def _open(schema: Any) -> None:
+    """Every object of an event schema admits properties it does not list."""
+    if isinstance(schema, dict):
+        if schema.get("additionalProperties") is False:
+            schema["additionalProperties"] = True
+        for value in schema.values():
+            _open(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _open(item)
 
 
 def encode_event(event: Event) -> bytes:

@@ -150,3 +150,22 @@ def test_output_never_shows_the_password_even_of_an_invalid_request() -> None:
                                                (3 * 86400 + 7200, "3d02h")])
 def test_age_is_short(seconds: int, text: str) -> None:
     assert format_age(timedelta(seconds=seconds)) == text
+
+
+def test_a_selection_that_matches_nothing_exits_3_so_a_script_can_try_again() -> None:
+    missing = Selection(run_ids=frozenset({"etl-run-999"}))
+    code, out, _queue, publisher = replay([letter("90", body())], missing)
+    assert code == 3 and publisher.published == [] and "1 dead-lettered request(s); 0 replayed" in out
+    assert replay([], Selection(everything=True))[0] == 0  # --all over an empty topic is not a miss
+
+
+def test_json_output_has_one_object_per_dead_letter_and_a_summary() -> None:
+    queue = FakeQueue([letter("90", body()), letter("91", body(etl_run_id=12))])
+    out = io.StringIO()
+    code = run_replay(queue, FakePublisher(queue), Selection(run_ids=frozenset({"etl-run-12"})),
+                      dry_run=False, out=out, as_json=True)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0 and [line.get("dead_letter") for line in lines[:2]] == ["90", "91"]
+    assert [line["action"] for line in lines[:2]] == ["keep", "replayed as new-91"]
+    assert lines[2] == {"summary": "2 dead-lettered request(s); 1 replayed"}
+    assert SECRET not in out.getvalue()

@@ -256,8 +256,13 @@ class Republisher:
 
 
 # --- the command ----------------------------------------------------------------------------------
-def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: TextIO) -> int:
-    """`etl-worker replay`; 0 unless a republish failed (2: no hold subscription)."""
+NOTHING_MATCHED = 3  # exit code: a selection by run id or data source found no dead letter
+
+
+def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: TextIO,
+           as_json: bool = False) -> int:
+    """`etl-worker replay`; 0 unless a republish failed (1), there is no hold subscription (2), or
+    a selection by run id or data source matched nothing (3)."""
     subscriber = pubsub_v1.SubscriberClient()
     publisher = pubsub_v1.PublisherClient()
     project = settings.gcp_project_id
@@ -268,7 +273,8 @@ def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: Text
 
     events = recording(settings, PubSubEventBus(project, settings.etl_events_topic))
     try:
-        return run_replay(queue, republisher, selection, dry_run=dry_run, out=out, events=events)
+        return run_replay(queue, republisher, selection, dry_run=dry_run, out=out, events=events,
+                          as_json=as_json)
     except gexc.NotFound:
         out.write(f"{hold} does not exist: run `etl-worker setup` first\n")
         return 2
@@ -278,7 +284,7 @@ def replay(settings: Settings, selection: Selection, *, dry_run: bool, out: Text
 
 
 def run_replay(queue: DeadLetters, republisher: RequestPublisher, selection: Selection, *,
-               dry_run: bool, out: TextIO, events: EventBus | None = None) -> int:
+               dry_run: bool, out: TextIO, events: EventBus | None = None, as_json: bool = False) -> int:
     """Pull, show, republish the chosen ones (ack each after its confirmation, once `events` has
     its run.replayed), release the rest."""
     items = [describe(letter) for letter in queue.pull()]
@@ -292,8 +298,15 @@ def run_replay(queue: DeadLetters, republisher: RequestPublisher, selection: Sel
         action = _replay_one(queue, republisher, item, events) if go else "would replay" if pick else "keep"
         failures += action.startswith("FAILED")
         rows.append(_row(item, action, now))
-    _print(out, rows, _summary(len(items), sum(selected), failures, dry_run, selection))
-    return 1 if failures else 0
+    summary = _summary(len(items), sum(selected), failures, dry_run, selection)
+    if as_json:
+        _print_json(out, items, rows, summary)
+    else:
+        _print(out, rows, summary)
+    if failures:
+        return 1
+    narrowed = (selection.run_ids or selection.data_source_ids) and not selection.everything
+    return NOTHING_MATCHED if narrowed and not any(selected) else 0
 
 
 def _replay_one(queue: DeadLetters, republisher: RequestPublisher, item: Described,
@@ -368,6 +381,17 @@ def _summary(total: int, selected: int, failures: int, dry_run: bool, selection:
         return f"{total} dead-lettered request(s); dry run: {selected} would be replayed"
     note = f", {failures} FAILED (left in the dead-letter topic)" if failures else ""
     return f"{total} dead-lettered request(s); {selected - failures} replayed{note}"
+
+
+def _print_json(out: TextIO, items: Sequence[Described], rows: Sequence[Sequence[str]], summary: str) -> None:
+    """One JSON object per dead letter, then the summary: for scripts (and Django's dead-letter page)."""
+    for item, row in zip(items, rows, strict=True):
+        out.write(redact(json.dumps({
+            "dead_letter": item.letter.message_id, "run_id": item.run_id,
+            "data_source_id": item.data_source_id, "table": item.table, "attempts": item.attempts,
+            "action": row[-1]})) + "\n")
+    out.write(redact(json.dumps({"summary": summary})) + "\n")
+    out.flush()
 
 
 def _print(out: TextIO, rows: Sequence[Sequence[str]], summary: str) -> None:
