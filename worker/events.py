@@ -20,6 +20,7 @@ from google.cloud import pubsub_v1
 
 from worker import constants as c
 from worker.errors import EtlError, PublishError
+from worker.faults import instrument_publisher
 from worker.ledger import LedgerEntry
 from worker.logs import redact
 from worker.messages import (
@@ -51,6 +52,7 @@ class PubSubEventBus:
     def __init__(self, project: str, topic: str, publisher: pubsub_v1.PublisherClient | None = None):
         options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
         self._publisher = publisher or pubsub_v1.PublisherClient(publisher_options=options)
+        self._publisher = instrument_publisher(self._publisher)  # fault injection only; else as is
         self._topic_path = self._publisher.topic_path(project, topic)
 
     def publish(self, event: Event) -> None:

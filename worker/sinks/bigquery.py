@@ -25,7 +25,7 @@ from google.cloud import bigquery
 from worker import errors
 from worker.columns import Column
 from worker.constants import CATALOG, HEADS_TABLE, LEDGER_TABLE, TRANSACTIONAL
-from worker.faults import crash_point
+from worker.faults import crash_point, hold_commit
 from worker.ledger import LedgerEntry
 from worker.retry import RetryPolicy
 from worker.settings import Settings
@@ -295,6 +295,7 @@ class BigQueryStaging:
             replace=self.load_type == CATALOG,
         )
         query, params = emulator_compat.script_query(script, sql.ledger_params(entry), self._target.emulator)
+        query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
         config = bigquery.QueryJobConfig(query_parameters=params)
 
         def start(job_id: str) -> Any:
@@ -302,7 +303,7 @@ class BigQueryStaging:
                 query, job_config=config, job_id=job_id, location=self._target.location,
                 retry=self._target.api_retry, job_retry=None,
             )
-            crash_point("commit_submitted")
+            crash_point("commit_returned")
             return job
 
         try:
