@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 from google.cloud import bigquery, pubsub_v1
 
-from devstack.emulators import Emulator, start_pubsub, stop_process
+from devstack.emulators import Emulator, stop_process
 from tests.conftest import PROJECT
-from tests.e2e.stack import Stack, close_open_stacks
+from tests.e2e.stack import Stack
 from worker.faults import HOLD_FAIL, HOLD_FIFO
 
 KILL_WAIT_S = 60.0
-# With a fresh emulator per scenario the redelivery comes one ack deadline (10 s) after the kill;
-# the margin is for a loaded machine, not for the emulator's dead-stream stalls.
+# Once `end_dead_streams` has run the redelivery comes one ack deadline (10 s) after the kill; the
+# margin is for a loaded machine.
 REDELIVERY_WAIT_S = 90.0
 _OPEN_LOGS: list[EventLog] = []
 
@@ -107,26 +107,6 @@ class WorkerProcess:
         self._log.close()
 
 
-@pytest.fixture
-def crash_pubsub(request: pytest.FixtureRequest, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    """The Pub/Sub emulator of a crash scenario (ETL_FAULTS_OWN_PUBSUB=1: one of its own)."""
-    if os.environ.get("ETL_FAULTS_OWN_PUBSUB") != "1":
-        yield request.getfixturevalue("pubsub_emulator")
-        while _OPEN_LOGS:
-            _OPEN_LOGS.pop().close()
-        return
-    emulator = start_pubsub(PROJECT, tmp_path)
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host_port)  # this test's own clients
-    try:
-        yield emulator
-    finally:
-        close_open_stacks()  # the event streams first, while their emulator still answers
-        while _OPEN_LOGS:
-            _OPEN_LOGS.pop().close()
-        emulator.stop()
-
-
 def end_dead_streams(stack: Stack) -> None:
     """Make the emulator forget the request subscription's streams; before a fresh worker subscribes.
 
@@ -148,12 +128,14 @@ def end_dead_streams(stack: Stack) -> None:
 
 
 @pytest.fixture
-def workers(crash_pubsub: Emulator) -> Iterator[list[WorkerProcess]]:
-    """Worker processes started by the test, stopped at its end (before its emulator)."""
+def workers(pubsub_emulator: Emulator) -> Iterator[list[WorkerProcess]]:
+    """Worker processes started by the test, stopped at its end; then the test's event logs."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
         worker.stop()
+    while _OPEN_LOGS:
+        _OPEN_LOGS.pop().close()
 
 
 def ledger(client: bigquery.Client, dataset: str, run_id: str) -> list[dict[str, Any]]:

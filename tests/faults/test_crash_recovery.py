@@ -90,9 +90,9 @@ def draws(seed: int) -> list[Draw]:
 
 
 @pytest.fixture
-def crash_stack(crash_pubsub: Emulator, bq_emulator: Emulator, bq_dataset: str) -> Stack:
+def crash_stack(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) -> Stack:
     env = settings_env(
-        crash_pubsub.host_port, bq_emulator.host_port, bq_dataset,
+        pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
         ETL_BATCH_SIZE=100, ETL_PART_ROWS=150,  # 250 rows: 3 batches, 2 parts
         ETL_MAX_DELIVERY_ATTEMPTS=20,  # kills use up attempts; recovery must not dead-letter
     )

@@ -1,4 +1,4 @@
 from tests.e2e.conftest import orders_source
-from tests.faults.harness import crash_pubsub, workers
+from tests.faults.harness import workers
 
-__all__ = ["crash_pubsub", "orders_source", "workers"]
+__all__ = ["orders_source", "workers"]

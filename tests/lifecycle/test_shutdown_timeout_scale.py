@@ -29,10 +29,10 @@ def make_stack(pubsub: Emulator, bq: Emulator, dataset: str, **overrides: Any) -
 
 
 def test_sigterm_during_a_long_run_exits_in_grace_and_the_redelivery_completes(
-    crash_pubsub: Emulator, bq_emulator: Emulator, bq_dataset: str, orders_source: SeededSource,
+    pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, orders_source: SeededSource,
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
 ) -> None:
-    stack = make_stack(crash_pubsub, bq_emulator, bq_dataset, ETL_BATCH_SIZE=10,
+    stack = make_stack(pubsub_emulator, bq_emulator, bq_dataset, ETL_BATCH_SIZE=10,
                        ETL_SHUTDOWN_GRACE_SECONDS=3, ETL_MAX_DELIVERY_ATTEMPTS=10)
     # Given a worker in the middle of a run that needs 25 s (25 batches of 1 s)
     slow = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_SLOW_BATCH_SECONDS": "1"},
@@ -82,10 +82,10 @@ def test_a_run_past_its_time_limit_fails_as_transient(
 
 
 def test_two_workers_twenty_requests_five_sources_every_run_exactly_once(
-    crash_pubsub: Emulator, bq_emulator: Emulator, bq_dataset: str, pg_admin: sa.Engine,
+    pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, pg_admin: sa.Engine,
     pg_schema: str, workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
 ) -> None:
-    stack = make_stack(crash_pubsub, bq_emulator, bq_dataset, ETL_CONCURRENCY=2,
+    stack = make_stack(pubsub_emulator, bq_emulator, bq_dataset, ETL_CONCURRENCY=2,
                        ETL_MAX_DELIVERY_ATTEMPTS=20)
     sources = [_source_table(pg_admin, pg_schema, n) for n in range(1, 6)]
     # Given two worker processes on one subscription
