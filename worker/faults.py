@@ -91,10 +91,10 @@ def hold_commit(script: str) -> str:
     """
     if not _enabled() or os.environ.get("ETL_CRASH_AT") != "commit_submitted":
         return script
-    hold_dir = Path(os.environ["ETL_COMMIT_HOLD_DIR"])
+    hold_dir = Path(os.environ.get("ETL_COMMIT_HOLD_DIR", "/nonexistent"))
     fifo, fail = hold_dir / HOLD_FIFO, hold_dir / HOLD_FAIL
     if _COMMIT_MARKER not in script or not fifo.exists():
-        raise RuntimeError(f"fault injection: cannot hold this commit ({fifo})")
+        raise RuntimeError(f"fault injection: no {fifo} (set ETL_COMMIT_HOLD_DIR) or no COMMIT to hold")
     hold = (
         f"SELECT LENGTH(content) FROM read_text('{fifo}');\n"
         f"SELECT ERROR('{HELD_COMMIT_ERROR}') FROM read_text('{fail}');\n"
