@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 from worker import constants as c
 from worker.errors import EtlError, PublishError
+from worker.faults import instrument_publisher
 from worker.ledger import LedgerEntry
 from worker.logs import redact
 from worker.messages import (
@@ -56,6 +57,7 @@ class PubSubEventBus:
 
         options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
         self._publisher = publisher or pubsub_v1.PublisherClient(publisher_options=options)
+        self._publisher = instrument_publisher(self._publisher)  # fault injection only; else as is
         self._topic_path = self._publisher.topic_path(project, topic)
 
     def publish(self, event: Event) -> None:

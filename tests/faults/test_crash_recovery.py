@@ -1,32 +1,92 @@
-"""Fault injection: kill the worker (SIGKILL) at every phase of a run, start a fresh one, let Pub/Sub
-redeliver, and check that the destination equals the source exactly, that the ledger holds one row
-for the run, and that Django's view ends with exactly one run.completed (duplicates share its id).
+"""Fault injection: kill the worker (SIGKILL) in the middle of a run, start a fresh one, let Pub/Sub
+redeliver, and judge the outcome only once the FRESH worker has received the redelivered request
+(its delivery attempt, in its own log, is later than the killed one's) and acked it:
 
-Each scenario has its own topics and subscription (the emulator misroutes after killed streams).
+- the destination equals the source, row by row;
+- the ledger holds one row for the run, written by the delivery expected: the killed one when its
+  commit ran on BigQuery before or after it died, the fresh one otherwise;
+- Django's view ends with run.completed only, all of them one event (one `event_id`), one of them
+  published by the fresh worker after the kill, rebuilt from that ledger row.
+
+Kills land at the named phases (`worker.faults.PHASES`), at a commit job still executing on the
+emulator when the worker dies (held open past the redelivery, then completing or failing), and at
+seeded random moments between the phases: set ETL_FAULT_SEED to replay other draws (the drawn
+moments are in the test ids and printed).
+
+Before the fresh worker subscribes, the emulator is made to drop the killed worker's stream
+(`end_dead_streams`): left alone, it takes about half of the redeliveries and holds each one for an
+ack deadline. Each scenario has its own run id, so its jobs can be found by id.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
+import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import bigquery
 
-from devstack.emulators import Emulator, stop_process
-from tests.conftest import PROJECT
+from devstack.emulators import Emulator
 from tests.e2e.sources import SeededSource, normalise
 from tests.e2e.stack import Stack, bq_rows, settings_env
-from worker.faults import PHASES
+from tests.faults.harness import (
+    CommitHold,
+    EventLog,
+    Handled,
+    Published,
+    WorkerProcess,
+    end_dead_streams,
+    ledger,
+)
+from worker.faults import CATEGORIES, HELD_COMMIT_ERROR, PHASES
 from worker.settings import Settings
 
-KILL_WAIT_S = 60.0
-REDELIVERY_WAIT_S = 300.0
+SEED = int(os.environ.get("ETL_FAULT_SEED", "20261201"))
+ROWS = 250
+# Phases at which the killed delivery's commit has run (or, held, goes on running) on BigQuery.
+COMMITTED_BY_THE_KILLED = {"commit_submitted", "commit_returned", "after_commit", "after_completed"}
+# How many moments of each category every run of these scenarios reaches (250 rows in batches of
+# 100 and parts of 150: 3 batches, 2 parts); the random kills draw from 1..n, and
+# test_every_run_reaches_the_moments_the_random_kills_draw_from keeps these numbers true.
+MOMENTS: dict[str, dict[str, int]] = {
+    "job-wait": {"catalog": 8, "transactional": 8},
+    "ledger-read": {"catalog": 8, "transactional": 10},  # ledger reads no longer create the ledger
+    "staging-drop": {"catalog": 2, "transactional": 2},
+    "publish": {"catalog": 18, "transactional": 18},
+    "any": {"catalog": 58, "transactional": 62},
+}
+RANDOM_KILLS = ("job-wait", "ledger-read", "staging-drop", "publish", "any", "any")
+
+
+@dataclass(frozen=True)
+class Draw:
+    category: str
+    number: int
+    dialect: str
+    load_type: str
+
+    def __str__(self) -> str:
+        return f"{self.category}:{self.number}-{self.dialect}-{self.load_type}"
+
+
+def draws(seed: int) -> list[Draw]:
+    """One kill per entry of RANDOM_KILLS, at a moment drawn from the seed; sources and load types
+    take turns so that every pair is drawn."""
+    rng = random.Random(seed)
+    pairs = itertools.cycle([("postgresql", "catalog"), ("mysql", "transactional"),
+                             ("mysql", "catalog"), ("postgresql", "transactional")])
+    return [Draw(category, rng.randint(1, MOMENTS[category][load_type]), dialect, load_type)
+            for category, (dialect, load_type) in zip(RANDOM_KILLS, pairs, strict=False)]
 
 
 @pytest.fixture
@@ -39,46 +99,70 @@ def crash_stack(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: st
     return Stack(Settings(**env), env)
 
 
-class WorkerProcess:
-    """`python -m worker serve` as a separate process, the way Cloud Run runs it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--no-json-logs", "serve"],
-            env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_killed(self) -> int:
-        try:
-            return self.process.wait(timeout=KILL_WAIT_S)
-        except subprocess.TimeoutExpired:
-            stop_process(self.process)
-            raise AssertionError(f"the worker never reached its crash point; see {self.log_path}") from None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop_process(self.process)
-        self._log.close()
-
-
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
+def commit_hold(tmp_path: Path, bq_dataset: str) -> Iterator[CommitHold]:
+    """Torn down before `bq_dataset`: a job still held would block the emulator's every answer."""
+    hold = CommitHold(tmp_path / "hold")
+    try:
+        yield hold
+    finally:
+        hold.release()
 
 
-def ledger_rows(client: bigquery.Client, dataset: str, run_id: str) -> int:
-    query = f"SELECT COUNT(*) AS n FROM `{PROJECT}.{dataset}._etl_ledger` WHERE run_id = '{run_id}'"
-    return int(next(iter(client.query(query).result()))["n"])
+@dataclass(frozen=True)
+class Recovery:
+    run_id: str
+    killed_at: float  # time.time() once the killed worker was seen dead
+    died_at: str  # the worker's last words: where fault injection killed it
+    killed_attempt: int
+    fresh: Handled
+    entry: dict[str, Any]  # the run's one ledger row
+    completed: list[Published]
+    trace: list[str]  # the killed worker's moments, up to its death
+
+
+def crash_and_recover(
+    stack: Stack, source: SeededSource, load_type: str, faults: dict[str, str],
+    workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+    while_redelivered: Callable[[WorkerProcess, str], None] | None = None,
+) -> Recovery:
+    """Kill a worker as `faults` says, recover with a fresh one, check exactly-once; the outcome."""
+    number = uuid.uuid4().int % 10**12
+    run_id, trace = f"etl-run-{number}", tmp_path / "killed-moments.txt"
+    events = EventLog(stack)
+    # Given a worker that will die as `faults` says
+    doomed = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_FAULT_TRACE": str(trace),
+                            **faults}, tmp_path / "killed.log")
+    workers.append(doomed)
+    message_id = stack.publish(source.request(load_type, etl_run_id=number))
+    # When it is killed there and a fresh worker takes over the redelivered request
+    assert doomed.wait_killed() == -signal.SIGKILL
+    killed_at = time.time()
+    died_at = doomed.killed_at()
+    (killed_attempt,) = doomed.received(run_id)
+    end_dead_streams(stack)
+    fresh = WorkerProcess(stack.env, tmp_path / "fresh.log")
+    workers.append(fresh)
+    if while_redelivered is not None:
+        while_redelivered(fresh, run_id)
+    handled = fresh.wait_handled(run_id, message_id)
+    moments = trace.read_text().splitlines() if trace.exists() else []
+    context = f"killed at {died_at}; last moments {moments[-3:]}; fresh worker {handled}"
+    # Then it was the redelivery that the fresh worker handled, and its run.completed has arrived
+    assert handled.attempt > killed_attempt, context
+    completed = events.wait_completed_after(run_id, killed_at)
+    # And the destination equals the source, exactly once
+    dataset = stack.settings.bigquery_dataset
+    assert [normalise(r) for r in bq_rows(bq_client, dataset, "orders", "id")] == source.rows(), context
+    entries = ledger(bq_client, dataset, run_id)
+    assert len(entries) == 1, (context, entries)
+    # And Django's view ends with one run.completed (duplicates are the very same event)
+    assert {p.event["event_type"] for p in completed} == {"run.completed"}, (context, completed)
+    assert len({p.event["event_id"] for p in completed}) == 1, (context, completed)
+    last = completed[-1].event
+    assert (last["rows_loaded"], last["source_row_count"]) == (ROWS, ROWS), (context, last)
+    assert last["attempt"] == entries[0]["attempt"], (context, last, entries)
+    return Recovery(run_id, killed_at, died_at, killed_attempt, handled, entries[0], completed, moments)
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -86,25 +170,100 @@ def ledger_rows(client: bigquery.Client, dataset: str, run_id: str) -> int:
 def test_a_worker_killed_at_any_phase_loses_and_duplicates_nothing(
     phase: str, load_type: str, crash_stack: Stack, orders_source: SeededSource,
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    stack, run_id = crash_stack, "etl-run-900"
-    log_path = tmp_path / "workers.log"
-    # Given a worker that will die at `phase`
-    doomed = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_CRASH_AT": phase}, log_path)
-    workers.append(doomed)
-    stack.publish(orders_source.request(load_type, etl_run_id=900))
-    # When it is killed there and a fresh worker takes over the redelivered request
-    assert doomed.wait_killed() == -signal.SIGKILL
-    workers.append(WorkerProcess(stack.env, log_path))
-    # (the emulator sometimes routes a redelivery to the dead stream first: allow minutes)
-    terminal = stack.wait_terminal(run_id, timeout_s=REDELIVERY_WAIT_S)
-    time.sleep(1.0)  # let a late duplicate, if any, arrive before counting
-    terminal = stack.terminal_events(run_id)
-    # Then the destination equals the source, exactly once
-    dataset = stack.settings.bigquery_dataset
-    assert [normalise(r) for r in bq_rows(bq_client, dataset, "orders", "id")] == orders_source.rows()
-    assert ledger_rows(bq_client, dataset, run_id) == 1
-    # And Django's view ends with one run.completed (duplicates are the very same event)
-    assert {e["event_type"] for e in terminal} == {"run.completed"}, terminal
-    assert len({e["event_id"] for e in terminal}) == 1
-    assert terminal[-1]["rows_loaded"] == 250 and terminal[-1]["source_row_count"] == 250
+    faults = {"ETL_CRASH_AT": phase}
+    redelivered = None
+    if phase == "commit_submitted":  # the commit job goes on running until the redelivery arrived
+        hold: CommitHold = request.getfixturevalue("commit_hold")
+        faults["ETL_COMMIT_HOLD_DIR"] = str(hold.directory)
+        redelivered = release_once_redelivered(hold, fail=False)
+    recovery = crash_and_recover(crash_stack, orders_source, load_type, faults, workers, bq_client,
+                                 tmp_path, redelivered)
+    assert recovery.died_at.startswith(phase)
+    # Then the commit in force is the killed delivery's when it had reached BigQuery, else the fresh one's
+    committer = recovery.killed_attempt if phase in COMMITTED_BY_THE_KILLED else recovery.fresh.attempt
+    assert recovery.entry["attempt"] == committer, recovery
+    if phase == "after_completed":  # the killed worker's run.completed and the fresh one's: one event
+        assert any(p.publish_time < recovery.killed_at for p in recovery.completed), recovery
+    if phase == "commit_submitted":
+        job = held_commit_job(bq_client, recovery)
+        assert job.error_result is None and recovery.entry["staging_token"] in job.job_id, job.error_result
+
+
+@pytest.mark.parametrize(("orders_source", "load_type"),
+                         [("postgresql", "catalog"), ("mysql", "transactional")], indirect=["orders_source"])
+def test_a_commit_still_running_when_its_worker_dies_and_then_failing_is_applied_once_by_the_redelivery(
+    load_type: str, crash_stack: Stack, orders_source: SeededSource, workers: list[WorkerProcess],
+    bq_client: bigquery.Client, tmp_path: Path, commit_hold: CommitHold,
+) -> None:
+    # Given a worker killed while its commit job executes; the job fails once the redelivery is in
+    faults = {"ETL_CRASH_AT": "commit_submitted", "ETL_COMMIT_HOLD_DIR": str(commit_hold.directory)}
+    recovery = crash_and_recover(crash_stack, orders_source, load_type, faults, workers, bq_client,
+                                 tmp_path, release_once_redelivered(commit_hold, fail=True))
+    # Then the killed delivery's commit failed after its worker died, and the fresh delivery's applied
+    job = held_commit_job(bq_client, recovery)
+    assert job.error_result is not None and HELD_COMMIT_ERROR in job.error_result["message"], job.error_result
+    assert recovery.entry["attempt"] == recovery.fresh.attempt, recovery
+
+
+@pytest.mark.parametrize(("draw", "orders_source"),
+                         [pytest.param(d, d.dialect, id=str(d)) for d in draws(SEED)],
+                         indirect=["orders_source"])
+def test_a_worker_killed_at_a_random_moment_loses_and_duplicates_nothing(
+    draw: Draw, crash_stack: Stack, orders_source: SeededSource, workers: list[WorkerProcess],
+    bq_client: bigquery.Client, tmp_path: Path,
+) -> None:
+    print(f"ETL_FAULT_SEED={SEED}: killing at moment {draw.category}:{draw.number} ({draw})")
+    faults = {"ETL_KILL_AT": f"{draw.category}:{draw.number}"}
+    recovery = crash_and_recover(crash_stack, orders_source, draw.load_type, faults, workers, bq_client,
+                                 tmp_path)
+    print(f"died at {recovery.died_at}")
+    assert recovery.died_at.startswith(f"moment {draw.category}:{draw.number} ")
+    # Then the commit in force is the killed delivery's exactly when its commit job had answered
+    answered = any(re.search(r" insert etl_\S+_commit answered", m) for m in recovery.trace)
+    committer = recovery.killed_attempt if answered else recovery.fresh.attempt
+    assert recovery.entry["attempt"] == committer, recovery
+
+
+@pytest.mark.parametrize("orders_source", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("load_type", ["catalog", "transactional"])
+def test_every_run_reaches_the_moments_the_random_kills_draw_from(
+    load_type: str, crash_stack: Stack, orders_source: SeededSource, workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "moments.txt"
+    worker = WorkerProcess({**crash_stack.env, "ETL_FAULT_INJECTION": "1", "ETL_FAULT_TRACE": str(trace)},
+                           tmp_path / "worker.log")
+    workers.append(worker)
+    message_id = crash_stack.publish(orders_source.request(load_type, etl_run_id=950))
+    worker.wait_handled("etl-run-950", message_id)
+    reached = Counter(line.split("#")[0] for line in trace.read_text().splitlines())
+    reached["any"] = sum(reached.values())
+    assert set(reached) <= {*CATEGORIES, "bq"}, reached
+    assert all(reached[c] >= MOMENTS[c][load_type] for c in CATEGORIES), (reached, MOMENTS)
+
+
+def release_once_redelivered(hold: CommitHold, *, fail: bool) -> Callable[[WorkerProcess, str], None]:
+    """Keep the killed delivery's commit job running until the fresh worker has the redelivery."""
+
+    def release(fresh: WorkerProcess, run_id: str) -> None:
+        assert hold.job_running.wait(10), "the worker died, but its commit job was not executing"
+        deadline = time.monotonic() + 90
+        while not fresh.received(run_id):
+            assert time.monotonic() < deadline, f"no redelivery reached {fresh.log_path}"
+            time.sleep(0.1)
+        if fail:
+            hold.fail_the_job()
+        hold.release()
+
+    return release
+
+
+def held_commit_job(client: bigquery.Client, recovery: Recovery) -> Any:
+    """The killed delivery's commit job, as the emulator finished it after the worker had died."""
+    inserted = [m for m in recovery.trace if " insert etl_" in m and m.endswith("_commit before")]
+    assert len(inserted) == 1, recovery.trace
+    job = client.get_job(inserted[0].split(" insert ")[1].split()[0])
+    assert job.state == "DONE" and job.ended.timestamp() > recovery.killed_at, (job.state, job.ended)
+    return job

@@ -6,12 +6,13 @@ BigQuery emulator; the transport is not the point here (the crash suite covers P
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from google.cloud import bigquery
 
 from devstack.emulators import Emulator
 from tests.conftest import PROJECT
+from tests.e2e.sources import normalise
 from tests.e2e.stack import make_settings
 from worker.app import build_handler
 from worker.events import MemoryEventBus
@@ -164,37 +166,83 @@ def test_windows_under_concurrent_writers_load_every_row_exactly_once(
     assert sum(c.rows_loaded for c in completions) == len(expected)
 
 
+# Six catalog snapshots of one table: overlapping ids, every row labelled and stamped by its snapshot,
+# two of them the same size, so that a mix of two snapshots, a half-done replace or a stale one
+# matches none of them (a count would not tell them apart).
+SNAPSHOTS = [(1, 100), (51, 160), (1, 40), (101, 130), (21, 130), (1, 150)]  # (first id, rows)
+
+
+def content(rows: list[tuple[Any, ...]]) -> str:
+    """A table's whole content as one fingerprint: every value of every row, in id order."""
+    return hashlib.sha256(repr(sorted(normalise(tuple(r)) for r in rows)).encode()).hexdigest()
+
+
+class Reader(threading.Thread):
+    """Reads the whole destination again and again, one query each time; any error ends it."""
+
+    def __init__(self, client: bigquery.Client, dataset: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.query = client, f"SELECT id, ts, label FROM `{PROJECT}.{dataset}.events`"
+        self.seen: list[str] = []  # the fingerprint of every read, in order
+        self.reads = threading.Semaphore(0)  # released once per read (started and finished)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.seen.append(content([tuple(r.values()) for r in self.client.query(self.query).result()]))
+                self.reads.release()
+        except BaseException as exc:  # a missing table, a failed query: surfaced by the test
+            self.error = exc
+            self.reads.release()
+
+    def read_once_more(self) -> None:
+        """Wait for a read that started after this call (it sees the table as it is now, or later)."""
+        while self.reads.acquire(blocking=False):  # reads that may have started earlier
+            pass
+        for _ in range(2):  # the one in flight, then one that starts after this call
+            if self.error is not None:  # the test reports it
+                return
+            assert self.reads.acquire(timeout=60), "the reader stalled"
+
+
 def test_a_reader_never_sees_a_partial_catalog_replace(
     pg_admin: sa.Engine, pg_schema: str, make_handler: Callable[..., Any], bq_client: bigquery.Client,
     bq_dataset: str,
 ) -> None:
     table = quoted(pg_admin, pg_schema, "events")
-    sizes = [100, 160, 40, 130, 70, 150]
     with pg_admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, ts timestamptz)")
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, ts timestamptz, label text)")
     handler = make_handler()
-    seen: set[int] = set()
-    stop = threading.Event()
-
-    def read_counts() -> Iterator[int]:
-        query = f"SELECT COUNT(*) AS n FROM `{PROJECT}.{bq_dataset}.events`"
-        while not stop.is_set():
-            try:
-                yield int(next(iter(bq_client.query(query).result()))["n"])
-            except Exception:  # the table does not exist before the first commit
-                time.sleep(0.05)
-
-    reader = threading.Thread(target=lambda: seen.update(read_counts()), daemon=True)
-    # Given a reader counting the destination again and again
-    for number, size in enumerate(sizes, 1):
-        with pg_admin.begin() as conn:
-            conn.exec_driver_sql(f"DELETE FROM {table}")
-            conn.exec_driver_sql(f"INSERT INTO {table} SELECT g, now() FROM generate_series(1, {size}) g")
-        run_once(handler, request_body(pg_admin, pg_schema, "catalog", 700 + number))
-        if number == 1:
-            reader.start()
-    stop.set()
-    reader.join(timeout=30)
-    # Then it only ever saw whole snapshots: never an empty table, never a mix
-    assert seen, "the reader saw nothing"
-    assert seen <= set(sizes), seen
+    reader = Reader(bq_client, bq_dataset)
+    committed: list[str] = []
+    # Given a reader reading the whole destination again and again while catalog runs replace it
+    try:
+        for number, (first, rows) in enumerate(SNAPSHOTS, 1):
+            with pg_admin.begin() as conn:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+                conn.exec_driver_sql(
+                    f"INSERT INTO {table} SELECT g, timestamptz '2024-03-01 12:00:00.123456+00' "
+                    f"+ g * interval '1 second' + {number} * interval '1 day', 'snapshot {number}' "
+                    f"FROM generate_series({first}, {first + rows - 1}) g")
+                source = [tuple(r) for r in conn.exec_driver_sql(f"SELECT id, ts, label FROM {table}")]
+            committed.append(content(source))
+            run_once(handler, request_body(pg_admin, pg_schema, "catalog", 700 + number))
+            # (the destination exists from the first commit on: only then may the reader start)
+            if number == 1:
+                reader.start()
+            # Every snapshot is read at least once, by a read that starts after its commit returned
+            reader.read_once_more()
+            assert reader.error is None, reader.error
+    finally:
+        reader.stop.set()
+        reader.join(timeout=60)
+    # Then no read failed (a missing table is a failure, not a retry)
+    assert reader.error is None, reader.error
+    # And every read returned one committed snapshot, value for value: never a mix, a half-done
+    # replace or an empty table; and never an older snapshot after a newer one
+    order = [committed.index(seen) if seen in committed else -1 for seen in reader.seen]
+    assert -1 not in order, f"a read matched no committed snapshot: {order}"
+    assert order == sorted(order), order
+    assert set(order) == set(range(len(SNAPSHOTS))), order

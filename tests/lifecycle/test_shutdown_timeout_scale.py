@@ -19,7 +19,7 @@ from devstack.emulators import Emulator
 from tests.conftest import PROJECT
 from tests.e2e.sources import SeededSource, normalise, seed
 from tests.e2e.stack import Stack, bq_rows, settings_env
-from tests.faults.test_crash_recovery import WorkerProcess, ledger_rows
+from tests.faults.harness import WorkerProcess, end_dead_streams, ledger_rows
 from worker.settings import Settings
 
 
@@ -38,7 +38,7 @@ def test_sigterm_during_a_long_run_exits_in_grace_and_the_redelivery_completes(
     slow = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_SLOW_BATCH_SECONDS": "1"},
                          tmp_path / "slow.log")
     workers.append(slow)
-    stack.publish(orders_source.request("catalog", etl_run_id=71))
+    message_id = stack.publish(orders_source.request("catalog", etl_run_id=71))
     stack.wait_for(lambda events: any(e["event_type"] == "run.progress" for e in events))
     # When it receives SIGTERM (Cloud Run gives 10 s)
     sent = time.monotonic()
@@ -47,12 +47,16 @@ def test_sigterm_during_a_long_run_exits_in_grace_and_the_redelivery_completes(
     # Then it exits 0 within the grace period, reporting the interrupted run as retryable
     assert code == 0
     assert time.monotonic() - sent < 3 + 3.0
+    end_dead_streams(stack)  # the stopped worker's stream, which the emulator never closes
     failed = stack.wait_terminal("etl-run-71")[0]
     assert failed["event_type"] == "run.failed"
     assert failed["error"] == {"type": "ShutdownInterrupted", "retryable": True,
                                "message": failed["error"]["message"]}
+    (first_attempt,) = slow.received("etl-run-71")
     # And the nacked request, redelivered to a fresh worker, completes once
-    workers.append(WorkerProcess(stack.env, tmp_path / "fresh.log"))
+    fresh = WorkerProcess(stack.env, tmp_path / "fresh.log")
+    workers.append(fresh)
+    assert fresh.wait_handled("etl-run-71", message_id).attempt > first_attempt
     stack.wait_for(lambda _: any(e["event_type"] == "run.completed"
                                  for e in stack.terminal_events("etl-run-71")))
     dataset = stack.settings.bigquery_dataset

@@ -26,7 +26,7 @@ from google.cloud import bigquery
 from worker import classify, errors
 from worker.columns import Column
 from worker.constants import HEADS_TABLE, LEDGER_TABLE
-from worker.faults import crash_point
+from worker.faults import crash_point, hold_commit
 from worker.ledger import LedgerEntry
 from worker.modes import mode_of
 from worker.retry import RetryPolicy
@@ -348,6 +348,7 @@ class BigQueryStaging:
             apply=self._apply,
         )
         query, params = emulator_compat.script_query(script, sql.ledger_params(entry), self._target.emulator)
+        query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
         config = bigquery.QueryJobConfig(query_parameters=params)
 
         def start(job_id: str) -> Any:
@@ -355,7 +356,7 @@ class BigQueryStaging:
                 query, job_config=config, job_id=job_id, location=self._target.location,
                 retry=self._target.api_retry, job_retry=None,
             )
-            crash_point("commit_submitted")
+            crash_point("commit_returned")
             return job
 
         try:

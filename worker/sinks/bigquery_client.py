@@ -10,6 +10,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
+from worker.faults import instrument_bigquery
+
 EMULATOR_RETRY_TIMEOUT_S = 30.0
 
 
@@ -17,11 +19,12 @@ def make_bigquery_client(project: str, emulator_host: str | None = None) -> bigq
     if not emulator_host:
         return bigquery.Client(project=project)
     endpoint = emulator_host if emulator_host.startswith("http") else f"http://{emulator_host}"
-    return bigquery.Client(
+    client = bigquery.Client(
         project=project,
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=endpoint),
     )
+    return instrument_bigquery(client)  # fault injection only (ETL_FAULT_INJECTION=1); else as is
 
 
 def api_retry(emulator_host: str | None) -> bigquery.retry.Retry:
