@@ -40,7 +40,7 @@ class SeededSource:
             "schema_name": self.schema, "source_table_name": "orders",
             "dest_table_name": "orders", "load_type": load_type,
         }
-        if load_type == "transactional":
+        if load_type in ("transactional", "merge"):  # the windowed modes
             body["timestamp_column"] = "created_at"
             body["historical_start_date"] = "2020-01-01"
         body.update(overrides)

@@ -125,6 +125,7 @@ def crash_and_recover(
     stack: Stack, source: SeededSource, load_type: str, faults: dict[str, str],
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
     while_redelivered: Callable[[WorkerProcess, str], None] | None = None,
+    **request_fields: Any,
 ) -> Recovery:
     """Kill a worker as `faults` says, recover with a fresh one, check exactly-once; the outcome."""
     number = uuid.uuid4().int % 10**12
@@ -134,7 +135,7 @@ def crash_and_recover(
     doomed = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_FAULT_TRACE": str(trace),
                             **faults}, tmp_path / "killed.log")
     workers.append(doomed)
-    message_id = stack.publish(source.request(load_type, etl_run_id=number))
+    message_id = stack.publish(source.request(load_type, etl_run_id=number, **request_fields))
     # When it is killed there and a fresh worker takes over the redelivered request
     assert doomed.wait_killed() == -signal.SIGKILL
     killed_at = time.time()
@@ -172,6 +173,27 @@ def test_a_worker_killed_at_any_phase_loses_and_duplicates_nothing(
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
+    killed_at_phase(phase, load_type, crash_stack, orders_source, workers, bq_client, tmp_path, request)
+
+
+# merge (with reconcile_deletes: a keys table is staged too) at every phase, the sources taking turns
+MERGE_SCENARIOS = [pytest.param(phase, "postgresql" if n % 2 == 0 else "mysql", id=f"{phase}-merge")
+                   for n, phase in enumerate(PHASES)]
+
+
+@pytest.mark.parametrize(("phase", "orders_source"), MERGE_SCENARIOS, indirect=["orders_source"])
+def test_a_merge_worker_killed_at_any_phase_loses_and_duplicates_nothing(
+    phase: str, crash_stack: Stack, orders_source: SeededSource, workers: list[WorkerProcess],
+    bq_client: bigquery.Client, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    killed_at_phase(phase, "merge", crash_stack, orders_source, workers, bq_client, tmp_path, request,
+                    reconcile_deletes=True)
+
+
+def killed_at_phase(phase: str, load_type: str, crash_stack: Stack, orders_source: SeededSource,
+                    workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+                    request: pytest.FixtureRequest, **request_fields: Any) -> None:
+    """Kill at a named phase, recover, and check which delivery's commit is in force."""
     faults = {"ETL_CRASH_AT": phase}
     redelivered = None
     if phase == "commit_submitted":  # the commit job goes on running until the redelivery arrived
@@ -179,7 +201,7 @@ def test_a_worker_killed_at_any_phase_loses_and_duplicates_nothing(
         faults["ETL_COMMIT_HOLD_DIR"] = str(hold.directory)
         redelivered = release_once_redelivered(hold, fail=False)
     recovery = crash_and_recover(crash_stack, orders_source, load_type, faults, workers, bq_client,
-                                 tmp_path, redelivered)
+                                 tmp_path, redelivered, **request_fields)
     assert recovery.died_at.startswith(phase)
     # Then the commit in force is the killed delivery's when it had reached BigQuery, else the fresh one's
     committer = recovery.killed_attempt if phase in COMMITTED_BY_THE_KILLED else recovery.fresh.attempt
