@@ -93,10 +93,32 @@ def classify(exc: BaseException) -> errors.EtlError:
 
 # --- source databases ------------------------------------------------------------------------------
 def driver_error(exc: BaseException, markers: DriverMarkers) -> errors.EtlError | None:
-    """A SQLAlchemy (DB-API) error read with one driver's markers; None for any other exception."""
-    if not isinstance(exc, saexc.SQLAlchemyError):
+    """A SQLAlchemy (DB-API) error read with one driver's markers, or the driver's own DB-API error
+    as the fast readers (COPY, the raw MySQL reader) meet it, unwrapped; None for anything else."""
+    if isinstance(exc, saexc.SQLAlchemyError):
+        return _classify_sqlalchemy(exc, str(exc), markers)
+    kind = _dbapi_kind(exc)
+    if kind is None:
         return None
-    return _classify_sqlalchemy(exc, str(exc), markers)
+    return _classify_sqlalchemy(kind(None, None, exc), str(exc), markers)
+
+
+# PEP 249's error classes, most specific first: a driver's exception is read as SQLAlchemy's twin.
+_DBAPI_KINDS: tuple[tuple[str, type[saexc.DBAPIError]], ...] = (
+    ("OperationalError", saexc.OperationalError), ("ProgrammingError", saexc.ProgrammingError),
+    ("DataError", saexc.DataError), ("IntegrityError", saexc.IntegrityError),
+    ("InterfaceError", saexc.InterfaceError), ("DatabaseError", saexc.DatabaseError),
+)
+
+
+def _dbapi_kind(exc: BaseException) -> type[saexc.DBAPIError] | None:
+    if type(exc).__module__.split(".")[0] not in _DBAPI_MODULES:
+        return None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return next((kind for name, kind in _DBAPI_KINDS if name in names), None)
+
+
+_DBAPI_MODULES = frozenset({"psycopg2", "MySQLdb", "_mysql_exceptions", "sqlite3"})
 
 
 def remember(exc: BaseException, error: errors.EtlError) -> None:
@@ -129,7 +151,7 @@ def _classify_sqlalchemy(exc: saexc.SQLAlchemyError, text: str, markers: DriverM
 def _operational(lowered: str, first_line: str, markers: DriverMarkers) -> errors.EtlError:
     if _mentions(lowered, markers.auth):
         return errors.SourceAuthError(first_line)
-    if _mentions(lowered, markers.unknown_database):
+    if _mentions(lowered, markers.unknown_database) or _mentions(lowered, markers.missing_object):
         return errors.SourceSchemaError(first_line)
     if _mentions(lowered, markers.invalid_name):
         return errors.ConfigurationError(first_line)

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import MySQLdb
+import psycopg2
 import pytest
 from google.api_core import exceptions as gexc
 from sqlalchemy import exc as saexc
@@ -113,6 +115,10 @@ CASES = [
          errors.SourceDataError, PERMANENT),
     Case("SupersededError", commit(f"{SUPERSEDED_MARKER} an overlapping window of this table is already "
                                    "committed"), errors.SupersededError, PERMANENT),
+    Case("unknown table/column", operational("(1054, \"Unknown column 'x' in 'SELECT'\")"),
+         errors.SourceSchemaError, PERMANENT, MY),
+    Case("unknown table/column", MySQLdb.OperationalError(1054, "Unknown column 'x' in 'SELECT'"),
+         errors.SourceSchemaError, PERMANENT, MY),
     Case("SourceDataError", commit(f"{NULL_KEY_MARKER} a primary key column (id) holds NULL"),
          errors.SourceDataError, PERMANENT),
     Case("RunIdConflictError", errors.RunIdConflictError("run id etl-run-5 is already used by ..."),
@@ -128,6 +134,13 @@ CASES = [
          errors.SourceConnectionError, TRANSIENT, MY),
     Case("database or BigQuery unavailable", operational("database is locked"), errors.SourceConnectionError,
          TRANSIENT, LITE),
+    # the fast readers meet the driver's own errors, unwrapped by SQLAlchemy
+    Case("database or BigQuery unavailable",
+         MySQLdb.OperationalError(2013, "Lost connection to MySQL server during query"),
+         errors.SourceConnectionError, TRANSIENT, MY),
+    Case("database or BigQuery unavailable",
+         psycopg2.OperationalError("server closed the connection unexpectedly"),
+         errors.SourceConnectionError, TRANSIENT, PG),
     Case("database or BigQuery unavailable", gexc.ServiceUnavailable("down"), errors.LoadError, TRANSIENT),
     Case("database or BigQuery unavailable", gexc.InternalServerError("oops"), errors.LoadError, TRANSIENT),
     Case("database or BigQuery unavailable", ConnectionResetError("reset"), errors.LoadError, TRANSIENT),

@@ -103,6 +103,10 @@ class SqlDialect(ABC):
         """The generic path's exact batches read a faster way (PostgreSQL COPY), or None."""
         return None
 
+    def reflected_column(self, info: dict[str, Any]) -> None:
+        """Correct what reflection reports of a column, in place (SQLAlchemy's `column_reflect`)."""
+        return None
+
     def classify_error(self, exc: BaseException) -> EtlError | None:
         """How this dialect reads its driver's error, its texts told by `error_markers`; None: not a
         SQLAlchemy error (`classify()` decides alone)."""

@@ -35,7 +35,8 @@ ERROR_MARKERS = DriverMarkers(
     # Some refusals of a name come as OperationalError ("Incorrect table name", error 1059 ...).
     invalid_name=("invalid utf8", "incorrect table name", "incorrect database name", "incorrect column name",
                   "identifier name"),
-    missing_object=("unknown database", "doesn't exist", "does not exist"),
+    # 1054 "Unknown column" and 1146 "... doesn't exist" come as OperationalError from MySQLdb.
+    missing_object=("unknown database", "unknown column", "doesn't exist", "does not exist"),
 )
 
 
@@ -181,6 +182,12 @@ class MySQLDialect(SqlDialect):
 
     def url(self, params: ConnectionParams) -> sa.URL:
         return server_url("mysql+mysqldb", params, charset="utf8mb4")
+
+    def reflected_column(self, info: dict[str, Any]) -> None:
+        # SQLAlchemy 2.1 reads a name from SHOW CREATE TABLE still escaped: `a``b` reflects as
+        # "a``b", which it would quote again into a column that does not exist. MySQL escapes a
+        # backtick by doubling it, always, so halving the pairs gives the name back exactly.
+        info["name"] = info["name"].replace("``", "`")
 
     def connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": CONNECT_TIMEOUT_S}

@@ -108,7 +108,8 @@ class _Layout:
         qualified = _qualified(request.schema_name, request.source_table_name)
         try:
             table = sa.Table(
-                request.source_table_name, sa.MetaData(), schema=request.schema_name, autoload_with=conn
+                request.source_table_name, sa.MetaData(), schema=request.schema_name, autoload_with=conn,
+                listeners=[("column_reflect", lambda _insp, _table, info: dialect.reflected_column(info))],
             )
         except sa.exc.NoSuchTableError:
             raise SourceSchemaError(f"source table not found: {qualified}") from None
