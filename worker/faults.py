@@ -24,6 +24,11 @@ PHASES = (
     "after_commit",  # the commit finished; run.completed not yet published
     "after_completed",  # run.completed published; the request not yet acked
 )
+# Phases only a job of several tables has between the ones above (also reached by a one-table job,
+# where they fall between staging_loaded and before_commit).
+JOB_PHASES = (
+    "table_staged",  # one table of the job staged, verified and checked; the next not yet read
+)
 
 
 def _enabled() -> bool:

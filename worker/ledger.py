@@ -1,7 +1,8 @@
 """A ledger entry: the durable record, written in the commit transaction, that a run was applied.
 
 It holds everything needed to publish the same `run.completed` again after a crash or a replay,
-and what the run was for, so that a reused run id is told apart from a redelivery.
+and what the run was for, so that a reused run id is told apart from a redelivery. A job writes one
+entry per table, all in its one commit transaction, under the job's run id (`table_index` orders them).
 
 The run record is declared HERE, once. Adding a field that `run.completed` reports:
 1. add it to `LedgerEntry` (with a default, so older ledger rows still read: they hold NULL);
@@ -16,7 +17,7 @@ The run record is declared HERE, once. Adding a field that `run.completed` repor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,8 @@ class LedgerEntry:
     context: Mapping[str, Any] | None = None
     # What the run measured on its rows and the quality rules it violated (worker/quality.py).
     quality: Mapping[str, Any] | None = None
+    # The table's position in its job (0 for a one-table job; None in rows of older versions: 0).
+    table_index: int | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)
@@ -81,3 +84,26 @@ class RunPurpose:
     def describe(self) -> str:
         source = self.source_table or "(source table not recorded)"
         return f"data source {self.data_source_id}: {source} → {self.dest_table} ({self.load_type})"
+
+
+@dataclass(frozen=True)
+class JobPurpose:
+    """What a job moves: the purposes of its tables, in destination order (a job is the same job
+    whatever order its request lists the tables in)."""
+
+    tables: tuple[RunPurpose, ...]
+
+    @classmethod
+    def of(cls, purposes: Iterable[RunPurpose]) -> JobPurpose:
+        return cls(tuple(sorted(purposes, key=lambda purpose: purpose.dest_table)))
+
+    @classmethod
+    def of_entries(cls, entries: Iterable[LedgerEntry]) -> JobPurpose:
+        return cls.of(entry.purpose() for entry in entries)
+
+    def matches(self, other: JobPurpose) -> bool:
+        return len(self.tables) == len(other.tables) and all(
+            mine.matches(theirs) for mine, theirs in zip(self.tables, other.tables, strict=True))
+
+    def describe(self) -> str:
+        return "; ".join(purpose.describe() for purpose in self.tables)
