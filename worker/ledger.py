@@ -82,8 +82,11 @@ class RunPurpose:
         return same and (unknown or self.source_table == other.source_table)
 
     def describe(self) -> str:
+        return f"data source {self.data_source_id}: {self.describe_table()}"
+
+    def describe_table(self) -> str:
         source = self.source_table or "(source table not recorded)"
-        return f"data source {self.data_source_id}: {source} → {self.dest_table} ({self.load_type})"
+        return f"{source} → {self.dest_table} ({self.load_type})"
 
 
 @dataclass(frozen=True)
@@ -106,4 +109,8 @@ class JobPurpose:
             mine.matches(theirs) for mine, theirs in zip(self.tables, other.tables, strict=True))
 
     def describe(self) -> str:
-        return "; ".join(purpose.describe() for purpose in self.tables)
+        sources = {purpose.data_source_id for purpose in self.tables}
+        if len(sources) != 1:
+            return "; ".join(purpose.describe() for purpose in self.tables)
+        tables = ", ".join(purpose.describe_table() for purpose in self.tables)
+        return f"data source {sources.pop()}: {tables}"
