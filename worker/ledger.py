@@ -8,9 +8,10 @@ The run record is declared HERE, once. Adding a field that `run.completed` repor
 1. add it to `LedgerEntry` (with a default, so older ledger rows still read: they hold NULL);
    the ledger column, its BigQuery type and its JSON codec follow from the annotation
    (`worker/sinks/bigquery_sql.py: LEDGER_FIELDS`), and older ledgers get the column on start-up;
-2. add a field of the same name to `RunCompleted` (`worker/messages.py`): `RunEvents.completed`
-   copies every field the two share;
-3. fill it in where the runner builds the entry (`worker/runner.py: _RunAttempt.commit`);
+2. add a field of the same name to `RunCompleted` (`worker/messages.py`), and to `TableCompleted`
+   if it is about one table (a job lists its tables there): `RunEvents.completed` copies every
+   field they share with the entry;
+3. fill it in where a table run builds its entry (`worker/table_run.py: TableRun.entry`);
 4. regenerate the contract: `make schemas` (a test fails when `schemas/` drifts), and describe the
    field in docs/events.md.
 """

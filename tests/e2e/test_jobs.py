@@ -17,6 +17,7 @@ from devstack.emulators import Emulator
 from tests.conftest import PROJECT
 from tests.e2e.oneshot import RunOnce, run_once
 from tests.e2e.shop import Shop, orphans, seed_shop, writing_between_statements
+from tests.e2e.sources import fresh_database
 from tests.e2e.stack import Stack, bq_count, make_settings, serving
 from worker.messages import RunCompleted, RunFailed, json_schema
 
@@ -27,13 +28,8 @@ DESTINATIONS = ("customers", "orders", "order_lines")
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
-    if request.param == "postgresql":
-        engine: sa.Engine = request.getfixturevalue("pg_admin")
-        schema = request.getfixturevalue("pg_schema")
-    else:
-        engine = request.getfixturevalue("mysql_admin")
-        schema = request.getfixturevalue("mysql_db")
-    yield seed_shop(request.param, engine, schema, FAMILIES)
+    """customers, orders and order_lines of FAMILIES families in PostgreSQL or MariaDB."""
+    yield seed_shop(*fresh_database(request), FAMILIES)
 
 
 def bq_ids(client: bigquery.Client, dataset: str, table: str) -> list[int]:

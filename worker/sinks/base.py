@@ -23,7 +23,7 @@ class MergePlan:
 
 
 class Staging(Protocol):
-    """Rows of one delivery of one run, invisible to readers until `commit`."""
+    """Rows of one table of one delivery of a job, invisible to readers until the job's commit."""
 
     token: str  # unique per delivery; part of every job id, stored in the ledger entry
     warnings: tuple[str, ...]  # about the destination's schema, for run.completed
