@@ -85,16 +85,16 @@ class SqlAlchemySource:
     @contextmanager
     def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemyTable]:
         """A one-table request: its session and its table, reflected."""
-        (spec,) = _one_table(request)
+        spec = _only_table(request)
         with self.session(request) as session:
             yield session.table(spec)
 
 
-def _one_table(request: EtlRunRequest) -> tuple[TableSpec]:
+def _only_table(request: EtlRunRequest) -> TableSpec:
     specs = request.table_specs()
     if len(specs) != 1:
         raise ValueError(f"snapshot() reads one table; this job has {len(specs)}: use session()")
-    return (specs[0],)
+    return specs[0]
 
 
 # --- reflection ----------------------------------------------------------------------------------
