@@ -1,7 +1,9 @@
 """Crash points for the fault-injection suite: the worker kills itself (SIGKILL) at a named phase.
 
 Inert unless the environment has ETL_FAULT_INJECTION=1 (set only by the test suite) and
-ETL_CRASH_AT names the phase. SIGKILL, not an exception: nothing gets to clean up, exactly as when a
+ETL_CRASH_AT names the phase; ETL_CRASH_OCCURRENCE=N (default 1) kills at the phase's N-th passage
+in the process (a job passes a table's points once per table: `table_staged` with N=2 dies between
+its second and third table). SIGKILL, not an exception: nothing gets to clean up, exactly as when a
 Cloud Run instance or a GKE node disappears.
 """
 
@@ -11,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,10 @@ JOB_PHASES = (
 )
 
 
+_passages: dict[str, int] = {}  # per phase, how often this process passed it
+_passages_lock = threading.Lock()
+
+
 def _enabled() -> bool:
     return os.environ.get("ETL_FAULT_INJECTION") == "1"
 
@@ -44,6 +51,10 @@ def slow_point() -> None:
 def crash_point(phase: str) -> None:
     if not _enabled() or os.environ.get("ETL_CRASH_AT") != phase:
         return
+    with _passages_lock:  # staging_loaded is passed on the part loader's thread
+        _passages[phase] = _passages.get(phase, 0) + 1
+        if _passages[phase] < int(os.environ.get("ETL_CRASH_OCCURRENCE", "1")):
+            return
     log.critical("fault injection: killing the worker at %s", phase)
     for handler in logging.getLogger().handlers:
         handler.flush()
