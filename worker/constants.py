@@ -36,3 +36,9 @@ RUN_OUTCOMES: Final = ("committed", "failed", "retrying", "dead-lettered", "runn
 CATALOG: Final = "catalog"
 TRANSACTIONAL: Final = "transactional"
 MERGE: Final = "merge"
+
+# A job's commit is ONE BigQuery transaction, which may modify at most 100 tables (BigQuery's
+# "Multi-statement transactions", Limitations); besides its destinations it writes the ledger and
+# the heads table, so a job names at most 98 tables (docs/jobs.md).
+BIGQUERY_TRANSACTION_MAX_TABLES: Final = 100
+MAX_JOB_TABLES: Final = BIGQUERY_TRANSACTION_MAX_TABLES - 2

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
@@ -31,6 +31,7 @@ from worker.messages import (
     RunProgress,
     RunReplayed,
     RunStarted,
+    TableCompleted,
     encode_event,
     utcnow,
 )
@@ -108,11 +109,18 @@ class Counters:
     rows_loaded: int = 0
     batches_loaded: int = 0
 
+    @classmethod
+    def total(cls, parts: Iterable[Counters]) -> Counters:
+        """The counters of a job: its tables' summed."""
+        parts = list(parts)
+        return cls(*(sum(getattr(part, f.name) for part in parts) for f in dataclasses.fields(cls)))
 
+
+_ENTRY_FIELDS = {f.name for f in dataclasses.fields(LedgerEntry)}
 # run.completed fields taken from the ledger entry as they are (ids, counters, window, ...).
-_SHARED_WITH_ENTRY = tuple(
-    name for name in RunCompleted.model_fields if name in {f.name for f in dataclasses.fields(LedgerEntry)}
-)
+_SHARED_WITH_ENTRY = tuple(name for name in RunCompleted.model_fields if name in _ENTRY_FIELDS)
+# ... and the fields of each table in its `tables` list.
+_TABLE_FIELDS_OF_ENTRY = tuple(name for name in TableCompleted.model_fields if name in _ENTRY_FIELDS)
 
 
 def event_id(run_id: str, attempt: int, seq: int, salt: str = "") -> str:
@@ -153,8 +161,8 @@ class RunEvents:
         self._started = clock()
         self._last_progress = self._started
         self._seq = 0
-        self._counters = Counters()
-        self._rows_expected: int | None = None
+        self._counters: tuple[Counters, ...] = (Counters(),)
+        self._rows_expected: dict[str | None, int | None] = {}  # per table, from run.started
 
     @property
     def attempt(self) -> int:
@@ -164,9 +172,10 @@ class RunEvents:
     def elapsed_s(self) -> float:
         return self._clock() - self._started
 
-    def attempt_counters(self) -> Counters:
-        """Fresh counters for a try of the run; `failed` reports the latest try's."""
-        self._counters = Counters()
+    def attempt_counters(self, tables: int = 1) -> tuple[Counters, ...]:
+        """Fresh counters for a try of the run, one per table of its job; `failed` reports the
+        latest try's, summed."""
+        self._counters = tuple(Counters() for _ in range(tables))
         return self._counters
 
     def reserve_seq(self) -> int:
@@ -174,63 +183,72 @@ class RunEvents:
         return self._seq
 
     def started(self, source_type: str, source_table: str, window: Window | None = None,
-                rows_expected: int | None = None, column_names: dict[str, str] | None = None) -> None:
-        self._rows_expected = rows_expected
+                rows_expected: int | None = None, column_names: dict[str, str] | None = None,
+                table: str | None = None) -> None:
+        """One table of the job planned: `table` is its destination (a job sends one per table)."""
+        self._rows_expected[table] = rows_expected
         self._bus.publish(RunStarted(
             **self._common(Counters()), source_type=source_type, source_table=source_table,
             window_column=window.column if window else None,
             window_low=window.low_text if window else None,
-            rows_expected=rows_expected, column_names=column_names or {},
+            rows_expected=rows_expected, column_names=column_names or {}, table=table,
         ))
 
     def progress(
         self, counters: Counters, phase: Literal["extracting", "committing"] = "extracting",
-        force: bool = False,
+        force: bool = False, table: str | None = None,
     ) -> None:
         """Publish if `progress_interval_s` has passed since the last one (or `force`). Best effort:
-        a lost progress event must not fail a run that can still complete."""
+        a lost progress event must not fail a run that can still complete. `table`: the table
+        being extracted (its counters); None: the whole job (the job's counters)."""
         now = self._clock()
         if not force and now - self._last_progress < self._progress_interval_s:
             return
         self._last_progress = now
+        expected = self._expected(table)
         try:
-            self._bus.publish(RunProgress(**self._common(counters), phase=phase,
-                                          rows_expected=self._rows_expected,
-                                          fraction=self._fraction(counters, phase)))
+            self._bus.publish(RunProgress(**self._common(counters), phase=phase, rows_expected=expected,
+                                          fraction=_fraction(counters, phase, expected), table=table))
         except PublishError as exc:
             log.warning("progress event not published: %s", exc)
 
-    def completed(self, entry: LedgerEntry) -> None:
-        """Built from the ledger entry alone, so every delivery publishes the same event: every
-        field the entry and the event share is copied by name (worker/ledger.py's checklist)."""
-        shared = {name: getattr(entry, name) for name in _SHARED_WITH_ENTRY}
+    def completed(self, *entries: LedgerEntry) -> None:
+        """The job committed: built from its ledger entries alone (one per table, in job order), so
+        every delivery publishes the same event. Every field an entry and the event share is copied
+        by name (worker/ledger.py's checklist): from the one entry of a one-table job; a job of
+        several reports its tables in `tables` and their sums at the top level."""
+        first = entries[0]
+        top = {name: getattr(first, name) for name in _SHARED_WITH_ENTRY}
+        watermark, watermark_key = _watermark(first)
+        if len(entries) > 1:
+            top |= _job_totals(entries)
+            watermark = watermark_key = None
         self._bus.publish(RunCompleted(
-            **shared, seq=entry.completed_seq,
-            event_id=event_id(entry.run_id, entry.attempt, entry.completed_seq),
-            occurred_at=entry.committed_at,
-            watermark=entry.window_high if mode_of(entry.load_type).windowed else None,
-            watermark_key=entry.window_high_key if mode_of(entry.load_type).windowed else None,
+            **top, seq=first.completed_seq,
+            event_id=event_id(first.run_id, first.attempt, first.completed_seq),
+            occurred_at=first.committed_at, watermark=watermark, watermark_key=watermark_key,
+            tables=[_table_completed(entry) for entry in entries],
         ))
 
     def failed(self, error: EtlError, counters: Counters | None = None, *,
                will_retry: bool | None = None) -> None:
-        """`counters`: the failed attempt's (default: those of the last `attempt_counters()`);
+        """`counters`: the failed attempt's (default: the sum of the last `attempt_counters()`);
         `will_retry`: whether another delivery comes (default: whether the error is transient)."""
         self._bus.publish(RunFailed(
-            **self._common(counters or self._counters), error=_info(error),
+            **self._common(counters or Counters.total(self._counters)), error=_info(error),
             will_retry=error.retryable if will_retry is None else will_retry,
         ))
 
     def dead_lettered(self, error: EtlError, dead_letter_topic: str) -> None:
-        self._bus.publish(RunDeadLettered(**self._common(self._counters), error=_info(error),
+        self._bus.publish(RunDeadLettered(**self._common(Counters.total(self._counters)), error=_info(error),
                                           dead_letter_topic=dead_letter_topic))
 
-    def _fraction(self, counters: Counters, phase: str) -> float | None:
-        if phase == "committing":
-            return 1.0
-        if not self._rows_expected:
-            return None
-        return min(1.0, round(counters.rows_extracted / self._rows_expected, 4))
+    def _expected(self, table: str | None) -> int | None:
+        """A table's expected rows; the job's (every table's summed) for None."""
+        if table is not None or None in self._rows_expected:
+            return self._rows_expected.get(table)
+        counts = list(self._rows_expected.values())
+        return None if not counts or None in counts else sum(c for c in counts if c is not None)
 
     def _common(self, counters: Counters) -> dict[str, Any]:
         seq = self.reserve_seq()
@@ -241,6 +259,41 @@ class RunEvents:
             "rows_loaded": counters.rows_loaded, "batches_loaded": counters.batches_loaded,
             "duration_seconds": round(self.elapsed_s, 3),
         }
+
+
+def _fraction(counters: Counters, phase: str, expected: int | None) -> float | None:
+    if phase == "committing":
+        return 1.0
+    if not expected:
+        return None
+    return min(1.0, round(counters.rows_extracted / expected, 4))
+
+
+def _watermark(entry: LedgerEntry) -> tuple[str | None, str | None]:
+    """Where the next window of the entry's table starts, and its sortable key (windowed modes)."""
+    if not mode_of(entry.load_type).windowed:
+        return None, None
+    return entry.window_high, entry.window_high_key
+
+
+def _table_completed(entry: LedgerEntry) -> TableCompleted:
+    watermark, watermark_key = _watermark(entry)
+    return TableCompleted(**{name: getattr(entry, name) for name in _TABLE_FIELDS_OF_ENTRY},
+                          watermark=watermark, watermark_key=watermark_key)
+
+
+def _job_totals(entries: Sequence[LedgerEntry]) -> dict[str, Any]:
+    """run.completed's top level for a job of several tables: no one table's fields, the summed
+    counters, and every table's warnings, each named after its table."""
+    counts = [entry.source_row_count for entry in entries]
+    return {
+        "dest_table": None, "load_type": None, "window_column": None, "window_low": None,
+        "window_high": None, "values_nulled": {}, "quality": None,
+        **dataclasses.asdict(Counters.total(
+            Counters(e.rows_extracted, e.rows_loaded, e.batches_loaded) for e in entries)),
+        "source_row_count": None if None in counts else sum(c for c in counts if c is not None),
+        "warnings": [f"{entry.dest_table}: {warning}" for entry in entries for warning in entry.warnings],
+    }
 
 
 def _info(error: EtlError) -> ErrorInfo:

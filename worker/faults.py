@@ -5,7 +5,9 @@ here then returns at once or hands back its argument unchanged. SIGKILL, not an 
 gets to clean up, exactly as when a Cloud Run instance or a GKE node disappears.
 
 Three ways to choose where the worker dies:
-- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `crash_point`).
+- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `crash_point`);
+  `ETL_CRASH_OCCURRENCE=N` (default 1) kills at its N-th passage in the process (a job passes a
+  table's points once per table: `table_staged` with N=2 dies between its second and third table).
 - `ETL_CRASH_AT=commit_submitted` with `ETL_COMMIT_HOLD_DIR=<dir>`: the commit job is held open on
   the BigQuery emulator and the worker dies while its jobs.insert is outstanding (`hold_commit`).
 - `ETL_KILL_AT=<category>:<n>`: the n-th *moment* of a category (the suite's seeded random kills).
@@ -52,6 +54,16 @@ _COMMIT_MARKER = "COMMIT TRANSACTION;"
 _JOB_URL = re.compile(r"/projects/[^/]+/(?:jobs|queries)/([^/?]+)")
 _TABLE_URL = re.compile(r"/datasets/[^/]+/tables/([^/?]+)")
 
+# Phases only a job of several tables has between the ones above (also reached by a one-table job,
+# where they fall between staging_loaded and before_commit).
+JOB_PHASES = (
+    "table_staged",  # one table of the job staged, verified and checked; the next not yet read
+)
+
+
+_passages: dict[str, int] = {}  # per phase, how often this process passed it
+_passages_lock = threading.Lock()
+
 
 def _enabled() -> bool:
     return os.environ.get("ETL_FAULT_INJECTION") == "1"
@@ -66,6 +78,10 @@ def slow_point() -> None:
 def crash_point(phase: str) -> None:
     if not _enabled() or os.environ.get("ETL_CRASH_AT") != phase:
         return
+    with _passages_lock:  # staging_loaded is passed on the part loader's thread
+        _passages[phase] = _passages.get(phase, 0) + 1
+        if _passages[phase] < int(os.environ.get("ETL_CRASH_OCCURRENCE", "1")):
+            return
     _die(phase)
 
 

@@ -1,22 +1,24 @@
 """A ledger entry: the durable record, written in the commit transaction, that a run was applied.
 
 It holds everything needed to publish the same `run.completed` again after a crash or a replay,
-and what the run was for, so that a reused run id is told apart from a redelivery.
+and what the run was for, so that a reused run id is told apart from a redelivery. A job writes one
+entry per table, all in its one commit transaction, under the job's run id (`table_index` orders them).
 
 The run record is declared HERE, once. Adding a field that `run.completed` reports:
 1. add it to `LedgerEntry` (with a default, so older ledger rows still read: they hold NULL);
    the ledger column, its BigQuery type and its JSON codec follow from the annotation
    (`worker/sinks/bigquery_sql.py: LEDGER_FIELDS`), and older ledgers get the column on start-up;
-2. add a field of the same name to `RunCompleted` (`worker/messages.py`): `RunEvents.completed`
-   copies every field the two share;
-3. fill it in where the runner builds the entry (`worker/runner.py: _RunAttempt.commit`);
+2. add a field of the same name to `RunCompleted` (`worker/messages.py`), and to `TableCompleted`
+   if it is about one table (a job lists its tables there): `RunEvents.completed` copies every
+   field they share with the entry;
+3. fill it in where a table run builds its entry (`worker/table_run.py: TableRun.entry`);
 4. regenerate the contract: `make schemas` (a test fails when `schemas/` drifts), and describe the
    field in docs/events.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,6 +60,8 @@ class LedgerEntry:
     context: Mapping[str, Any] | None = None
     # What the run measured on its rows and the quality rules it violated (worker/quality.py).
     quality: Mapping[str, Any] | None = None
+    # The table's position in its job (0 for a one-table job; None in rows of older versions: 0).
+    table_index: int | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)
@@ -79,5 +83,35 @@ class RunPurpose:
         return same and (unknown or self.source_table == other.source_table)
 
     def describe(self) -> str:
+        return f"data source {self.data_source_id}: {self.describe_table()}"
+
+    def describe_table(self) -> str:
         source = self.source_table or "(source table not recorded)"
-        return f"data source {self.data_source_id}: {source} → {self.dest_table} ({self.load_type})"
+        return f"{source} → {self.dest_table} ({self.load_type})"
+
+
+@dataclass(frozen=True)
+class JobPurpose:
+    """What a job moves: the purposes of its tables, in destination order (a job is the same job
+    whatever order its request lists the tables in)."""
+
+    tables: tuple[RunPurpose, ...]
+
+    @classmethod
+    def of(cls, purposes: Iterable[RunPurpose]) -> JobPurpose:
+        return cls(tuple(sorted(purposes, key=lambda purpose: purpose.dest_table)))
+
+    @classmethod
+    def of_entries(cls, entries: Iterable[LedgerEntry]) -> JobPurpose:
+        return cls.of(entry.purpose() for entry in entries)
+
+    def matches(self, other: JobPurpose) -> bool:
+        return len(self.tables) == len(other.tables) and all(
+            mine.matches(theirs) for mine, theirs in zip(self.tables, other.tables, strict=True))
+
+    def describe(self) -> str:
+        sources = {purpose.data_source_id for purpose in self.tables}
+        if len(sources) != 1:
+            return "; ".join(purpose.describe() for purpose in self.tables)
+        tables = ", ".join(purpose.describe_table() for purpose in self.tables)
+        return f"data source {sources.pop()}: {tables}"

@@ -144,44 +144,41 @@ class QualityRule(_Request):
         return self
 
 
-def _request_rules() -> dict[str, Any]:
-    """The model validator's cross-field rules as JSON Schema, for publishers that validate first."""
+def _table_rules() -> list[dict[str, Any]]:
+    """A table's cross-field rules (the model validator's) as JSON Schema, for publishers that
+    validate first: the windowed modes need their cursor; the merge fields are merge's alone."""
     merge_only: dict[str, Any] = {"primary_key": False, "soft_delete_column": False,
                                   "reconcile_deletes": {"const": False}}
-    return {"allOf": [
+    return [
         {"if": {"required": ["load_type"], "properties": {"load_type": {"enum": [c.TRANSACTIONAL, c.MERGE]}}},
          "then": {"required": ["timestamp_column"], "properties": {"timestamp_column": {"type": "string"}}}},
-        {"if": {"required": ["source_type"],
-                "properties": {"source_type": {"enum": ["postgresql", "mysql"]}}},
-         "then": {"properties": {"connection_params": {"required": ["host"],
-                                                       "properties": {"host": {"type": "string"}}}}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.MERGE}}}},
          "then": {"properties": merge_only}},
-    ]}
+    ]
 
 
-class EtlRunRequest(_Request):
-    """`etl-run-requested`: run one table's ETL once. The origin's job-config fields, versioned."""
+def _table_schema(schema: dict[str, Any]) -> None:
+    schema["allOf"] = _table_rules()
+
+
+LoadType = Literal["catalog", "transactional", "merge"]
+_SOURCE_TABLE_DOC = "Source table (or view) to read."
+_DEST_TABLE_DOC = "BigQuery destination table, in BIGQUERY_DATASET."
+_LOAD_TYPE_DOC = ("catalog: replace the table; transactional: append a window of the cursor; "
+                  "merge: upsert a window of the cursor by primary key (docs/modes.md).")
+
+
+class _TableFields(_Request):
+    """The fields of one table: at the top level of a one-table request, or in each `tables` entry
+    of a job. The three identity fields are optional here (a job leaves them out at the top level);
+    `TableSpec` requires them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000, strict=True,
-                              json_schema_extra=_request_rules())
+                              json_schema_extra=_table_schema)
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")
-    data_source_id: int = Field(..., ge=0, description="Django DataSource id.")
-    etl_run_id: int | None = Field(
-        None, ge=0, description="Django ETLRun id; the run's identity when present."
-    )
-    source_type: Literal["postgresql", "mysql", "sqlite"]
-    connection_params: ConnectionParams
-    schema_name: SourceIdentifier | None = Field(
-        None, description="Source schema (PostgreSQL schema; MySQL database). Default: the connection's."
-    )
-    source_table_name: SourceIdentifier
-    dest_table_name: DestTableName
-    load_type: Literal["catalog", "transactional", "merge"] = Field(
-        ..., description="catalog: replace the table; transactional: append a window of the cursor; "
-        "merge: upsert a window of the cursor by primary key (docs/modes.md)."
-    )
+    source_table_name: SourceIdentifier | None = Field(None, description=_SOURCE_TABLE_DOC)
+    dest_table_name: DestTableName | None = Field(None, description=_DEST_TABLE_DOC)
+    load_type: LoadType | None = Field(None, description=_LOAD_TYPE_DOC)
     timestamp_column: SourceIdentifier | None = Field(
         None, description="Cursor column for transactional and merge loads (timestamp, date or integer)."
     )
@@ -214,32 +211,15 @@ class EtlRunRequest(_Request):
         description="BigQuery column name for a source column, overriding the naming rule "
         "(docs/names.md), e.g. to settle two source columns that would share one name.",
     )
-    context: dict[str, Any] | None = Field(
-        None, description="Opaque JSON object (at most 4096 characters as compact JSON, non-ASCII "
-        "escaped) echoed in every event of the run, "
-        "e.g. Django's job id, environment or tenant; the worker never reads it.",
-    )
     quality_rules: list[QualityRule] = Field(
         default_factory=list, max_length=100,
         description="Data-quality rules checked before the commit (docs/quality.md).",
-    )
-    strict_types: bool = Field(
-        False,
-        description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
-        "±infinity, ...) instead of loading it as NULL and counting it in values_nulled.",
     )
 
     @field_validator("last_sync_value", "historical_start_date", mode="before")
     @classmethod
     def _numbers_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("context")
-    @classmethod
-    def _small_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_CONTEXT_BYTES:
-            raise ValueError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON")
-        return value
 
     @field_validator("selected_columns", "primary_key")
     @classmethod
@@ -249,12 +229,13 @@ class EtlRunRequest(_Request):
         return value
 
     @model_validator(mode="after")
-    def _mode_needs(self) -> EtlRunRequest:
+    def _mode_needs(self) -> _TableFields:
+        """What the load mode needs, and the columns selected_columns must then include."""
+        if self.load_type is None:  # a job's top level: each table is checked on its own
+            return self
         windowed = self.load_type in (c.TRANSACTIONAL, c.MERGE)
         if windowed and not self.timestamp_column:
             raise ValueError(f"{self.load_type} loads need timestamp_column")
-        if self.source_type != "sqlite" and not self.connection_params.host:
-            raise ValueError(f"{self.source_type} sources need connection_params.host")
         merge_only = {"primary_key": self.primary_key, "soft_delete_column": self.soft_delete_column,
                       "reconcile_deletes": self.reconcile_deletes or None}
         misplaced = [name for name, value in merge_only.items() if value is not None]
@@ -263,16 +244,144 @@ class EtlRunRequest(_Request):
         if any(rule.rule == "max_cursor_age_seconds" for rule in self.quality_rules) and not windowed:
             raise ValueError("max_cursor_age_seconds needs a timestamp_column (transactional or merge)")
         if self.selected_columns:
-            needed = [("timestamp_column", self.timestamp_column if windowed else None),
-                      *(("primary_key", key) for key in self.primary_key or ()),
-                      ("soft_delete_column", self.soft_delete_column)]
-            chosen = set(self.selected_columns)
-            needed += [(f"quality rule {rule.rule}", name) for rule in self.quality_rules
-                       for name in [rule.column, *(rule.columns or ())] if name]
-            missing = [f"{role} {name!r}" for role, name in needed if name and name not in chosen]
-            if missing:
-                raise ValueError(f"selected_columns must include {', '.join(missing)}")
+            self._check_selected(windowed)
         return self
+
+    def _check_selected(self, windowed: bool) -> None:
+        assert self.selected_columns is not None
+        needed = [("timestamp_column", self.timestamp_column if windowed else None),
+                  *(("primary_key", key) for key in self.primary_key or ()),
+                  ("soft_delete_column", self.soft_delete_column)]
+        needed += [(f"quality rule {rule.rule}", name) for rule in self.quality_rules
+                   for name in [rule.column, *(rule.columns or ())] if name]
+        chosen = set(self.selected_columns)
+        missing = [f"{role} {name!r}" for role, name in needed if name and name not in chosen]
+        if missing:
+            raise ValueError(f"selected_columns must include {', '.join(missing)}")
+
+
+class TableSpec(_TableFields):
+    """One table of a job: the one-table request's table fields, under the same names."""
+
+    source_table_name: SourceIdentifier = Field(..., description=_SOURCE_TABLE_DOC)
+    dest_table_name: DestTableName = Field(..., description=_DEST_TABLE_DOC)
+    load_type: LoadType = Field(..., description=_LOAD_TYPE_DOC)
+
+
+TABLE_FIELDS = tuple(TableSpec.model_fields)  # the fields each table of a job has
+_IDENTITY_FIELDS = ("source_table_name", "dest_table_name", "load_type")
+
+
+def _top_level_default(name: str) -> Any:
+    """A table field's value when a request leaves it out at the top level."""
+    return _TableFields.model_fields[name].get_default(call_default_factory=True)
+
+
+def _one_form_schema(schema: dict[str, Any]) -> None:
+    """In the JSON Schema: a request is one table (its fields at the top level) or a job (`tables`,
+    the table fields left out at the top level or at their defaults), never both."""
+    job = {"required": ["tables"], "properties": {
+        "tables": {"type": "array"},
+        **{name: {"const": _top_level_default(name)} for name in TABLE_FIELDS}}}
+    one_table = {"required": list(_IDENTITY_FIELDS), "properties": {
+        "tables": {"const": None}, **{name: {"type": "string"} for name in _IDENTITY_FIELDS}}}
+    schema["oneOf"] = [one_table, job]
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    """One form or the other; a one-table request's table rules; a server needs its host."""
+    _one_form_schema(schema)
+    servers = {"source_type": {"enum": ["postgresql", "mysql"]}}
+    host = {"if": {"required": ["source_type"], "properties": servers},
+            "then": {"properties": {"connection_params": {"required": ["host"],
+                                                          "properties": {"host": {"type": "string"}}}}}}
+    schema["allOf"] = [*_table_rules(), host]
+
+
+class EtlRunRequest(_TableFields):
+    """`etl-run-requested`: apply one table, or a job of several tables of one data source, exactly
+    once. The origin's job-config fields, versioned.
+
+    A job names its tables in `tables` (each with the table fields, docs/jobs.md); the one-table
+    form has those fields at the top level and is a job of one table (`table_specs()`)."""
+
+    model_config = ConfigDict(json_schema_extra=_request_schema)
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")
+    data_source_id: int = Field(..., ge=0, description="Django DataSource id.")
+    etl_run_id: int | None = Field(
+        None, ge=0, description="Django ETLRun id; the run's identity when present."
+    )
+    source_type: Literal["postgresql", "mysql", "sqlite"]
+    connection_params: ConnectionParams
+    schema_name: SourceIdentifier | None = Field(
+        None, description="Source schema (PostgreSQL schema; MySQL database). Default: the connection's."
+    )
+    tables: list[TableSpec] | None = Field(
+        None, description=f"A job: 1 to {c.MAX_JOB_TABLES} tables of this data source, read in one source "
+        "snapshot and applied in one BigQuery transaction (docs/jobs.md). Absent: the table fields are at "
+        "the top level (one table).", json_schema_extra={"minItems": 1, "maxItems": c.MAX_JOB_TABLES},
+    )
+    context: dict[str, Any] | None = Field(
+        None, description="Opaque JSON object (at most 4096 characters as compact JSON, non-ASCII "
+        "escaped) echoed in every event of the run, "
+        "e.g. Django's job id, environment or tenant; the worker never reads it.",
+    )
+    strict_types: bool = Field(
+        False,
+        description="Fail the run (permanently) on a value BigQuery cannot hold (a zero date, "
+        "±infinity, ...) instead of loading it as NULL and counting it in values_nulled.",
+    )
+
+    @field_validator("context")
+    @classmethod
+    def _small_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_CONTEXT_BYTES:
+            raise ValueError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _a_job_fits_one_transaction(cls, value: list[TableSpec] | None) -> list[TableSpec] | None:
+        if value is None:
+            return value
+        if not 1 <= len(value) <= c.MAX_JOB_TABLES:
+            raise ValueError(
+                f"a job names 1 to {c.MAX_JOB_TABLES} tables, not {len(value)}: its commit is one BigQuery "
+                f"transaction, which modifies at most {c.BIGQUERY_TRANSACTION_MAX_TABLES} tables, two of "
+                "them the ledger and the heads table (docs/jobs.md); split it into several jobs")
+        dests = [spec.dest_table_name for spec in value]
+        repeated = sorted({name for name in dests if dests.count(name) > 1})
+        if repeated:
+            raise ValueError(f"a job loads each destination once; repeated: {', '.join(repeated)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> EtlRunRequest:
+        if self.source_type != "sqlite" and not self.connection_params.host:
+            raise ValueError(f"{self.source_type} sources need connection_params.host")
+        if self.tables is None:
+            missing = [name for name in _IDENTITY_FIELDS if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"give {', '.join(missing)} (one table), or tables (a job)")
+            return self
+        both = [name for name in TABLE_FIELDS if getattr(self, name) != _top_level_default(name)]
+        if both:
+            raise ValueError(f"a job gives the table fields inside each of its tables, not at the top level: "
+                             f"{', '.join(both)}")
+        return self
+
+    def table_specs(self) -> tuple[TableSpec, ...]:
+        """The job's tables in order: `tables`, or the top-level fields as the one table."""
+        if self.tables is not None:
+            return tuple(self.tables)
+        return (TableSpec.model_validate({name: getattr(self, name) for name in TABLE_FIELDS}),)
+
+    def describe_tables(self) -> str:
+        """`schema.source → dest` of every table, for logs and operators."""
+        schema = f"{self.schema_name}." if self.schema_name else ""
+        return ", ".join(f"{schema}{spec.source_table_name} → {spec.dest_table_name}"
+                         for spec in self.table_specs())
 
 
 def decode_request(data: bytes) -> EtlRunRequest:
@@ -315,7 +424,7 @@ class _Event(_Frozen):
     attempt: int = Field(..., ge=1, description="Delivery attempt that produced this event.")
     occurred_at: datetime = Field(..., description="When it happened (UTC).")
     dest_table: str | None
-    load_type: Literal["catalog", "transactional", "merge"] | None
+    load_type: LoadType | None
     rows_extracted: int = Field(0, ge=0, description="Rows read from the source so far.")
     rows_loaded: int = Field(0, ge=0, description="Rows staged in BigQuery so far.")
     batches_loaded: int = Field(0, ge=0, description="Source fetches so far (ETL_BATCH_SIZE rows each).")
@@ -335,6 +444,9 @@ class RunStarted(_Event):
         None, ge=0, description="COUNT(*) of the rows to read, in the snapshot.")
     column_names: dict[str, str] = Field(
         default_factory=dict, description="Source column name → BigQuery column name (docs/names.md).")
+    table: str | None = Field(
+        None, description="The destination table this event is about (a job sends one run.started per "
+        "table; dest_table is null for a job of several tables).")
 
 
 class RunProgress(_Event):
@@ -345,6 +457,31 @@ class RunProgress(_Event):
     rows_expected: int | None = Field(None, ge=0, description="As in run.started.")
     fraction: float | None = Field(
         None, ge=0, le=1, description="rows_extracted / rows_expected while extracting; 1 when committing.")
+    table: str | None = Field(
+        None, description="While extracting: the destination table being read (a job reads its tables one "
+        "after the other; the counters and fraction are that table's). Null when committing: the event is "
+        "about the whole job.")
+
+
+class TableCompleted(_Frozen):
+    """One committed table of a job, as run.completed lists it: store its watermark as that table's
+    last_sync_value."""
+
+    dest_table: str
+    source_table: str | None = Field(None, description="schema.table read from the source.")
+    load_type: LoadType
+    window_column: str | None = None
+    window_low: str | None = Field(None, description="Inclusive window start (transactional, merge).")
+    window_high: str | None = Field(None, description="Exclusive window end (transactional, merge).")
+    watermark: str | None = Field(None, description="As run.completed's watermark, for this table.")
+    watermark_key: str | None = Field(None, description="As run.completed's watermark_key, for this table.")
+    rows_extracted: int = Field(0, ge=0)
+    rows_loaded: int = Field(0, ge=0)
+    batches_loaded: int = Field(0, ge=0)
+    source_row_count: int | None = Field(None, ge=0, description="COUNT(*) in the job's read snapshot.")
+    values_nulled: dict[str, int] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    quality: dict[str, Any] | None = None
 
 
 class RunCompleted(_Event):
@@ -380,6 +517,12 @@ class RunCompleted(_Event):
     quality: dict[str, Any] | None = Field(
         None, description="What the run measured on its rows: rows, null_counts (per BigQuery column, "
         "at most 500, those with NULLs), cursor_min, cursor_max, and the violated rules (docs/quality.md).",
+    )
+    tables: list[TableCompleted] = Field(
+        default_factory=list, description="Every table of the job, in request order, with its counters, "
+        "window, watermark and quality (a one-table job: its one table, also reported at the top level; a "
+        "job of several: the top level has the summed counters and source_row_count, each table's warnings "
+        "prefixed with its name, and null table fields).",
     )
 
 

@@ -104,11 +104,13 @@ def evaluate(rules: Sequence[QualityRule], measures: Measures, context: Context,
     return found
 
 
-def enforce(violations: Sequence[Violation]) -> list[str]:
-    """Raise DataQualityError for the first `fail`; the warnings of the others, to report."""
+def enforce(violations: Sequence[Violation], table: str | None = None) -> list[str]:
+    """Raise DataQualityError for the first `fail`; the warnings of the others, to report.
+    `table`: named in the error (a table of a job of several)."""
     failing = [v for v in violations if v.on_violation == "fail"]
     if failing:
-        raise DataQualityError("; ".join(v.describe() for v in failing) + "; nothing was committed")
+        where = f"table {table}: " if table else ""
+        raise DataQualityError(where + "; ".join(v.describe() for v in failing) + "; nothing was committed")
     return [v.describe() for v in violations]
 
 

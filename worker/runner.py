@@ -1,59 +1,50 @@
-"""A run's lifecycle as named steps: plan → extract and stage → verify → commit → report.
+"""A job's lifecycle as named steps: plan → extract and stage → verify → commit → report.
 
-The runner is the only place that sequences a run. It knows the Source and Sink protocols, not
-their implementations, and it raises typed errors; the handler decides the message's fate.
+A job is N table runs (`worker/table_run.py`) that share one source snapshot and one commit
+transaction; a one-table request is a job of one table. The runner is the only place that
+sequences a job. It knows the Source and Sink protocols, not their implementations, and it raises
+typed errors; the handler decides the message's fate.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import partial
-from pathlib import Path
 
-from worker import quality
 from worker.errors import (
     EtlError,
     ExtractionError,
     RunIdConflictError,
-    RunTimeoutError,
-    ShutdownInterrupted,
     SourceConnectionError,
     SupersededError,
-    VerificationError,
 )
-from worker.events import RunEvents
-from worker.faults import crash_point, slow_point
-from worker.ledger import LedgerEntry, RunPurpose
+from worker.events import Counters, RunEvents
+from worker.faults import crash_point
+from worker.ledger import JobPurpose, LedgerEntry, RunPurpose
 from worker.messages import EtlRunRequest, utcnow
 from worker.modes import mode_of
-from worker.part_loader import BackgroundLoader
 from worker.retry import RetryPolicy
-from worker.sinks.base import MergePlan, Sink, Staging
-from worker.sources.base import Source, SourceSnapshot
-from worker.spool import PartWriter
-from worker.window import Window
+from worker.sinks.base import Sink
+from worker.sources.base import Source, SourceSession
+from worker.table_run import Attempt, RunOptions, TableRun, qualified_source_table
 
 log = logging.getLogger(__name__)
-MAX_REPLANS = 3  # a transactional run overtaken by concurrent runs plans its window again
+MAX_REPLANS = 3  # a windowed job overtaken by concurrent runs plans its windows again
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    batch_rows: int
-    part_rows: int
-    incremental_lag_s: float
-    max_run_s: float
-    spool_dir: str | None = None
+__all__ = ["MAX_REPLANS", "RunOptions", "RunResult", "Runner", "check_purpose", "request_purpose"]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    entry: LedgerEntry
+    entries: tuple[LedgerEntry, ...]  # one per table of the job, in job order
     applied_now: bool  # False: an earlier delivery had already committed this run
+
+    @property
+    def entry(self) -> LedgerEntry:
+        """The first table's entry (a one-table job's only one)."""
+        return self.entries[0]
 
 
 class Runner:
@@ -76,17 +67,17 @@ class Runner:
         events: RunEvents,
         interrupt: threading.Event | None = None,
     ) -> RunResult:
-        """Apply the run exactly once, publishing its events; raise a typed error on failure."""
-        existing = self._sink.find_commit(run_id)
-        if existing is not None:
+        """Apply the job exactly once, publishing its events; raise a typed error on failure."""
+        existing = self._sink.find_job(run_id)
+        if existing:
             check_purpose(existing, request, run_id)
-            log.info("run %s already committed at %s: reporting it again", run_id, existing.committed_at)
-            events.completed(existing)
+            log.info("run %s already committed at %s: reporting it again", run_id, existing[0].committed_at)
+            events.completed(*existing)
             return RunResult(existing, applied_now=False)
         interrupt = interrupt or threading.Event()
 
-        def attempt() -> RunResult:  # a fresh staging area and counters for every try
-            return _RunAttempt(self, request, run_id, events, interrupt).execute()
+        def attempt() -> RunResult:  # a fresh snapshot, staging area and counters for every try
+            return _JobAttempt(self, request, run_id, events, interrupt).execute()
 
         # The sink retries its own calls; here a whole attempt is retried when the SOURCE failed
         # transiently (connection refused or dropped mid-stream), which cannot be resumed in place.
@@ -96,249 +87,100 @@ class Runner:
                 return retried()
             except SupersededError:
                 # A concurrent run committed an overlapping window first: plan again from the
-                # ledger's new high (transactional). An older catalog snapshot is simply not applied.
-                if not mode_of(request.load_type).windowed or not replans_left:
+                # ledger's new high (windowed tables). An older catalog snapshot is simply not applied.
+                if not _windowed(request) or not replans_left:
                     raise
                 log.warning("run %s: window overtaken by a concurrent run; planning again", run_id)
         raise AssertionError("unreachable")
 
 
-class _RunAttempt:
-    """The state of one delivery of one run (a fresh object per delivery)."""
+class _JobAttempt:
+    """One attempt of one delivery of a job: its tables read in one session, applied in one commit."""
 
-    def __init__(
-        self,
-        runner: Runner,
-        request: EtlRunRequest,
-        run_id: str,
-        events: RunEvents,
-        interrupt: threading.Event,
-    ) -> None:
+    def __init__(self, runner: Runner, request: EtlRunRequest, run_id: str, events: RunEvents,
+                 interrupt: threading.Event) -> None:
         self.sink = runner._sink
         self.source = runner._sources(request.source_type)
-        self.options = runner._options
-        self.request = request
-        self.run_id = run_id
-        self.events = events
-        self.interrupt = interrupt
-        self.counters = events.attempt_counters()
-        self.started_at = utcnow()
-        self.attempt = events.attempt
-        self.window: Window | None = None
-        self.snapshot_at: datetime | None = None
-        self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
-        self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
-        self.measures = quality.Measures()  # measured on every batch as it streams
-        self.quality_warnings: list[str] = []
-        self.violations: list[quality.Violation] = []
+        self.specs = request.table_specs()
+        self.counters = events.attempt_counters(len(self.specs))
+        self.attempt = Attempt(run_id, request, runner._options, events, interrupt, utcnow(),
+                               tables=len(self.specs))
 
     def execute(self) -> RunResult:
-        with self.source.snapshot(self.request) as snapshot:
-            self.snapshot_at = snapshot.snapshot_at
-            window = self.window = self.plan(snapshot)
-            expected_rows = snapshot.count_rows(window)
-            self.events.started(self.request.source_type, self._source_table(), window, expected_rows,
-                                {col.source_name or col.name: col.name for col in snapshot.columns})
-            log.info("run %s: %d rows to read%s", self.run_id, expected_rows, _window_note(window))
-            if self.window is not None:
-                self.measures.cursor = snapshot.column(self.window.column).name
-            merge = self.merge_plan(snapshot)
-            expected_keys = snapshot.count_rows(None) if merge is not None and merge.reconcile else None
-            staging = self.sink.open_staging(self.request.dest_table_name, snapshot.columns,
-                                             self.run_id, self.attempt, self.request.load_type, merge)
+        with self.source.session(self.attempt.request) as session:
+            tables = self.plan(session)
             try:
-                self.extract_and_stage(snapshot, staging)
-                if expected_keys is not None:
-                    self.stage_keys(snapshot, staging)
-                self.verify(expected_rows, expected_keys)
-                self.check_quality(snapshot, staging)
-                entry = self.commit(staging, window, expected_rows)
+                for table in tables:
+                    table.open_staging(self.sink)
+                for table in tables:  # one after the other: one stream per connection (MySQL)
+                    table.stage(self.sink)
+                entries = self.commit(tables)
             finally:
-                _drop_quietly(staging)
-        applied_now = entry.staging_token == staging.token
-        if not applied_now:
-            check_purpose(entry, self.request, self.run_id)
-        log.info("run %s %s: %d rows in %.1fs", self.run_id,
-                 "committed" if applied_now else "was already committed", entry.rows_loaded,
-                 entry.duration_seconds)
-        crash_point("after_commit")
-        self.events.completed(entry)
-        return RunResult(entry, applied_now)
+                for table in tables:
+                    table.drop_staging()
+        return self.report(tables, entries)
 
     # --- steps -----------------------------------------------------------------------------------
-    def plan(self, snapshot: SourceSnapshot) -> Window | None:
-        if not mode_of(self.request.load_type).windowed:
-            return None
-        committed_high = self.sink.last_window_high(
-            self.request.data_source_id, self.request.dest_table_name)
-        lows = [v for v in (self.request.last_sync_value, committed_high) if v]
-        if not lows and self.request.historical_start_date:
-            lows = [self.request.historical_start_date]
-        return snapshot.plan_window(lows, self.options.incremental_lag_s)
+    def plan(self, session: SourceSession) -> list[TableRun]:
+        """Every table reflected, planned and counted in the snapshot before any streams; with
+        several, every destination checked before any is prepared (a refusal changes nothing)."""
+        tables = []
+        for index, spec in enumerate(self.specs):
+            table = TableRun(self.attempt, index, spec, session.table(spec), self.counters[index])
+            table.plan(self.sink)
+            tables.append(table)
+        if len(tables) > 1:
+            for table in tables:
+                self.sink.check_destination(table.dest_table, table.source.columns)
+        return tables
 
-    def merge_plan(self, snapshot: SourceSnapshot) -> MergePlan | None:
-        """A merge run's key, cursor and delete rules, as BigQuery names (None for other modes)."""
-        if not mode_of(self.request.load_type).keyed:
-            return None
-        assert self.request.timestamp_column is not None  # the request model requires it for merge
-        soft = self.request.soft_delete_column
-        return MergePlan(
-            key=tuple(col.name for col in snapshot.key_columns),
-            cursor=snapshot.column(self.request.timestamp_column).name,
-            soft_delete=snapshot.column(soft).name if soft else None,
-            reconcile=self.request.reconcile_deletes,
-        )
-
-    def stage_keys(self, snapshot: SourceSnapshot, staging: Staging) -> None:
-        """Every source key, from the same snapshot, into the staging's keys table (reconcile)."""
-        spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
-        with PartWriter(snapshot.key_columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts:
-            for batch in snapshot.iter_keys(self.options.batch_rows):
-                self.check_deadlines()
-                self.keys_extracted += batch.num_rows
-                for part in parts.write(batch):
-                    self.keys_staged += staging.load_keys_part(part)
-                    part.unlink(missing_ok=True)
-            for part in parts.finish():
-                self.keys_staged += staging.load_keys_part(part)
-                part.unlink(missing_ok=True)
-
-    def extract_and_stage(self, snapshot: SourceSnapshot, staging: Staging) -> None:
-        spool_dir = Path(self.options.spool_dir) if self.options.spool_dir else None
-        with (
-            PartWriter(snapshot.columns, part_rows=self.options.part_rows, spool_dir=spool_dir) as parts,
-            # Parts load on a background thread while extraction goes on (worker/part_loader.py).
-            BackgroundLoader(partial(self.load, staging)) as loader,
-        ):
-            for batch in snapshot.iter_batches(self.window, self.options.batch_rows):
-                self.check_deadlines()
-                self.counters.rows_extracted += batch.num_rows
-                self.counters.batches_loaded += 1
-                self.measures.add(batch)
-                crash_point("extraction_started")
-                slow_point()
-                for part in parts.write(batch):
-                    loader.submit(part)
-                self.events.progress(self.counters)
-            for part in parts.finish():
-                loader.submit(part)
-            loader.finish()
-        self.values_nulled = snapshot.values_nulled
-
-    def load(self, staging: Staging, part: Path) -> None:
-        crash_point("part_written")
-        self.counters.rows_loaded += staging.load_part(part)
-        crash_point("staging_loaded")
-        part.unlink(missing_ok=True)
-
-    def verify(self, expected_rows: int, expected_keys: int | None = None) -> None:
-        got = (self.counters.rows_extracted, self.counters.rows_loaded)
-        if got != (expected_rows, expected_rows):
-            raise VerificationError(
-                f"row counts disagree: source COUNT(*) {expected_rows}, extracted {got[0]}, "
-                f"staged {got[1]}; nothing was committed"
-            )
-        keys = (self.keys_extracted, self.keys_staged)
-        if expected_keys is not None and keys != (expected_keys, expected_keys):
-            raise VerificationError(
-                f"key counts disagree: source COUNT(*) {expected_keys}, read {keys[0]}, staged "
-                f"{keys[1]}; nothing was committed"
-            )
-
-    def check_quality(self, snapshot: SourceSnapshot, staging: Staging) -> None:
-        """The request's rules against what the run measured (docs/quality.md): a `fail` raises
-        DataQualityError before anything is committed; a `warn` is reported with the commit."""
-        rules = self.request.quality_rules
-        if not rules:
-            return
-        bq_name = {col.source_name or col.name: col.name for col in snapshot.columns}
-        previous = None
-        if any(rule.rule in ("max_row_count_change", "max_cursor_age_seconds") for rule in rules):
-            previous = self.sink.last_commit(self.request.data_source_id, self.request.dest_table_name)
-        unique = {tuple(bq_name[c] for c in rule.columns or ()) for rule in rules if rule.rule == "unique"}
-        context = quality.Context(
-            previous_rows=previous.rows_loaded if previous else None,
-            previous_cursor_max=quality.previous_cursor_max(previous.quality if previous else None),
-            now=snapshot.snapshot_at, now_local=snapshot.local_clock,
-            duplicates={columns: staging.duplicate_count(columns) for columns in unique},
-        )
-        self.violations = quality.evaluate(rules, self.measures, context, bq_name)
-        for violation in self.violations:
-            log.warning("run %s: %s", self.run_id, violation.describe())
-        self.quality_warnings = quality.enforce(self.violations)
-
-    def commit(self, staging: Staging, window: Window | None, expected_rows: int) -> LedgerEntry:
-        self.check_deadlines()
-        self.events.progress(self.counters, phase="committing", force=True)
-        entry = LedgerEntry(
-            run_id=self.run_id, data_source_id=self.request.data_source_id,
-            etl_run_id=self.request.etl_run_id, dest_table=self.request.dest_table_name,
-            load_type=self.request.load_type, window_column=window.column if window else None,
-            window_low=window.low_text if window else None,
-            window_high=window.high_text if window else None,
-            window_low_key=window.low_key if window else None,
-            window_high_key=window.high_key if window else None,
-            snapshot_at=self.snapshot_at,
-            values_nulled=self.values_nulled, warnings=(*staging.warnings, *self.quality_warnings),
-            quality={**self.measures.report(), "violations": [v.report() for v in self.violations]},
-            source_table=self._source_table(),
-            keys_extracted=self.keys_extracted if self.request.reconcile_deletes else None,
-            context=self.request.context,
-            rows_extracted=self.counters.rows_extracted, rows_loaded=self.counters.rows_loaded,
-            batches_loaded=self.counters.batches_loaded, source_row_count=expected_rows,
-            attempt=self.attempt, completed_seq=self.events.reserve_seq(),
-            staging_token=staging.token, started_at=self.started_at, committed_at=utcnow(),
-            duration_seconds=round(self.events.elapsed_s, 3),
-        )
+    def commit(self, tables: Sequence[TableRun]) -> tuple[LedgerEntry, ...]:
+        events = self.attempt.events
+        self.attempt.check_deadlines()
+        events.progress(Counters.total(self.counters), phase="committing", force=True)
+        completed_seq = events.reserve_seq()  # one run.completed for the job
+        committed = [(table.staging, table.entry(completed_seq)) for table in tables]
         crash_point("before_commit")
-        return staging.commit(entry)
+        return self.sink.commit_job(committed)
 
-    def check_deadlines(self) -> None:
-        if self.interrupt.is_set():
-            raise ShutdownInterrupted("worker is shutting down; the request will be redelivered")
-        if self.events.elapsed_s > self.options.max_run_s:
-            raise RunTimeoutError(f"run exceeded ETL_MAX_RUN_SECONDS={self.options.max_run_s:.0f}")
-
-    # --- helpers ---------------------------------------------------------------------------------
-    def _source_table(self) -> str:
-        return qualified_source_table(self.request)
-
-
-def request_purpose(request: EtlRunRequest) -> RunPurpose:
-    return RunPurpose(request.data_source_id, qualified_source_table(request), request.dest_table_name,
-                      request.load_type)
+    def report(self, tables: Sequence[TableRun], entries: tuple[LedgerEntry, ...]) -> RunResult:
+        run_id = self.attempt.run_id
+        applied_now = entries[0].staging_token == tables[0].staging.token
+        if not applied_now:
+            check_purpose(entries, self.attempt.request, run_id)
+        log.info("run %s %s: %d rows in %d table(s) in %.1fs", run_id,
+                 "committed" if applied_now else "was already committed",
+                 sum(entry.rows_loaded for entry in entries), len(entries), entries[0].duration_seconds)
+        crash_point("after_commit")
+        self.attempt.events.completed(*entries)
+        return RunResult(entries, applied_now)
 
 
-def qualified_source_table(request: EtlRunRequest) -> str:
+def request_purpose(request: EtlRunRequest) -> JobPurpose:
     schema = request.schema_name
-    return f"{schema}.{request.source_table_name}" if schema else request.source_table_name
+    return JobPurpose.of(
+        RunPurpose(request.data_source_id, qualified_source_table(schema, spec.source_table_name),
+                   spec.dest_table_name, spec.load_type)
+        for spec in request.table_specs())
 
 
-def check_purpose(entry: LedgerEntry, request: EtlRunRequest, run_id: str) -> None:
-    """A ledger entry under this run id counts as this request's commit only if it moved the same
-    table the same way; otherwise the id was reused (a Django database reset, two environments
-    sharing a dataset) and reporting the old run's result would silently lose this one."""
-    wanted = request_purpose(request)
-    if entry.purpose().matches(wanted):
+def check_purpose(entries: Sequence[LedgerEntry], request: EtlRunRequest, run_id: str) -> None:
+    """Ledger entries under this run id count as this request's commit only if they moved the
+    same tables the same way; otherwise the id was reused (a Django database reset, two
+    environments sharing a dataset) and reporting the old run's result would silently lose this one."""
+    wanted, committed = request_purpose(request), JobPurpose.of_entries(entries)
+    if committed.matches(wanted):
         return
     raise RunIdConflictError(
-        f"run id {run_id} is already used by a committed run of {entry.purpose().describe()} "
-        f"(committed at {entry.committed_at.isoformat()}); this request ({wanted.describe()}) was "
+        f"run id {run_id} is already used by a committed run of {committed.describe()} "
+        f"(committed at {entries[0].committed_at.isoformat()}); this request ({wanted.describe()}) was "
         "not loaded: give every run its own etl_run_id"
     )
 
 
+def _windowed(request: EtlRunRequest) -> bool:
+    return any(mode_of(spec.load_type).windowed for spec in request.table_specs())
+
+
 def _is_source_error(error: EtlError) -> bool:
     return isinstance(error, (SourceConnectionError, ExtractionError))
-
-
-def _window_note(window: Window | None) -> str:
-    return f" in [{window.low_text}, {window.high_text})" if window else ""
-
-
-def _drop_quietly(staging: Staging) -> None:
-    try:
-        staging.drop()
-    except Exception as exc:  # the table expires anyway; never mask the run's own outcome
-        log.warning("could not drop staging table: %s", exc)
-

@@ -3,23 +3,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from devstack.emulators import Emulator
-from tests.e2e.sources import SeededSource, seed
+from tests.e2e.sources import SeededSource, fresh_database, seed
 from tests.e2e.stack import Stack, make_settings
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def orders_source(request: pytest.FixtureRequest) -> Iterator[SeededSource]:
     """`orders` with 250 rows, in a fresh PostgreSQL schema or MariaDB database."""
-    if request.param == "postgresql":
-        engine: sa.Engine = request.getfixturevalue("pg_admin")
-        schema = request.getfixturevalue("pg_schema")
-    else:
-        engine = request.getfixturevalue("mysql_admin")
-        schema = request.getfixturevalue("mysql_db")
-    yield seed(request.param, engine, schema, 250)
+    yield seed(*fresh_database(request), 250)
 
 
 @pytest.fixture

@@ -101,6 +101,14 @@ def normalise(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def fresh_database(request: Any) -> tuple[str, sa.Engine, str]:
+    """The dialect a fixture is parametrized with, its admin engine and a fresh schema (PostgreSQL)
+    or database (MariaDB) in it. `request`: the fixture's pytest request."""
+    if request.param == "postgresql":
+        return request.param, request.getfixturevalue("pg_admin"), request.getfixturevalue("pg_schema")
+    return request.param, request.getfixturevalue("mysql_admin"), request.getfixturevalue("mysql_db")
+
+
 def seed(dialect: str, engine: sa.Engine, schema: str, count: int) -> SeededSource:
     ddl = PG_DDL if dialect == "postgresql" else MYSQL_DDL
     with engine.begin() as conn:

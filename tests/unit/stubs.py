@@ -77,3 +77,13 @@ def request(load_type: str = "catalog", **overrides: Any) -> EtlRunRequest:
 def delivery(req: EtlRunRequest | bytes, message_id: str = "m-1", attempt: int = 1) -> Delivery:
     data = req if isinstance(req, bytes) else req.model_dump_json(exclude_none=True).encode()
     return Delivery(data=data, message_id=message_id, delivery_attempt=attempt)
+
+
+def job_request(*tables: dict[str, Any], **overrides: Any) -> EtlRunRequest:
+    """A job of `tables` (each a table's fields) from the rig's memory source."""
+    body: dict[str, Any] = {
+        "data_source_id": 7, "source_type": "sqlite", "connection_params": {"database": "memory"},
+        "tables": list(tables),
+    }
+    body.update(overrides)
+    return EtlRunRequest.model_validate(body)

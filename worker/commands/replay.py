@@ -160,10 +160,7 @@ def _table(request: EtlRunRequest | None, body: Mapping[str, Any]) -> str:
     if request is None:
         dest = body.get("dest_table_name")
         return f"(invalid request) → {dest[:64]}" if isinstance(dest, str) else "(invalid request)"
-    source = request.source_table_name
-    if request.schema_name:
-        source = f"{request.schema_name}.{source}"
-    return f"{request.source_type}:{source} → {request.dest_table_name}"
+    return f"{request.source_type}:{request.describe_tables()}"
 
 
 def _count(text: str | None) -> int | None:

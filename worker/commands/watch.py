@@ -161,7 +161,8 @@ def _phase(event: Mapping[str, Any]) -> tuple[str, int, str]:
 
 
 def _table(event: Mapping[str, Any]) -> str:
-    source, dest = event.get("source_table"), event.get("dest_table")
+    """What the event is about: a one-table job's table, or a job's table being read."""
+    source, dest = event.get("source_table"), event.get("dest_table") or event.get("table")
     if source and dest:
         return f"{source} → {dest}"
     return str(dest or source or "")

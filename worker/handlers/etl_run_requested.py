@@ -67,8 +67,8 @@ class EtlRunRequestedHandler:
 
     def _run(self, delivery: Delivery, request: EtlRunRequest, run_id: str,
              interrupt: threading.Event) -> Outcome:
-        log.info("run %s received: %s table %s → %s (%s)", run_id, request.source_type,
-                 request.source_table_name, request.dest_table_name, request.load_type)
+        log.info("run %s received: %s %s (%s)", run_id, request.source_type, request.describe_tables(),
+                 ", ".join(spec.load_type for spec in request.table_specs()))
         events = self._request_events(run_id, delivery, request)
         try:
             self._runner.run(request, run_id, events, interrupt)

@@ -1,7 +1,9 @@
-"""What a sink offers the runner: a ledger, a per-delivery staging area, and one atomic commit."""
+"""What a sink offers the runner: a ledger, a per-delivery staging area per table, and one atomic
+commit of every table of a job."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +23,7 @@ class MergePlan:
 
 
 class Staging(Protocol):
-    """Rows of one delivery of one run, invisible to readers until `commit`."""
+    """Rows of one table of one delivery of a job, invisible to readers until the job's commit."""
 
     token: str  # unique per delivery; part of every job id, stored in the ledger entry
     warnings: tuple[str, ...]  # about the destination's schema, for run.completed
@@ -35,11 +37,7 @@ class Staging(Protocol):
         ...
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
-        """In ONE transaction: if the ledger has no row for entry.run_id, replace (catalog), append
-        (transactional) or merge (merge) the staged rows into the destination and insert `entry`
-        into the ledger. Return the ledger entry in force afterwards: `entry` itself when this
-        call applied it (its staging_token), or the earlier delivery's entry when the run was
-        already applied."""
+        """A job of this one table: `Sink.commit_job([(self, entry)])`'s one entry."""
         ...
 
     def duplicate_count(self, columns: tuple[str, ...]) -> int:
@@ -52,9 +50,27 @@ class Staging(Protocol):
         ...
 
 
+# One table of a job's commit: its staging (opened by the same sink) and its ledger entry.
+TableCommit = tuple[Staging, LedgerEntry]
+
+
 class Sink(Protocol):
-    def find_commit(self, run_id: str) -> LedgerEntry | None:
-        """The ledger entry of `run_id`, if that run was ever applied."""
+    def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        """The ledger entries of `run_id` (one per table of its job, in job order); () if that run
+        was never applied."""
+        ...
+
+    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+        """In ONE transaction: if the ledger has no row for the run id, replace (catalog), append
+        (transactional) or merge (merge) each table's staged rows into its destination and insert
+        each table's entry into the ledger; a check failing for any table changes none. Return the
+        entries in force afterwards, in job order: these when this call applied them (their
+        staging_token), or an earlier delivery's when the run was already applied."""
+        ...
+
+    def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
+        """Refuse (SchemaMismatchError), without changing anything, a destination that exists and
+        cannot take these columns: a job checks every table before any is prepared."""
         ...
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:

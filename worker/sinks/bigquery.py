@@ -34,7 +34,7 @@ from worker.settings import Settings
 from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
-from worker.sinks.base import MergePlan
+from worker.sinks.base import MergePlan, Staging, TableCommit
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,22 @@ class BigQuerySink:
         )
 
     # --- Sink -----------------------------------------------------------------------------------
-    def find_commit(self, run_id: str) -> LedgerEntry | None:
+    def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """Reads only: no ledger yet means no commit (a run that fails before staging, e.g. on a
         column name, leaves the dataset as it was)."""
-        return self._target.retry.call(f"ledger lookup of run {run_id}", _read_entry, self._target, run_id)
+        return self._target.retry.call(f"ledger lookup of run {run_id}", _read_job, self._target, run_id)
+
+    def find_commit(self, run_id: str) -> LedgerEntry | None:
+        """The first table's entry of `run_id` (a one-table job's only one), if it was applied."""
+        return next(iter(self.find_job(run_id)), None)
+
+    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+        return _commit_job(self._target, [(_own_staging(staging), entry) for staging, entry in tables])
+
+    def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
+        sql.validate_table(dest_table)
+        self._target.retry.call(f"checking {dest_table}", _check_destination, self._target, dest_table,
+                                columns)
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The window_high of the most recently committed windowed run of this source + table
@@ -285,22 +297,16 @@ class BigQueryStaging:
         return rows
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
-        self._check_entry(entry)
-        started = time.monotonic()
-        steps = _JobSteps(self._target, partial(sql.commit_job_id, self.run_id, self.attempt, self.token))
-        self._target.retry.call(f"commit of run {self.run_id}", self._run_commit, steps, entry)
-        in_force = self._target.retry.call(
-            f"ledger lookup of run {self.run_id}", _read_entry, self._target, self.run_id
-        )
-        if in_force is None:
-            raise errors.LoadError(f"commit of run {self.run_id} finished but the ledger has no entry")
-        log.info(
-            "run %s: %s into %s (%.2fs)", self.run_id,
-            "committed" if in_force.staging_token == self.token
-            else f"already committed by delivery {in_force.staging_token}",
-            self.dest_table, time.monotonic() - started,
-        )
+        """A job of this one table."""
+        (in_force,) = _commit_job(self._target, [(self, entry)])
         return in_force
+
+    def script_part(self, name: str | None, prefix: str) -> sql.TableScript:
+        """This table's part of its job's commit script."""
+        return sql.TableScript(
+            dest=self._target.table_sql(self.dest_table), staging=self._target.table_sql(self.table_name),
+            columns=self._columns, dest_types=self._plan.dest_types, apply=self._apply, name=name,
+            prefix=prefix)
 
     def duplicate_count(self, columns: tuple[str, ...]) -> int:
         query = sql.duplicate_count_sql(self._target.table_sql(self.table_name), columns)
@@ -337,37 +343,7 @@ class BigQueryStaging:
                 job_config=config, location=self._target.location,
             )
 
-    def _run_commit(self, steps: _JobSteps, entry: LedgerEntry) -> None:
-        script = sql.commit_script(
-            dest=self._target.table_sql(self.dest_table),
-            staging=self._target.table_sql(self.table_name),
-            ledger=self._target.table_sql(LEDGER_TABLE),
-            heads=self._target.table_sql(HEADS_TABLE),
-            columns=self._columns,
-            dest_types=self._plan.dest_types,
-            apply=self._apply,
-        )
-        query, params = emulator_compat.script_query(script, sql.ledger_params(entry), self._target.emulator)
-        query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
-        config = bigquery.QueryJobConfig(query_parameters=params)
-
-        def start(job_id: str) -> Any:
-            job = self._target.client.query(
-                query, job_config=config, job_id=job_id, location=self._target.location,
-                retry=self._target.api_retry, job_retry=None,
-            )
-            crash_point("commit_returned")
-            return job
-
-        try:
-            steps.run(start)
-        except gexc.GoogleAPICallError as exc:
-            mapped = _commit_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    def _check_entry(self, entry: LedgerEntry) -> None:
+    def check_entry(self, entry: LedgerEntry) -> None:
         expected = (self.run_id, self.token, self.dest_table, self.load_type)
         got = (entry.run_id, entry.staging_token, entry.dest_table, entry.load_type)
         if got != expected:
@@ -399,10 +375,69 @@ def _key_columns(columns: tuple[Column, ...], apply: sql.Apply) -> tuple[Column,
 
 
 # --- module helpers (each one retried as a unit by the caller's RetryPolicy) ---------------------
-def _read_entry(target: _Target, run_id: str) -> LedgerEntry | None:
+def _read_job(target: _Target, run_id: str) -> tuple[LedgerEntry, ...]:
     query = sql.find_commit_sql(target.table_sql(LEDGER_TABLE))
     rows = _ledger_rows(target, query, [bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
-    return sql.entry_from_row(rows[0]) if rows else None
+    return tuple(sql.entry_from_row(row) for row in rows)
+
+
+# --- the commit ----------------------------------------------------------------------------------
+def _own_staging(staging: Staging) -> BigQueryStaging:
+    if not isinstance(staging, BigQueryStaging):
+        raise TypeError(f"a BigQuery job commits only its own staging tables, not {staging!r}")
+    return staging
+
+
+def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
+                ) -> tuple[LedgerEntry, ...]:
+    """Every table of the job in ONE script job (one transaction), under the first table's delivery
+    token; then the ledger tells whether this delivery applied the run or found it applied."""
+    first, _ = tables[0]
+    for staging, entry in tables:
+        staging.check_entry(entry)
+    started = time.monotonic()
+    steps = _JobSteps(target, partial(sql.commit_job_id, first.run_id, first.attempt, first.token))
+    target.retry.call(f"commit of run {first.run_id}", _run_commit, target, steps, tables)
+    in_force = target.retry.call(f"ledger lookup of run {first.run_id}", _read_job, target, first.run_id)
+    if not in_force:
+        raise errors.LoadError(f"commit of run {first.run_id} finished but the ledger has no entry")
+    log.info(
+        "run %s: %s into %s (%.2fs)", first.run_id,
+        "committed" if in_force[0].staging_token == first.token
+        else f"already committed by delivery {in_force[0].staging_token}",
+        ", ".join(staging.dest_table for staging, _ in tables), time.monotonic() - started,
+    )
+    return in_force
+
+
+def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
+                ) -> None:
+    count = len(tables)
+    script = sql.job_script(
+        ledger=target.table_sql(LEDGER_TABLE), heads=target.table_sql(HEADS_TABLE),
+        tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count))
+                for index, (staging, _) in enumerate(tables)],
+    )
+    params = sql.job_params([entry for _, entry in tables])
+    query, params = emulator_compat.script_query(script, params, target.emulator)
+    query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
+    config = bigquery.QueryJobConfig(query_parameters=params)
+
+    def start(job_id: str) -> Any:
+        job = target.client.query(
+            query, job_config=config, job_id=job_id, location=target.location,
+            retry=target.api_retry, job_retry=None,
+        )
+        crash_point("commit_returned")
+        return job
+
+    try:
+        steps.run(start)
+    except gexc.GoogleAPICallError as exc:
+        mapped = _commit_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _ledger_rows(target: _Target, query: str, params: Sequence[bigquery.ScalarQueryParameter]) -> list[Any]:
@@ -450,6 +485,22 @@ def _upgrade_ledger(target: _Target, present: set[str]) -> None:
         _add_columns(target, LEDGER_TABLE, missing)
 
 
+def _check_destination(target: _Target, dest_table: str, columns: tuple[Column, ...]) -> None:
+    """Raise SchemaMismatchError if the destination exists and cannot take the columns (reads only)."""
+    try:
+        table = target.client.get_table(target.table_id(dest_table), retry=target.api_retry)
+    except gexc.NotFound:
+        return
+    _schema_plan(target, table, columns)
+
+
+def _schema_plan(target: _Target, table: bigquery.Table, columns: tuple[Column, ...]) -> schema.SchemaPlan:
+    existing = schema.existing_columns(table.schema)
+    if target.emulator:
+        existing = emulator_compat.reported_columns(existing, columns)
+    return schema.plan_schema(existing, columns)
+
+
 def _prepare_destination(
     target: _Target, dest_table: str, columns: tuple[Column, ...], cluster_by: tuple[str, ...] = ()
 ) -> schema.SchemaPlan:
@@ -463,10 +514,7 @@ def _prepare_destination(
         created.clustering_fields = schema.clustering_fields(columns, cluster_by)
         table = target.client.create_table(created, exists_ok=True, retry=target.api_retry)
         log.info("created %s with %d columns", table_id, len(columns))
-    existing = schema.existing_columns(table.schema)
-    if target.emulator:
-        existing = emulator_compat.reported_columns(existing, columns)
-    plan = schema.plan_schema(existing, columns)
+    plan = _schema_plan(target, table, columns)
     if plan.new_columns:
         _add_columns(target, dest_table, plan.new_columns)
     for warning in plan.warnings(dest_table):

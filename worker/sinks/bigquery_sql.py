@@ -16,7 +16,7 @@ from google.cloud import bigquery
 
 from worker import errors
 from worker.columns import STAGED_AS_STRING, Column
-from worker.constants import STAGING_PREFIX
+from worker.constants import MAX_JOB_TABLES, STAGING_PREFIX
 from worker.ledger import LedgerEntry
 from worker.modes import WINDOWED, Applies
 from worker.sinks.base import MergePlan
@@ -163,7 +163,8 @@ def add_columns_sql(table: str, columns: Sequence[Column]) -> str:
 
 # --- ledger queries ----------------------------------------------------------------------------
 def find_commit_sql(ledger: str) -> str:
-    return f"SELECT * FROM {ledger} WHERE run_id = @run_id ORDER BY committed_at LIMIT 1"
+    """Every ledger row of @run_id: one per table of its job, in job order."""
+    return f"SELECT * FROM {ledger} WHERE run_id = @run_id ORDER BY committed_at, IFNULL(table_index, 0)"
 
 
 def last_window_high_sql(ledger: str) -> str:
@@ -247,12 +248,18 @@ def recent_entries_sql(ledger: str, by_data_source: bool) -> str:
     return f"SELECT * FROM {ledger} {where}ORDER BY committed_at DESC, run_id LIMIT @limit"
 
 
-def ledger_params(entry: LedgerEntry) -> list[bigquery.ScalarQueryParameter]:
-    """One query parameter per ledger column, named after it."""
+def ledger_params(entry: LedgerEntry, prefix: str = "") -> list[bigquery.ScalarQueryParameter]:
+    """One query parameter per ledger column, named after it (with the table's prefix in a job)."""
     return [
-        bigquery.ScalarQueryParameter(name, bq_type, _encoded(name, getattr(entry, name)))
+        bigquery.ScalarQueryParameter(f"{prefix}{name}", bq_type, _encoded(name, getattr(entry, name)))
         for name, bq_type in LEDGER_FIELDS
     ]
+
+
+def job_params(entries: Sequence[LedgerEntry]) -> list[bigquery.ScalarQueryParameter]:
+    """The parameters of `job_script`: every table's ledger parameters, under its prefix."""
+    return [param for index, entry in enumerate(entries)
+            for param in ledger_params(entry, job_prefix(index, len(entries)))]
 
 
 def entry_from_row(row: Mapping[str, Any]) -> LedgerEntry:
@@ -295,26 +302,28 @@ def heads_schema() -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(name, bq_type) for name, bq_type in HEADS_FIELDS]
 
 
-def guard_sql(ledger: str, replace: bool) -> str:
+def guard_sql(ledger: str, replace: bool, prefix: str = "", table_name: str | None = None) -> str:
     """Refuse (inside the transaction) a run that a concurrent one has overtaken.
 
     Windowed modes: a committed window of this source and table overlapping [low, high).
     Catalog: a committed snapshot of this table taken later than ours (older never wins).
+    `prefix`: of the table's parameters in a job's script; `table_name`: named in the message.
     """
+    p, this = prefix, f"table {table_name}" if table_name else "this table"
     if replace:
         condition = (
-            f"SELECT 1 FROM {ledger} WHERE dest_table = @dest_table AND load_type = 'catalog' "
-            "AND snapshot_at > @snapshot_at"
+            f"SELECT 1 FROM {ledger} WHERE dest_table = @{p}dest_table AND load_type = 'catalog' "
+            f"AND snapshot_at > @{p}snapshot_at"
         )
-        reason = "a newer snapshot of this table is already committed"
+        reason = f"a newer snapshot of {this} is already committed"
     else:
         condition = (
-            f"SELECT 1 FROM {ledger} WHERE dest_table = @dest_table "
-            f"AND data_source_id = @data_source_id AND load_type IN ({_windowed_sql()}) "
-            "AND (@window_low_key IS NULL OR window_high_key > @window_low_key) "
-            "AND (window_low_key IS NULL OR window_low_key < @window_high_key)"
+            f"SELECT 1 FROM {ledger} WHERE dest_table = @{p}dest_table "
+            f"AND data_source_id = @{p}data_source_id AND load_type IN ({_windowed_sql()}) "
+            f"AND (@{p}window_low_key IS NULL OR window_high_key > @{p}window_low_key) "
+            f"AND (window_low_key IS NULL OR window_low_key < @{p}window_high_key)"
         )
-        reason = "an overlapping window of this table is already committed"
+        reason = f"an overlapping window of {this} is already committed"
     return _raise_if(f"EXISTS ({condition})", f"'{SUPERSEDED_MARKER} {reason}'")
 
 
@@ -323,10 +332,11 @@ def _raise_if(condition: str, message_sql: str) -> str:
 
 
 # Ledger values taken from BigQuery's clock as the transaction runs, not from the worker's before
-# it: when the run was committed, and how long it took up to then.
+# it: when the run was committed, and how long it took up to then ({p}: the table's prefix). A
+# job's entries are inserted by one statement, so they share that moment.
 COMMIT_TIME_VALUES: Mapping[str, str] = {
     "committed_at": "CURRENT_TIMESTAMP()",
-    "duration_seconds": "TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), @started_at, MICROSECOND) / 1000000",
+    "duration_seconds": "TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), @{p}started_at, MICROSECOND) / 1000000",
 }
 
 
@@ -339,42 +349,94 @@ class Apply:
     keys_table: str | None = None  # staged source keys (merge with reconcile)
 
 
+@dataclass(frozen=True)
+class TableScript:
+    """One table's part of a commit script: where its rows are staged and how they apply."""
+
+    dest: str
+    staging: str
+    columns: Sequence[Column]
+    dest_types: Mapping[str, str]
+    apply: Apply
+    name: str | None = None  # the destination, named in the script's errors (a job of several)
+    prefix: str = ""  # of its parameters and variables in a job's script (`job_prefix`)
+
+
+def job_prefix(index: int, tables: int) -> str:
+    """Parameter and variable prefix of a job's table: none in a one-table job (its script and
+    parameters are the single-table ones), `t0_`, `t1_`, ... in a job of several."""
+    return "" if tables == 1 else f"t{index}_"
+
+
 def commit_script(
     *, dest: str, staging: str, ledger: str, columns: Sequence[Column],
     dest_types: Mapping[str, str], apply: Apply, heads: str | None = None,
 ) -> str:
-    """One script: verify the staged counts, then apply the run and record it, or do nothing.
+    """The script of a one-table job (see `job_script`). Parameters: @run_id, @rows_extracted and
+    one per ledger column (see `ledger_params`)."""
+    return job_script(ledger=ledger, heads=heads, tables=[TableScript(dest, staging, columns, dest_types,
+                                                                      apply)])
+
+
+def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None = None) -> str:
+    """One script, ONE transaction: verify every table's staged counts, then apply every table and
+    record each one's ledger row, or do nothing (the run is already applied), or fail as a whole.
 
     The count checks sit inside the ELSE branch so that a delivery that finds the run already
-    applied returns the ledger entry in force rather than failing on its own staging table; an
-    error raised there rolls the transaction back (nothing has been written yet anyway).
-    Parameters: @run_id, @rows_extracted and one per ledger column (see `ledger_params`).
+    applied returns the ledger entries in force rather than failing on its own staging tables; an
+    error raised for any table rolls the whole transaction back. Parameters: one per ledger column
+    and table, prefixed with the table's `prefix` (see `job_params`).
     """
-    ledger_cols = ", ".join(name for name, _ in LEDGER_FIELDS)
-    ledger_vals = ", ".join(COMMIT_TIME_VALUES.get(name, f"@{name}") for name, _ in LEDGER_FIELDS)
-    bump_head = (
-        f"  UPDATE {heads} SET version = version + 1, last_run_id = @run_id, "
-        "updated_at = @committed_at WHERE dest_table = @dest_table;\n"
-    ) if heads else ""
-    keys = apply.keys_table
+    if not 1 <= len(tables) <= MAX_JOB_TABLES:
+        raise errors.ConfigurationError(
+            f"a job's commit applies 1 to {MAX_JOB_TABLES} tables in one BigQuery transaction, not "
+            f"{len(tables)}")
     return (
-        f"DECLARE staged_rows INT64 DEFAULT (SELECT COUNT(*) FROM {staging});\n"
-        + (f"DECLARE staged_keys INT64 DEFAULT (SELECT COUNT(*) FROM {keys});\n" if keys else "")
+        "".join(_declarations(table) for table in tables)
         + "BEGIN TRANSACTION;\n"
-        f"IF EXISTS (SELECT 1 FROM {ledger} WHERE run_id = @run_id) THEN\n"
+        f"IF EXISTS (SELECT 1 FROM {ledger} WHERE run_id = @{tables[0].prefix}run_id) THEN\n"
         "  ROLLBACK TRANSACTION;\n"
         "ELSE\n"
-        + _raise_if("staged_rows != @rows_extracted", f"FORMAT('{VERIFICATION_MARKER} staging holds %d "
-                    "rows, %d were extracted', staged_rows, @rows_extracted)")
-        + (_raise_if("staged_keys != @keys_extracted", f"FORMAT('{VERIFICATION_MARKER} staging holds %d "
-                     "keys, %d were read', staged_keys, @keys_extracted)") if keys else "")
-        + guard_sql(ledger, apply.applies == "replace")
-        + bump_head
-        + _apply_sql(dest, staging, columns, dest_types, apply)
-        + f"  INSERT INTO {ledger} ({ledger_cols}) VALUES ({ledger_vals});\n"
-        "  COMMIT TRANSACTION;\n"
+        + "".join(_table_sql(table, ledger, heads) for table in tables)
+        + _ledger_insert(ledger, [table.prefix for table in tables])
+        + "  COMMIT TRANSACTION;\n"
         "END IF;"
     )
+
+
+def _declarations(table: TableScript) -> str:
+    p, keys = table.prefix, table.apply.keys_table
+    return (f"DECLARE {p}staged_rows INT64 DEFAULT (SELECT COUNT(*) FROM {table.staging});\n"
+            + (f"DECLARE {p}staged_keys INT64 DEFAULT (SELECT COUNT(*) FROM {keys});\n" if keys else ""))
+
+
+def _table_sql(table: TableScript, ledger: str, heads: str | None) -> str:
+    """One table's checks, heads bump and apply, inside the job's transaction."""
+    p, of = table.prefix, f" of {table.name}" if table.name else ""
+    bump_head = (
+        f"  UPDATE {heads} SET version = version + 1, last_run_id = @{p}run_id, "
+        f"updated_at = @{p}committed_at WHERE dest_table = @{p}dest_table;\n"
+    ) if heads else ""
+    return (
+        _raise_if(f"{p}staged_rows != @{p}rows_extracted", f"FORMAT('{VERIFICATION_MARKER} staging{of} "
+                  f"holds %d rows, %d were extracted', {p}staged_rows, @{p}rows_extracted)")
+        + (_raise_if(f"{p}staged_keys != @{p}keys_extracted", f"FORMAT('{VERIFICATION_MARKER} staging{of} "
+                     f"holds %d keys, %d were read', {p}staged_keys, @{p}keys_extracted)")
+           if table.apply.keys_table else "")
+        + guard_sql(ledger, table.apply.applies == "replace", p, table.name)
+        + bump_head
+        + _apply_sql(table.dest, table.staging, table.columns, table.dest_types, table.apply)
+    )
+
+
+def _ledger_insert(ledger: str, prefixes: Sequence[str]) -> str:
+    """Every table's ledger row, in one statement (one CURRENT_TIMESTAMP for the job)."""
+    columns = ", ".join(name for name, _ in LEDGER_FIELDS)
+    rows = ", ".join(
+        "(" + ", ".join(COMMIT_TIME_VALUES[name].format(p=p) if name in COMMIT_TIME_VALUES else f"@{p}{name}"
+                        for name, _ in LEDGER_FIELDS) + ")"
+        for p in prefixes)
+    return f"  INSERT INTO {ledger} ({columns}) VALUES {rows};\n"
 
 
 def _apply_sql(dest: str, staging: str, columns: Sequence[Column], dest_types: Mapping[str, str],

@@ -1,17 +1,18 @@
 """An in-memory `Sink` for unit tests of the runner and the handler (no BigQuery).
 
 It keeps the BigQuery sink's contract, in Python: the ledger decides whether a run is already
-applied; a commit checks the staged counts, refuses an overlapping window or an older catalog
-snapshot (SupersededError), then replaces, appends or merges (by key, newest cursor wins, soft and
-reconciled deletes) the destination's rows and records the entry, all or nothing. `lose_rows`
-drops rows from every loaded part, to exercise the verify step; `before_commit` runs just before
-a commit applies (a concurrent run committing first).
+applied; a job's commit checks every table's staged counts, refuses an overlapping window or an
+older catalog snapshot (SupersededError), then replaces, appends or merges (by key, newest cursor
+wins, soft and reconciled deletes) each destination's rows and records one entry per table, all
+tables or none. `lose_rows` drops rows from every loaded part, to exercise the verify step;
+`before_commit` runs just before a commit applies (a concurrent run committing first), with the
+job's first entry.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from worker.constants import CATALOG
 from worker.errors import SourceDataError, SupersededError, VerificationError
 from worker.ledger import LedgerEntry
 from worker.modes import WINDOWED, mode_of
-from worker.sinks.base import MergePlan
+from worker.sinks.base import MergePlan, Staging, TableCommit
 
 _tokens = itertools.count(1)
 
@@ -36,8 +37,14 @@ class MemorySink:
     before_commit: Callable[[LedgerEntry], None] | None = None
     stagings: list[MemoryStaging] = field(default_factory=list)
 
+    def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        return tuple(entry for entry in self.ledger if entry.run_id == run_id)
+
     def find_commit(self, run_id: str) -> LedgerEntry | None:
-        return next((entry for entry in self.ledger if entry.run_id == run_id), None)
+        return next(iter(self.find_job(run_id)), None)
+
+    def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
+        """The memory sink keeps no destination schema: every destination takes any columns."""
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         windows = [e for e in self._windows(data_source_id, dest_table) if e.window_high is not None]
@@ -60,13 +67,23 @@ class MemorySink:
         return [e for e in self.ledger if e.load_type in WINDOWED
                 and (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
 
-    def apply(self, staging: MemoryStaging, entry: LedgerEntry) -> LedgerEntry:
-        """The commit transaction: nothing changes unless every check passes."""
+    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+        """The commit transaction: every table's new rows are computed first; nothing changes
+        unless every check of every table passes."""
+        own = [(_own_staging(staging), entry) for staging, entry in tables]
         if self.before_commit is not None:
-            self.before_commit(entry)
-        existing = self.find_commit(entry.run_id)
-        if existing is not None:
+            self.before_commit(own[0][1])
+        existing = self.find_job(own[0][1].run_id)
+        if existing:
             return existing
+        applied = {entry.dest_table: self._applied(staging, entry) for staging, entry in own}
+        for dest_table, rows in applied.items():
+            self.tables[dest_table][:] = rows
+        self.ledger.extend(entry for _, entry in own)
+        return tuple(entry for _, entry in own)
+
+    def _applied(self, staging: MemoryStaging, entry: LedgerEntry) -> list[dict[str, Any]]:
+        """The destination's rows once this table's staging is applied (checked, not yet stored)."""
         if len(staging.rows) != entry.rows_extracted:
             raise VerificationError(f"staging holds {len(staging.rows)} rows, "
                                     f"{entry.rows_extracted} were extracted")
@@ -78,13 +95,8 @@ class MemorySink:
         applies = mode_of(entry.load_type).applies
         if applies == "merge":
             assert staging.merge is not None
-            rows[:] = _merged(rows, staging.rows, staging.merge, staging.keys)
-        else:
-            if applies == "replace":
-                rows.clear()
-            rows.extend(staging.rows)
-        self.ledger.append(entry)
-        return entry
+            return _merged(rows, staging.rows, staging.merge, staging.keys)
+        return [*([] if applies == "replace" else rows), *staging.rows]
 
     def _guard(self, entry: LedgerEntry) -> None:
         if entry.load_type == CATALOG:
@@ -126,6 +138,12 @@ def _merged(current: list[dict[str, Any]], staged: list[dict[str, Any]], plan: M
     return list(by_key.values())
 
 
+def _own_staging(staging: Staging) -> MemoryStaging:
+    if not isinstance(staging, MemoryStaging):
+        raise TypeError(f"the memory sink commits only its own stagings, not {staging!r}")
+    return staging
+
+
 def _overlap(a: LedgerEntry, b: LedgerEntry) -> bool:
     a_low, a_high = a.window_low_key, a.window_high_key or ""
     b_low, b_high = b.window_low_key, b.window_high_key or ""
@@ -162,7 +180,8 @@ class MemoryStaging:
         return len(keys)
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
-        return self.sink.apply(self, entry)
+        (in_force,) = self.sink.commit_job([(self, entry)])
+        return in_force
 
     def duplicate_count(self, columns: tuple[str, ...]) -> int:
         distinct = {tuple(row[name] for name in columns) for row in self.rows}

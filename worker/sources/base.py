@@ -1,4 +1,10 @@
-"""What a source offers the runner: one consistent snapshot of one table, read in Arrow batches."""
+"""What a source offers the runner: one consistent snapshot of the source (a session), in which
+each table of a job is read in Arrow batches.
+
+A session is one read-only transaction on one connection: every table read in it sees the same
+data, so a job's tables keep the source's referential integrity. Tables are read one after the
+other (MySQL allows one open streaming result per connection).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,12 @@ from typing import Protocol
 import pyarrow as pa
 
 from worker.columns import Column
-from worker.messages import EtlRunRequest
+from worker.messages import EtlRunRequest, TableSpec
 from worker.window import Window
 
 
-class SourceSnapshot(Protocol):
-    """A read-only transaction on the source: every call sees the same data (REPEATABLE READ)."""
+class SourceTable(Protocol):
+    """One reflected table of a session: every call sees the session's snapshot (REPEATABLE READ)."""
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -30,7 +36,7 @@ class SourceSnapshot(Protocol):
 
     @property
     def snapshot_at(self) -> datetime:
-        """The source database's clock (aware, UTC), read when this snapshot was opened."""
+        """The source database's clock (aware, UTC), read when the session's snapshot was opened."""
         ...
 
     @property
@@ -74,9 +80,37 @@ class SourceSnapshot(Protocol):
         ...
 
 
+# A one-table request's table, read in its own session (`Source.snapshot`).
+SourceSnapshot = SourceTable
+
+
+class SourceSession(Protocol):
+    """A read-only transaction on the source: every table read in it sees the same data."""
+
+    @property
+    def snapshot_at(self) -> datetime:
+        """The source database's clock (aware, UTC), read when the snapshot was opened."""
+        ...
+
+    @property
+    def local_clock(self) -> datetime:
+        """The same moment as the session's naive wall clock."""
+        ...
+
+    def table(self, spec: TableSpec) -> SourceTable:
+        """Reflect one table of the job (its columns, names, cursor, key) in this snapshot;
+        SourceSchemaError, UnsupportedTypeError, ColumnNameError, ... when it cannot be loaded.
+        Call it when no batch stream of another table is open."""
+        ...
+
+
 class Source(Protocol):
     name: str
 
+    def session(self, request: EtlRunRequest) -> AbstractContextManager[SourceSession]:
+        """Connect and open the snapshot (no table read yet); close everything on exit."""
+        ...
+
     def snapshot(self, request: EtlRunRequest) -> AbstractContextManager[SourceSnapshot]:
-        """Connect, open the snapshot, reflect the table; close everything on exit."""
+        """A one-table request: its session and its table, reflected; close everything on exit."""
         ...

@@ -1,9 +1,10 @@
 """An in-memory `Source` for unit tests of the runner and the handler (no database).
 
-A table is a list of row dicts with its columns; a snapshot copies the rows when it opens, so rows
-added afterwards are not seen (as in a REPEATABLE READ transaction). Windows work on an INT64 cursor
-(high = MAX + 1) or a TIMESTAMP cursor (high = the clock minus the lag). `failures` makes the next
-snapshots fail, one exception each, at a chosen step, to exercise the runner's retries.
+A table is a list of row dicts with its columns; a session copies the rows of every table when it
+opens, so rows added afterwards are not seen, in any table (as in a REPEATABLE READ transaction).
+Windows work on an INT64 cursor (high = MAX + 1) or a TIMESTAMP cursor (high = the clock minus the
+lag). `failures` makes the next sessions fail, one exception each, at a chosen step, to exercise
+the runner's retries; `on_table` runs as each table is reflected (a writer committing meanwhile).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from worker.columns import Column, arrow_schema, bq_arrow_type
 from worker.errors import ConfigurationError, SourceSchemaError
-from worker.messages import EtlRunRequest
+from worker.messages import EtlRunRequest, TableSpec
 from worker.window import CursorValue, Window
 
 Step = Literal["open", "read"]
@@ -38,7 +39,8 @@ class MemoryTable:
 
 @dataclass(frozen=True)
 class Failure:
-    """Raise `error` at `step` of one snapshot: on opening it, or after `after_batches` batches."""
+    """Raise `error` at `step` of one session: on opening it, or after `after_batches` batches
+    (counted over the session's tables, in the order they are read)."""
 
     error: Exception
     step: Step = "read"
@@ -53,39 +55,70 @@ class MemorySource:
         self.tables = tables
         self.clock = clock
         self.failures: list[Failure] = []
-        self.snapshots_opened = 0
+        self.snapshots_opened = 0  # sessions, one per attempt of a job
         self.on_open: Callable[[], None] | None = None  # runs as a snapshot opens (a concurrent writer)
+        self.on_table: Callable[[str], None] | None = None  # runs as a table is reflected (its name)
 
     @contextmanager
-    def snapshot(self, request: EtlRunRequest) -> Iterator[MemorySnapshot]:
+    def session(self, request: EtlRunRequest) -> Iterator[MemorySession]:
         self.snapshots_opened += 1
         if self.on_open is not None:
             self.on_open()
         failure = self.failures.pop(0) if self.failures else None
         if failure is not None and failure.step == "open":
             raise failure.error
-        table = self.tables.get(request.source_table_name)
-        if table is None:
-            raise SourceSchemaError(f"source table not found: {request.source_table_name}")
-        yield MemorySnapshot(table, request, self.clock(), failure)
+        yield MemorySession(self, self.clock(), failure)
+
+    @contextmanager
+    def snapshot(self, request: EtlRunRequest) -> Iterator[MemorySnapshot]:
+        (spec,) = request.table_specs()
+        with self.session(request) as session:
+            yield session.table(spec)
+
+
+class MemorySession:
+    """Every table's rows as they were when the session opened."""
+
+    def __init__(self, source: MemorySource, now: datetime, failure: Failure | None) -> None:
+        self._source = source
+        self._rows = {name: [dict(row) for row in table.rows] for name, table in source.tables.items()}
+        self._failure = failure
+        self.batches_read = 0
+        self.snapshot_at = now
+        self.local_clock = now.replace(tzinfo=None)  # the memory source's session zone is UTC
+
+    def table(self, spec: TableSpec) -> MemorySnapshot:
+        if self._source.on_table is not None:
+            self._source.on_table(spec.source_table_name)
+        table = self._source.tables.get(spec.source_table_name)
+        if table is None or spec.source_table_name not in self._rows:
+            raise SourceSchemaError(f"source table not found: {spec.source_table_name}")
+        return MemorySnapshot(table, self._rows[spec.source_table_name], spec, self)
+
+    def check_failure(self) -> None:
+        """Raise the session's failure once `after_batches` batches have been read."""
+        if self._failure is not None and self.batches_read == self._failure.after_batches:
+            raise self._failure.error
 
 
 class MemorySnapshot:
-    def __init__(self, table: MemoryTable, request: EtlRunRequest, now: datetime,
-                 failure: Failure | None) -> None:
-        names = request.selected_columns or [col.name for col in table.columns]
+    """One table of a session (a `SourceTable`)."""
+
+    def __init__(self, table: MemoryTable, rows: list[dict[str, Any]], spec: TableSpec,
+                 session: MemorySession) -> None:
+        names = spec.selected_columns or [col.name for col in table.columns]
         by_name = {col.name: col for col in table.columns}
         missing = [name for name in names if name not in by_name]
         if missing:
             raise SourceSchemaError(f"column {missing[0]!r} not found in source table")
         self._columns = tuple(by_name[name] for name in names)
-        self._key = tuple(request.primary_key or table.primary_key)
-        self._rows = [dict(row) for row in table.rows]  # the snapshot: later writes are not seen
-        self._cursor = request.timestamp_column
-        self._now = now
-        self._failure = failure
-        self.snapshot_at = now
-        self.local_clock = now.replace(tzinfo=None)  # the memory source's session zone is UTC
+        self._key = tuple(spec.primary_key or table.primary_key)
+        self._rows = rows
+        self._cursor = spec.timestamp_column
+        self._session = session
+        self._now = session.snapshot_at
+        self.snapshot_at = session.snapshot_at
+        self.local_clock = session.local_clock
         self.values_nulled: dict[str, int] = {}
 
     @property
@@ -114,11 +147,11 @@ class MemorySnapshot:
         rows = self._selected(window)
         schema = arrow_schema(self._columns)
         for number in itertools.count():
-            if self._failure is not None and number == self._failure.after_batches:
-                raise self._failure.error
+            self._session.check_failure()
             chunk = rows[number * batch_rows:(number + 1) * batch_rows]
             if not chunk:
                 return
+            self._session.batches_read += 1
             yield pa.RecordBatch.from_pylist([{c.name: r[c.name] for c in self._columns} for r in chunk],
                                              schema=schema)
 

@@ -1,4 +1,5 @@
-"""The generic Source on SQLAlchemy 2 Core: one read-only snapshot of one reflected table.
+"""The generic Source on SQLAlchemy 2 Core: one read-only snapshot (a session), in which the
+tables of a job are reflected and read.
 
 Dialect modules supply what differs (`worker.sources.dialect.SqlDialect`): the URL, how to open a
 consistent read-only snapshot and read the database's clock in it, per-connection driver setup,
@@ -7,9 +8,10 @@ here: reflection, the column mapping, window planning, COUNT(*) and streaming. E
 driver runs inside `driver_errors`, so an error leaving the source carries its dialect's reading.
 
 Queries are built with SQLAlchemy constructs only; identifiers are never pasted into SQL text.
-The snapshot owns one connection. On MySQL a connection can have only one open streaming result,
-so the runner calls `plan_window` and `count_rows` before `iter_batches` (the snapshot refuses
-other queries while a stream is open, on every dialect, to keep that contract portable).
+The session owns one connection, shared by its tables. On MySQL a connection can have only one open
+streaming result, so the runner reflects, plans and counts every table before it streams any, and
+streams the tables one after the other (the session refuses other queries while a stream is open,
+on every dialect, to keep that contract portable).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.types import NullType, TypeEngine
 
 from worker.columns import Column, arrow_schema
 from worker.errors import ColumnNameError, ConfigurationError, SourceSchemaError, UnsupportedTypeError
-from worker.messages import EtlRunRequest
+from worker.messages import EtlRunRequest, TableSpec
 from worker.modes import mode_of
 from worker.names import column_names
 from worker.secrets import SecretResolver
@@ -63,8 +65,8 @@ class SqlAlchemySource:
         self._secrets = secrets or SecretResolver()
 
     @contextmanager
-    def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemySnapshot]:
-        """Connect, open the snapshot, reflect the table; close everything on exit."""
+    def session(self, request: EtlRunRequest) -> Iterator[SqlAlchemySession]:
+        """Connect and open the snapshot; close everything on exit."""
         started = time.monotonic()
         with driver_errors(self.dialect):
             # A password reference (env, file, Secret Manager) becomes the password only here.
@@ -74,18 +76,25 @@ class SqlAlchemySource:
                 with driver_errors(self.dialect):
                     conn = closing.enter_context(engine.connect())
                     clock = self.dialect.open_snapshot(conn)
-                    layout = _Layout.reflect(conn, self.dialect, request)
-                log.info(
-                    "source snapshot open: %s %s, %d columns (%.2fs)",
-                    self.name,
-                    layout.qualified,
-                    len(layout.fields),
-                    time.monotonic() - started,
-                )
-                nulled = NulledValues(strict=request.strict_types)
-                yield SqlAlchemySnapshot(conn, self.dialect, layout, clock, nulled)
+                log.info("source snapshot open: %s (%.2fs)", self.name, time.monotonic() - started)
+                yield SqlAlchemySession(conn, self.dialect, clock, request.schema_name,
+                                        strict=request.strict_types)
         finally:
             engine.dispose()
+
+    @contextmanager
+    def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemyTable]:
+        """A one-table request: its session and its table, reflected."""
+        spec = _only_table(request)
+        with self.session(request) as session:
+            yield session.table(spec)
+
+
+def _only_table(request: EtlRunRequest) -> TableSpec:
+    specs = request.table_specs()
+    if len(specs) != 1:
+        raise ValueError(f"snapshot() reads one table; this job has {len(specs)}: use session()")
+    return specs[0]
 
 
 # --- reflection ----------------------------------------------------------------------------------
@@ -104,26 +113,26 @@ class _Layout:
     key: tuple[str, ...] = ()  # a merge run's key columns (source names): the request's, else the PK
 
     @classmethod
-    def reflect(cls, conn: sa.Connection, dialect: SqlDialect, request: EtlRunRequest) -> _Layout:
-        qualified = _qualified(request.schema_name, request.source_table_name)
+    def reflect(cls, conn: sa.Connection, dialect: SqlDialect, schema: str | None, spec: TableSpec
+                ) -> _Layout:
+        qualified = _qualified(schema, spec.source_table_name)
         try:
             table = sa.Table(
-                request.source_table_name, sa.MetaData(), schema=request.schema_name, autoload_with=conn,
+                spec.source_table_name, sa.MetaData(), schema=schema, autoload_with=conn,
                 listeners=[("column_reflect", lambda _insp, _table, info: dialect.reflected_column(info))],
             )
         except sa.exc.NoSuchTableError:
             raise SourceSchemaError(f"source table not found: {qualified}") from None
         mapper = _Mapper(table, qualified, dialect.refine_types(conn, table), dialect.types, conn.dialect)
         # None (and an empty list, which selects nothing useful) mean every column in table order.
-        names = request.selected_columns or [col.name for col in table.columns]
+        names = spec.selected_columns or [col.name for col in table.columns]
         # Every name problem surfaces here, before the run touches BigQuery (docs/names.md).
-        bq_names = column_names(names, _overrides(table, qualified, request.column_names))
+        bq_names = column_names(names, _overrides(table, qualified, spec.column_names))
         fields = tuple(mapper.field(name, bq_names[name]) for name in names)
-        cursor = None
-        if mode_of(request.load_type).windowed and request.timestamp_column:
-            cursor = mapper.cursor(request.timestamp_column)
-        key = tuple(request.primary_key or (col.name for col in table.primary_key.columns))
-        return cls(table, qualified, fields, cursor, key if mode_of(request.load_type).keyed else ())
+        mode = mode_of(spec.load_type)
+        cursor = mapper.cursor(spec.timestamp_column) if mode.windowed and spec.timestamp_column else None
+        key = tuple(spec.primary_key or (col.name for col in table.primary_key.columns))
+        return cls(table, qualified, fields, cursor, key if mode.keyed else ())
 
 
 def _overrides(table: sa.Table, qualified: str, overrides: dict[str, str] | None) -> dict[str, str]:
@@ -245,20 +254,51 @@ def _bounds(lows: Sequence[_Bound], high: _Bound) -> tuple[_Bound | None, _Bound
     return (low, low) if low is not None and high <= low else (low, high)
 
 
-# --- the snapshot --------------------------------------------------------------------------------
-class SqlAlchemySnapshot:
-    """A `SourceSnapshot`: every call runs on one connection inside one read-only transaction."""
+# --- the session and its tables ------------------------------------------------------------------
+class SqlAlchemySession:
+    """A `SourceSession`: one connection inside one read-only transaction, shared by its tables."""
 
-    def __init__(
-        self, conn: sa.Connection, dialect: SqlDialect, layout: _Layout, clock: Clock,
-        nulled: NulledValues | None = None,
-    ) -> None:
-        self._conn = conn
-        self._dialect = dialect
+    def __init__(self, conn: sa.Connection, dialect: SqlDialect, clock: Clock, schema: str | None,
+                 strict: bool = False) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.clock = clock
+        self._schema = schema
+        self._strict = strict
+        self.streaming = False  # a batch stream of one of its tables is open
+
+    @property
+    def snapshot_at(self) -> datetime:
+        """The source's clock (UTC) when the snapshot was opened: orders catalog snapshots."""
+        return self.clock.zoned
+
+    @property
+    def local_clock(self) -> datetime:
+        return self.clock.local
+
+    def table(self, spec: TableSpec) -> SqlAlchemyTable:
+        self.check_idle()
+        with driver_errors(self.dialect):
+            layout = _Layout.reflect(self.conn, self.dialect, self._schema, spec)
+        log.info("source table reflected: %s, %d columns", layout.qualified, len(layout.fields))
+        return SqlAlchemyTable(self, layout, NulledValues(strict=self._strict))
+
+    def check_idle(self) -> None:
+        if self.streaming:
+            raise RuntimeError("a batch stream is open on this snapshot: finish iter_batches first")
+
+
+class SqlAlchemyTable:
+    """A `SourceTable`: every call runs on its session's connection, in its snapshot."""
+
+    def __init__(self, session: SqlAlchemySession, layout: _Layout, nulled: NulledValues | None = None
+                 ) -> None:
+        self._session = session
+        self._conn = session.conn
+        self._dialect = session.dialect
         self._layout = layout
-        self._clock = clock
+        self._clock = session.clock
         self._columns = tuple(f.column for f in layout.fields)
-        self._streaming = False
         self._nulled = nulled or NulledValues()
 
     @property
@@ -272,12 +312,11 @@ class SqlAlchemySnapshot:
 
     @property
     def snapshot_at(self) -> datetime:
-        """The source's clock (UTC) when the snapshot was opened: orders catalog snapshots."""
-        return self._clock.zoned
+        return self._session.snapshot_at
 
     @property
     def local_clock(self) -> datetime:
-        return self._clock.local
+        return self._session.local_clock
 
     def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
         """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
@@ -338,7 +377,7 @@ class SqlAlchemySnapshot:
     def _stream(self, read: FastRead, what: str) -> Iterator[pa.RecordBatch]:
         """The dialect's fast reader when it carries every field exactly, else the generic one."""
         self._check_idle()
-        self._streaming = True
+        self._session.streaming = True
         rows = batches = 0
         try:
             with driver_errors(self._dialect):
@@ -347,7 +386,7 @@ class SqlAlchemySnapshot:
                     rows, batches = rows + batch.num_rows, batches + 1
                     yield batch
         finally:
-            self._streaming = False
+            self._session.streaming = False
             log.info("read %d %s in %d batches from %s", rows, what, batches, self._layout.qualified)
 
     def _generic(self, read: FastRead) -> Iterator[pa.RecordBatch]:
@@ -408,6 +447,5 @@ class SqlAlchemySnapshot:
         return self._layout.cursor
 
     def _check_idle(self) -> None:
-        if self._streaming:
-            raise RuntimeError("a batch stream is open on this snapshot: finish iter_batches first")
+        self._session.check_idle()
 
