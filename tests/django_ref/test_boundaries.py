@@ -88,7 +88,7 @@ def test_the_data_source_has_no_place_for_a_plaintext_password() -> None:
     ({"selected_columns": ["id", "id"]}, "has non-unique elements"),
     ({"load_type": "merge", "timestamp_column": "updated_at", "selected_columns": ["updated_at", "x"],
       "primary_key": ["id"]}, "must include id"),
-    ({"source_table": "x" * 129}, "is too long"),
+    ({"source_table": "x" * 129}, "source_table_name: .x{129}. is not valid"),
     ({"load_type": "bulk"}, "load_type"),
 ])
 def test_what_the_worker_would_refuse_is_refused_before_publishing(fields: dict[str, object],
