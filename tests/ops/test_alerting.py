@@ -154,7 +154,7 @@ def test_rule_filters_pick_the_tables(tmp_path: Path) -> None:
     s.run(table="orders", data_source_id=8).failed(DOWN)
     assert s.feed() == []
     s.run(table="orders").failed(DOWN)
-    assert s.feed() == ["orders (data source 7): 1 failed deliveries in a row"]
+    assert s.feed() == ["orders (data source 7): 1 failed delivery in a row"]
 
 
 def test_a_quality_warning_alerts_until_a_clean_run(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ no error text carries them (the URL is never put in an exception or a log line).
 
 from __future__ import annotations
 
+import email.policy
 import json
 import smtplib
 import ssl
@@ -28,6 +29,9 @@ _ICONS = {("open", "failure"): ":rotating_light:", ("open", "quality"): ":warnin
           ("resolved", "quality"): ":white_check_mark:", ("resolved", "slow"): ":white_check_mark:"}
 _COLORS = {"open": "#d93f0b", "resolved": "#2da44e"}
 DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+# Python folds a subject that just fits on a line of its own before its first word (a leading space
+# in some clients): keep header lines whole up to RFC 5322's hard limit instead.
+_POLICY = email.policy.default.clone(max_line_length=998)
 
 
 class SendError(Exception):
@@ -54,7 +58,7 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 def email_message(alert: Alert, sender: str, recipients: Sequence[str]) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     prefix = "[etl resolved]" if alert.status == "resolved" else "[etl alert]"
     message["Subject"] = f"{prefix} {alert.title}"
     message["From"] = sender

@@ -238,7 +238,7 @@ def _on_failed(state: _State, rules: Rules) -> None:
         subject = event.table if rule.per == "table" else event.source
         count = state.track(subject).failures
         if rule.matches(event.table.data_source_id, event.table.dest_table) and count >= rule.count:
-            state.open(subject, "failure", f"{subject.label}: {count} failed deliveries in a row",
+            state.open(subject, "failure", f"{subject.label}: {_deliveries(count)} in a row",
                        [*details, ("consecutive failures", str(count))])
 
 
@@ -254,6 +254,10 @@ def _on_dead_lettered(state: _State, rules: Rules) -> None:
 
 _HANDLERS = {c.RUN_COMPLETED: _on_completed, c.RUN_PROGRESS: _on_progress, c.RUN_FAILED: _on_failed,
              c.RUN_DEAD_LETTERED: _on_dead_lettered}
+
+
+def _deliveries(count: int) -> str:
+    return f"{count} failed deliveries" if count != 1 else "1 failed delivery"
 
 
 def _moment(text: str) -> datetime:
