@@ -17,7 +17,7 @@ from worker.commands.alerting import decide
 from worker.commands.notify import Notifier
 from worker.errors import SourceAuthError
 from worker.events import MemoryEventBus
-from worker.logs import JsonFormatter, REDACTOR
+from worker.logs import REDACTOR, JsonFormatter
 from worker.messages import encode_event
 from worker.settings import Settings
 
@@ -74,7 +74,7 @@ def test_a_refused_send_raises_without_the_webhook_and_the_retry_sends_what_is_m
     alert_endpoints.smtp.close()
     failing_run(bus)  # another table's incident
     bus.events[-1] = bus.events[-1].model_copy(update={"dest_table": "customers"})
-    with pytest.raises(SendError, match="e-mail via 127.0.0.1"):
+    with pytest.raises(SendError, match=r"e-mail via 127\.0\.0\.1"):
         notifier.handle(encode_event(bus.events[-1]))
     assert len(alert_endpoints.slack.received) == 2
     alert_endpoints.smtp = SmtpStandIn()
