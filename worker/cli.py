@@ -244,13 +244,16 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.commands.schedules import ScheduleFileError, apply_command
+    from worker.commands.schedules import NO_CREDENTIALS, ScheduleFileError, apply_command
 
     try:
         return apply_command(settings, args.file, dry_run=args.dry_run, prune=args.prune,
                              location=args.location, out=sys.stdout)
     except ScheduleFileError as exc:
         print(f"etl-worker: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except DefaultCredentialsError:
+        print(f"etl-worker: {NO_CREDENTIALS}", file=sys.stderr)
         return 2
 
 

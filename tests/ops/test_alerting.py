@@ -199,7 +199,9 @@ def test_foreign_messages_are_ignored(tmp_path: Path) -> None:
     s = Setup(tmp_path)
     s.notifier.handle(b"not json")
     s.notifier.handle(json.dumps({"hello": 1}).encode())
-    assert s.channel.alerts == []
+    broken = {"event_id": "e1", "event_type": "run.failed", "run_id": "r", "occurred_at": "yesterday"}
+    s.notifier.handle(json.dumps(broken).encode())  # acked (stored), not retried forever
+    assert s.channel.alerts == [] and s.store.processed("e1")
 
 
 def test_rules_files_in_toml_and_json(tmp_path: Path) -> None:

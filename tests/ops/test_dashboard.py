@@ -55,7 +55,8 @@ def wait_data(dashboard: Dashboard, ready: Any) -> dict[str, Any]:
 
 
 def test_the_dashboard_shows_live_progress_history_and_health_in_a_browser(
-    stack: Stack, dashboard: Dashboard, pg_admin: sa.Engine, pg_schema: str, tmp_path: Path
+    stack: Stack, dashboard: Dashboard, pg_admin: sa.Engine, pg_schema: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = seed("postgresql", pg_admin, pg_schema, 250)
     # Given a committed run and a failed one, through a worker serving the emulators
@@ -97,7 +98,8 @@ def test_the_dashboard_shows_live_progress_history_and_health_in_a_browser(
     assert re.search(r'data-kpi="success rate".*?>50%<', dom)
     # And a screenshot for people
     shot = screenshot(dashboard.url, Path(os.environ.get("ETL_SCREENSHOT_DIR", tmp_path)) / "dashboard.png")
-    print(f"\ndashboard screenshot: {shot}")
+    with capsys.disabled():  # shown in a normal run too
+        print(f"\ndashboard screenshot: {shot}")
 
 
 def _element(dom: str, marker: str) -> str:
@@ -109,7 +111,7 @@ def _element(dom: str, marker: str) -> str:
 
 
 def test_a_week_of_history_draws_daily_charts_and_duration_trends(
-    stack: Stack, bq_client: bigquery.Client, tmp_path: Path
+    stack: Stack, bq_client: bigquery.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a week of runs in the history (one table slowing down, one failing now and then)
     committed = write_week(bq_client, stack.settings.bigquery_dataset)
@@ -130,7 +132,8 @@ def test_a_week_of_history_draws_daily_charts_and_duration_trends(
         assert 'class="dead-lettered"' in dom  # the dead-lettered run in the runs-per-day chart
         where = Path(os.environ.get("ETL_SCREENSHOT_DIR", tmp_path)) / "dashboard-week.png"
         shot = screenshot(board.url, where, size=(1400, 1400))
-        print(f"\ndashboard screenshot (a week of history): {shot}")
+        with capsys.disabled():
+            print(f"\ndashboard screenshot (a week of history): {shot}")
     finally:
         board.close()
 

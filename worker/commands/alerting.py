@@ -94,6 +94,10 @@ class _Event:
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> _Event:
+        """Raises KeyError / ValueError on what is not a run event (notify acks and skips it)."""
+        _moment(str(raw["occurred_at"]))
+        if raw["event_type"] in (c.RUN_FAILED, c.RUN_DEAD_LETTERED) and not isinstance(raw["error"], dict):
+            raise ValueError(f"{raw['event_type']} without an error")
         ds = raw.get("data_source_id")
         return cls(raw, str(raw["event_id"]), str(raw["event_type"]), str(raw["run_id"]),
                    str(raw["occurred_at"]), Subject(ds, raw.get("dest_table")), Subject(ds, None))
@@ -231,7 +235,7 @@ def _on_failed(state: _State, rules: Rules) -> None:
         state.put(subject, replace(track, failures=track.failures + 1))
     error = event.raw.get("error") or {}
     details = [*_run_details(event), ("error", event.error_text())]
-    permanent = not event.raw.get("will_retry") and not error.get("retryable")
+    permanent = not event.raw["will_retry"] and not error.get("retryable")
     if permanent and rules.permanent_failure:  # (retryable and no retry: run.dead_lettered follows)
         state.open(event.table, "failure", f"{event.table.label} failed permanently", details)
     for rule in rules.of(ConsecutiveFailures):

@@ -57,7 +57,12 @@ class Notifier:
         with self._lock:
             if self._store.processed(event["event_id"]):
                 return
-            decision = decide(event, self._store.tracks(subjects_of(event)), self._rules)
+            try:
+                decision = decide(event, self._store.tracks(subjects_of(event)), self._rules)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # never retry a poison message
+                log.warning("ignoring malformed event %s: %s", event["event_id"], exc)
+                self._store.commit(event["event_id"], {})
+                return
             for alert in decision.alerts:
                 for channel in self._channels:
                     if not self._store.was_sent(alert.alert_id, channel.name):

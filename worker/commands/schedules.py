@@ -42,6 +42,8 @@ from worker.settings import Settings
 DEFAULT_TIME_ZONE = "Etc/UTC"
 MANAGED = "managed by etl-worker schedule apply"
 COMPARED = ("description", "schedule", "time_zone", "pubsub_target")
+NO_CREDENTIALS = ("no Google credentials for Cloud Scheduler: run `gcloud auth application-default login` "
+                  "or set GOOGLE_APPLICATION_CREDENTIALS")
 
 
 class ScheduleFileError(ValueError):
@@ -285,6 +287,5 @@ def _client() -> SchedulerClient:
     try:
         client: SchedulerClient = scheduler_v1.CloudSchedulerClient()
     except DefaultCredentialsError:
-        raise ScheduleFileError("no Google credentials for Cloud Scheduler: run `gcloud auth "
-                                "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+        raise ScheduleFileError(NO_CREDENTIALS) from None
     return client
