@@ -21,6 +21,8 @@ from worker.history import RunRecord
 
 ACTIVE_TTL = timedelta(hours=1)  # a live run with no event for this long is dropped (its worker died)
 ENDED_KEPT = 10
+MAX_LINES = 500  # runs remembered; past it the oldest ended ones are forgotten
+MAX_SEEN = 100_000  # event ids remembered for deduplication (stale events are ignored anyway)
 RECENT_SHOWN = 50
 TREND_POINTS = 30
 
@@ -40,7 +42,7 @@ class LiveBoard:
     def __init__(self) -> None:
         self._lines: dict[str, RunLine] = {}
         self._progress: dict[str, Progress] = {}
-        self._seen: set[str] = set()
+        self._seen: dict[str, None] = {}  # insertion-ordered: the oldest ids are forgotten first
         self._lock = threading.Lock()
 
     def add(self, event: Mapping[str, Any]) -> None:
@@ -51,7 +53,9 @@ class LiveBoard:
         with self._lock:
             if event_id in self._seen:
                 return
-            self._seen.add(event_id)
+            self._seen[event_id] = None
+            if len(self._seen) > MAX_SEEN:
+                del self._seen[next(iter(self._seen))]
             try:
                 line = self._apply(self._lines.get(run_id), event)
             except (KeyError, TypeError, ValueError):
@@ -59,6 +63,14 @@ class LiveBoard:
             if line is not None:
                 self._lines[run_id] = line
                 self._progress[run_id] = _progress(self._progress.get(run_id, Progress()), event)
+                self._forget_old()
+
+    def _forget_old(self) -> None:
+        if len(self._lines) <= MAX_LINES:
+            return
+        ended = sorted((line for line in self._lines.values() if line.ended), key=lambda line: line.appeared)
+        for line in ended[:len(self._lines) - MAX_LINES]:
+            del self._lines[line.run_id], self._progress[line.run_id]
 
     def _apply(self, line: RunLine | None, event: Mapping[str, Any]) -> RunLine | None:
         kind = event["event_type"]
