@@ -4,17 +4,21 @@ and aiosmtpd (plain, and STARTTLS with AUTH and a certificate of our own CA)."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from devstack.emulators import Emulator
 from tests.ops.endpoints import SLACK_PATH, Endpoints, SmtpStandIn, body_of
 from tests.ops.runs import RunScript
 from worker.commands.alert_channels import EmailChannel, SendError, channels_from
-from worker.commands.alert_rules import Rules
+from worker.commands.alert_rules import Rules, RulesFileError
 from worker.commands.alert_state import StateStore
 from worker.commands.alerting import decide
-from worker.commands.notify import Notifier
+from worker.commands.notify import Notifier, build_notifier
 from worker.errors import SourceAuthError
 from worker.events import MemoryEventBus
 from worker.logs import REDACTOR, JsonFormatter
@@ -107,3 +111,24 @@ def test_starttls_with_auth_and_a_private_ca(tmp_path: Path) -> None:
             EmailChannel(settings(no_ca, ETL_ALERT_SMTP_PASSWORD=SMTP_PASSWORD)).send(first)
     finally:
         server.close()
+
+
+def test_notify_needs_a_channel_and_a_valid_rules_file(tmp_path: Path, pubsub_emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="no alert channel"):
+        build_notifier(settings({"ETL_NOTIFY_STATE_DIR": str(tmp_path)}))
+    bad = tmp_path / "rules.json"
+    bad.write_text('{"rules": [{"kind": "slow_run"}]}')
+    with pytest.raises(RulesFileError, match="seconds"):
+        build_notifier(settings({"ETL_NOTIFY_STATE_DIR": str(tmp_path),
+                                 "ETL_ALERT_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/x"}), str(bad))
+    assert "etl-worker: no alert channel" in _cli_stderr(tmp_path, pubsub_emulator.host_port)
+
+
+def _cli_stderr(tmp_path: Path, pubsub_host: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_ALERT_")}
+    env |= {"GCP_PROJECT_ID": "etl-test", "ETL_NOTIFY_STATE_DIR": str(tmp_path),
+            "PUBSUB_EMULATOR_HOST": pubsub_host}
+    result = subprocess.run([sys.executable, "-m", "worker", "notify"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    return result.stderr
