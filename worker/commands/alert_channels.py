@@ -12,6 +12,7 @@ import json
 import smtplib
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -78,7 +79,9 @@ class SlackChannel:
     def __init__(self, webhook_url: SecretStr, timeout_s: float) -> None:
         self._url = webhook_url
         self._timeout_s = timeout_s
-        REDACTOR.register(webhook_url.get_secret_value())
+        url = webhook_url.get_secret_value()
+        for part in (url, urllib.parse.urlsplit(url).path, urllib.parse.urlsplit(url).query):
+            REDACTOR.register(part if len(part) > 8 else None)  # the path is the token; "/" is not
 
     def send(self, alert: Alert) -> None:
         data = json.dumps(slack_payload(alert)).encode()
