@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Machine set-up that pip cannot do: mysqlclient's build headers, the gcloud Pub/Sub emulator, and
-# the local PostgreSQL / MariaDB servers (started if they are down). Idempotent; quiet when all is there.
+# Machine set-up that pip cannot do: mysqlclient's build headers, the gcloud Pub/Sub emulator,
+# headless Chromium for the dashboard's browser tests (tests/ops), and the local PostgreSQL / MariaDB
+# servers (started if they are down). Idempotent; quiet when all is there.
 set -euo pipefail
 
 need_apt=()
 dpkg -s default-libmysqlclient-dev >/dev/null 2>&1 || need_apt+=(default-libmysqlclient-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)  # etl-worker dashboard's browser tests
 command -v gcloud >/dev/null 2>&1 || need_apt+=(google-cloud-cli google-cloud-cli-pubsub-emulator)
 if command -v gcloud >/dev/null 2>&1 && ! dpkg -s google-cloud-cli-pubsub-emulator >/dev/null 2>&1 \
     && [ ! -d "$(dirname "$(readlink -f "$(command -v gcloud)")")/../platform/pubsub-emulator" ]; then

@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
     publish.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
     _add_operator_commands(sub)
+    _add_alert_dashboard_schedule_commands(sub)
     return parser
 
 
@@ -88,6 +89,26 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     runs.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
     watch = sub.add_parser("watch", help="live progress of runs from the events topic")
     watch.add_argument("--run-id", help="follow this run and exit when it ends")
+
+
+def _add_alert_dashboard_schedule_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    notify = sub.add_parser("notify", help="alert on Slack and/or by e-mail from the events topic")
+    notify.add_argument("--rules", help="rules file, TOML or JSON (default: ETL_NOTIFY_RULES_FILE)")
+    dashboard = sub.add_parser("dashboard", help="a web page of active runs, history and table health")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--since", type=_since, help="history shown: 7d (default), 12h, or an ISO time")
+    schedule = sub.add_parser("schedule", help="Cloud Scheduler jobs from a schedule file")
+    actions = schedule.add_subparsers(dest="schedule_action", required=True)
+    apply = actions.add_parser("apply", help="create or update the file's jobs (idempotent)")
+    apply.add_argument("file", type=Path, help="schedule file, TOML or JSON")
+    apply.add_argument("--dry-run", action="store_true", help="show the changes; make none")
+    apply.add_argument("--prune", action="store_true",
+                       help="also delete jobs with ETL_SCHEDULER_JOB_PREFIX that the file no longer has")
+    apply.add_argument("--location", help="Cloud Scheduler region (default: ETL_SCHEDULER_LOCATION)")
+    scheduler = sub.add_parser("scheduler", help="publish a schedule file's requests on time, in-process "
+                               "(the local stand-in for Cloud Scheduler)")
+    scheduler.add_argument("file", type=Path, help="schedule file, TOML or JSON")
 
 
 def _since(text: str) -> datetime:
@@ -193,6 +214,61 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     return watch(settings, run_id=args.run_id, console=_console())
 
 
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_notify(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.commands.alert_rules import RulesFileError
+    from worker.commands.notify import notify
+
+    try:
+        return notify(settings, stop=_stop_on_signals(), rules_file=args.rules)
+    except (RulesFileError, ValueError) as exc:
+        print(f"etl-worker: {redact(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.commands.dashboard import serve_dashboard
+
+    return serve_dashboard(settings, host=args.host, port=args.port, since=args.since,
+                           stop=_stop_on_signals())
+
+
+def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.commands.schedules import NO_CREDENTIALS, ScheduleFileError, apply_command
+
+    try:
+        return apply_command(settings, args.file, dry_run=args.dry_run, prune=args.prune,
+                             location=args.location, out=sys.stdout)
+    except ScheduleFileError as exc:
+        print(f"etl-worker: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except DefaultCredentialsError:
+        print(f"etl-worker: {NO_CREDENTIALS}", file=sys.stderr)
+        return 2
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.commands.local_scheduler import run_scheduler
+    from worker.commands.schedules import ScheduleFileError
+
+    try:
+        return run_scheduler(settings, args.file, stop=_stop_on_signals())
+    except ScheduleFileError as exc:
+        print(f"etl-worker: {redact(str(exc))}", file=sys.stderr)
+        return 2
+
+
 def _console() -> Console:
     """stdout; wide when it is not a terminal, so piped tables keep one line per row."""
     return Console(width=None if sys.stdout.isatty() else OUTPUT_WIDTH)
@@ -205,3 +281,7 @@ _NEEDS: dict[str, tuple[preflight.Service, ...]] = {
 }
 _COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish,
              "replay": cmd_replay, "runs": cmd_runs, "watch": cmd_watch}
+_NEEDS |= {"notify": ("pubsub",), "dashboard": ("pubsub", "bigquery"), "schedule": (),
+           "scheduler": ("pubsub",)}
+_COMMANDS |= {"notify": cmd_notify, "dashboard": cmd_dashboard, "schedule": cmd_schedule,
+              "scheduler": cmd_scheduler}

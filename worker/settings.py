@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -107,4 +109,58 @@ class Settings(BaseSettings):
         True, validation_alias="ETL_HISTORY",
         description="Record every run event but progress in the dataset's _etl_runs table "
         "(worker/history.py).",
+    )
+
+    # --- etl-worker notify (worker/commands/notify.py) ---------------------------------------------
+    etl_notify_subscription: str = Field(
+        "etl-run-events-notify", validation_alias="ETL_NOTIFY_SUBSCRIPTION",
+        description="notify's own subscription on the events topic (created if missing).",
+    )
+    etl_notify_state_dir: str = Field(
+        ".etl-notify", validation_alias="ETL_NOTIFY_STATE_DIR",
+        description="Directory of notify's state (notify.sqlite3: processed event ids, open incidents).",
+    )
+    etl_notify_rules_file: str | None = Field(
+        None, validation_alias="ETL_NOTIFY_RULES_FILE", description="Alert rules, TOML or JSON."
+    )
+    etl_notify_retry_min_backoff_s: int = Field(
+        10, ge=0, le=600, validation_alias="ETL_NOTIFY_RETRY_MIN_BACKOFF_SECONDS",
+        description="notify subscription: minimum delay before an event whose alert failed returns.",
+    )
+    etl_alert_slack_webhook_url: SecretStr | None = Field(
+        None, validation_alias="ETL_ALERT_SLACK_WEBHOOK_URL",
+        description="Slack incoming webhook (a secret: never logged or shown).",
+    )
+    etl_alert_smtp_host: str | None = Field(None, validation_alias="ETL_ALERT_SMTP_HOST")
+    etl_alert_smtp_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias="ETL_ALERT_SMTP_PORT",
+        description="Default: 465 with ssl, 587 with starttls, 25 with none.",
+    )
+    etl_alert_smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", validation_alias="ETL_ALERT_SMTP_SECURITY",
+        description="starttls (upgrade after connecting), ssl (TLS from the start) or none.",
+    )
+    etl_alert_smtp_username: str | None = Field(None, validation_alias="ETL_ALERT_SMTP_USERNAME")
+    etl_alert_smtp_password: SecretStr | None = Field(None, validation_alias="ETL_ALERT_SMTP_PASSWORD")
+    etl_alert_smtp_ca_file: str | None = Field(
+        None, validation_alias="ETL_ALERT_SMTP_CA_FILE",
+        description="CA bundle for the SMTP server's certificate (default: the system's).",
+    )
+    etl_alert_email_from: str | None = Field(None, validation_alias="ETL_ALERT_EMAIL_FROM")
+    etl_alert_email_to: str | None = Field(
+        None, validation_alias="ETL_ALERT_EMAIL_TO", description="Comma-separated recipients."
+    )
+    etl_alert_timeout_s: float = Field(
+        10.0, gt=0, validation_alias="ETL_ALERT_TIMEOUT_SECONDS",
+        description="Timeout of one Slack or SMTP send.",
+    )
+    # --- etl-worker schedule apply (worker/commands/schedules.py) ---------------------------------
+    etl_scheduler_location: str | None = Field(
+        None, validation_alias="ETL_SCHEDULER_LOCATION",
+        description="Cloud Scheduler region of the jobs, e.g. europe-west1.",
+    )
+    etl_scheduler_job_prefix: str = Field(
+        "etl-", validation_alias="ETL_SCHEDULER_JOB_PREFIX",
+        description="Cloud Scheduler job ids are this prefix + the schedule file's name; --prune only "
+        "deletes jobs with the prefix that publish to the request topic.",
     )
