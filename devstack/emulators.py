@@ -98,10 +98,14 @@ def _reap_group(pgid: int, timeout_s: float) -> None:
 
 
 def _spawn(name: str, argv: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`argv` as the leader of a new process group, behind devstack.reaper: the group goes down
+    with the calling thread's process, even if that is killed before it can stop the emulator."""
     log_path = log_dir / f"{name}.log"
+    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid())]
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            [*reaper, *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return process, log_path
 
@@ -137,16 +141,28 @@ def _with_retries(start: Callable[[int], Emulator]) -> Emulator:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _pubsub_command(project: str, port: int) -> tuple[list[str], Path | None]:
+    """The emulator's own launcher when gcloud's copy is there (it execs java, which stays in our
+    process group), else `gcloud beta emulators pubsub start` (then with a data dir to remove)."""
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        sdk = Path(gcloud).resolve().parent.parent
+        launcher = sdk / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+        if launcher.is_file():
+            return [str(launcher), "--host=127.0.0.1", f"--port={port}"], None
+    data_dir = Path(tempfile.mkdtemp(prefix="pubsub-data-"))
+    return [gcloud or "gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
+            f"--project={project}", f"--data-dir={data_dir}", "--quiet"], data_dir
+
+
 def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
     """The real gcloud Pub/Sub emulator; ready when its log says 'Server started'."""
     logs = log_dir or Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
-    gcloud = shutil.which("gcloud") or "gcloud"
 
     def start(attempt: int) -> Emulator:
         (port,) = free_ports(1)
-        data_dir = Path(tempfile.mkdtemp(prefix="pubsub-data-"))
-        argv = [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
-                f"--project={project}", f"--data-dir={data_dir}", "--quiet"]
+        argv, data_dir = _pubsub_command(project, port)
+        scratch = (data_dir,) if data_dir else ()
         name = "pubsub-emulator" if attempt == 1 else f"pubsub-emulator-{attempt}"
         process, log_path = _spawn(name, argv, logs)
 
@@ -156,9 +172,10 @@ def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
         try:
             _wait_until(ready, process, "Pub/Sub emulator", log_path)
         except BaseException:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            for path in scratch:
+                shutil.rmtree(path, ignore_errors=True)
             raise
-        return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path, (data_dir,))
+        return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path, scratch)
 
     return _with_retries(start)
 
