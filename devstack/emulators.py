@@ -23,44 +23,95 @@ from pathlib import Path
 STARTUP_TIMEOUT_S = 90.0
 
 
+STARTUP_ATTEMPTS = 3  # a port chosen by free_ports() can be taken before the emulator binds it
+
+
 @dataclass(frozen=True)
 class Emulator:
     name: str
     host_port: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    scratch_dirs: tuple[Path, ...] = ()
 
     def stop(self) -> None:
         stop_process(self.process)
+        for path in self.scratch_dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free a moment ago (all held open while choosing)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """Terminate a child and its process group (gcloud starts java as a grandchild)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    """Terminate a child and its whole process group (gcloud starts java as a grandchild).
+
+    Returns once no process of the group is left, so nothing outlives the caller's fixture.
+    """
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout_s)
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout_s)
+    _reap_group(process.pid, timeout_s)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a foreign process reused the id
+        return False
+    return True
+
+
+def _reap_group(pgid: int, timeout_s: float) -> None:
+    """Wait for the rest of the group (the leader is gone); SIGKILL whatever lingers, then give up
+    (a zombie that nobody reaps still counts as a member)."""
+    deadline = time.monotonic() + timeout_s
+    killed = False
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            if killed:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + timeout_s
+        time.sleep(0.05)
 
 
 def _spawn(name: str, argv: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`argv` as the leader of a new process group, behind devstack.reaper: the group goes down
+    with the calling thread's process, even if that is killed before it can stop the emulator."""
     log_path = log_dir / f"{name}.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid())]
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [*reaper, *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return process, log_path
+
+
+class _ExitedEarly(RuntimeError):
+    """The emulator process ended during start-up (typically: its port was taken meanwhile)."""
 
 
 def _wait_until(
@@ -69,29 +120,64 @@ def _wait_until(
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}; see {log_path}")
+            stop_process(process)
+            raise _ExitedEarly(f"{name} exited with {process.returncode}; see {log_path}")
         if ready():
-            return
-        time.sleep(0.2)
+            if process.poll() is None:  # ours answered, not something else on that port
+                return
+            continue
+        time.sleep(0.1)
     stop_process(process)
     raise RuntimeError(f"{name} did not start within {STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
 
 
+def _with_retries(start: Callable[[int], Emulator]) -> Emulator:
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        try:
+            return start(attempt)
+        except _ExitedEarly:
+            if attempt == STARTUP_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pubsub_command(project: str, port: int) -> tuple[list[str], Path | None]:
+    """The emulator's own launcher when gcloud's copy is there (it execs java, which stays in our
+    process group), else `gcloud beta emulators pubsub start` (then with a data dir to remove)."""
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        sdk = Path(gcloud).resolve().parent.parent
+        launcher = sdk / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+        if launcher.is_file():
+            return [str(launcher), "--host=127.0.0.1", f"--port={port}"], None
+    data_dir = Path(tempfile.mkdtemp(prefix="pubsub-data-"))
+    return [gcloud or "gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
+            f"--project={project}", f"--data-dir={data_dir}", "--quiet"], data_dir
+
+
 def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
     """The real gcloud Pub/Sub emulator; ready when its log says 'Server started'."""
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
-    port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="pubsub-data-")
-    gcloud = shutil.which("gcloud") or "gcloud"
-    argv = [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
-            f"--project={project}", f"--data-dir={data_dir}", "--quiet"]
-    process, log_path = _spawn("pubsub-emulator", argv, log_dir)
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
 
-    def ready() -> bool:
-        return "Server started" in log_path.read_text(errors="replace")
+    def start(attempt: int) -> Emulator:
+        (port,) = free_ports(1)
+        argv, data_dir = _pubsub_command(project, port)
+        scratch = (data_dir,) if data_dir else ()
+        name = "pubsub-emulator" if attempt == 1 else f"pubsub-emulator-{attempt}"
+        process, log_path = _spawn(name, argv, logs)
 
-    _wait_until(ready, process, "Pub/Sub emulator", log_path)
-    return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path)
+        def ready() -> bool:
+            return "Server started" in log_path.read_text(errors="replace")
+
+        try:
+            _wait_until(ready, process, "Pub/Sub emulator", log_path)
+        except BaseException:
+            for path in scratch:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path, scratch)
+
+    return _with_retries(start)
 
 
 def install_duckdb_spatial() -> None:
@@ -109,23 +195,28 @@ def install_duckdb_spatial() -> None:
 def start_bigquery(project: str, log_dir: Path | None = None) -> Emulator:
     """bqemulator (REST + gRPC, in memory); ready when its REST port answers."""
     install_duckdb_spatial()
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bq-emulator-"))
-    rest_port, grpc_port = free_port(), free_port()
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="bq-emulator-"))
     exe = str(Path(sys.executable).with_name("bqemulator"))
-    argv = [exe, "start", "--project", project, "--rest-port", str(rest_port),
-            "--grpc-port", str(grpc_port), "--log-level", "warning"]
-    process, log_path = _spawn("bq-emulator", argv, log_dir)
-    url = f"http://127.0.0.1:{rest_port}/bigquery/v2/projects/{project}/datasets"
 
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    def start(attempt: int) -> Emulator:
+        rest_port, grpc_port = free_ports(2)
+        argv = [exe, "start", "--project", project, "--rest-port", str(rest_port),
+                "--grpc-port", str(grpc_port), "--log-level", "warning"]
+        name = "bq-emulator" if attempt == 1 else f"bq-emulator-{attempt}"
+        process, log_path = _spawn(name, argv, logs)
+        url = f"http://127.0.0.1:{rest_port}/bigquery/v2/projects/{project}/datasets"
 
-    _wait_until(ready, process, "BigQuery emulator", log_path)
-    return Emulator("bigquery", f"127.0.0.1:{rest_port}", process, log_path)
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        _wait_until(ready, process, "BigQuery emulator", log_path)
+        return Emulator("bigquery", f"127.0.0.1:{rest_port}", process, log_path)
+
+    return _with_retries(start)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,17 @@
 """Fixtures for the real services: Pub/Sub emulator, BigQuery emulator, PostgreSQL, MariaDB, SQLite.
 
 Emulators start once per session on free ports; every test gets its own PostgreSQL schema, MariaDB
-database, BigQuery dataset and Pub/Sub names (uuid-suffixed), dropped afterwards.
+database, BigQuery dataset and Pub/Sub names (uuid-suffixed), dropped afterwards. Under pytest-xdist
+(`make test` runs `-n 4`) a session is one worker process: each worker starts its own emulators.
+
+Tests whose fixtures reach a service are marked `services` at collection; `make test-unit` runs the
+others (`-m "not services"`) with ETL_TEST_NO_SERVICES=1, which makes any service fixture fail loudly
+instead of quietly connecting. Under xdist the longest tests are scheduled first (tests/schedule.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,11 +23,38 @@ from google.cloud import bigquery
 
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
 from tests.password_postgres import PasswordPostgres, password_postgres
+from tests.schedule import expected_seconds
 from worker.sinks.bigquery_client import make_bigquery_client
 
 PROJECT = "etl-test"
 PG_ADMIN_URL = os.environ.get("ETL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("ETL_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/test")
+
+
+# Fixtures that reach a real service (directly; fixtures built on them inherit the mark).
+SERVICE_FIXTURES = frozenset({
+    "pubsub_emulator", "fresh_pubsub_emulator", "bq_emulator", "pg_admin", "mysql_admin", "password_pg",
+})
+# Tests that reach services without such a fixture (a subprocess connects by itself).
+SERVICE_TESTS = ("tests/test_bench_smoke.py::",)
+NO_SERVICES_ENV = "ETL_TEST_NO_SERVICES"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES or item.nodeid.startswith(SERVICE_TESTS):
+            item.add_marker(pytest.mark.services)
+    if hasattr(config, "workerinput"):  # an xdist worker: longest first (every worker sorts alike)
+        order = {item.nodeid: index for index, item in enumerate(items)}
+        items.sort(key=lambda item: (-expected_seconds(item.nodeid), order[item.nodeid]))
+
+
+def _require_services(what: str) -> None:
+    if os.environ.get(NO_SERVICES_ENV) == "1":
+        pytest.fail(f"{what} requested under {NO_SERVICES_ENV}=1 (make test-unit): this test needs "
+                    "services; request a service fixture statically or mark it @pytest.mark.services",
+                    pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +75,14 @@ def emulator_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("emulator-logs")
 
 
-@pytest.fixture(scope="session")
-def pubsub_emulator(emulator_logs: Path) -> Iterator[Emulator]:
-    emulator = start_pubsub(PROJECT, emulator_logs)
+@contextlib.contextmanager
+def _pubsub_host(emulator: Emulator) -> Iterator[None]:
+    """Clients made without an explicit endpoint (pubsub_v1.*Client()) talk to `emulator`."""
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host_port
     try:
-        yield emulator
+        yield
     finally:
-        emulator.stop()
         if previous is None:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
@@ -58,7 +90,39 @@ def pubsub_emulator(emulator_logs: Path) -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="session")
+def pubsub_emulator(emulator_logs: Path) -> Iterator[Emulator]:
+    """One Pub/Sub emulator per session (per xdist worker); tests use unique topics on it."""
+    _require_services("the Pub/Sub emulator")
+    emulator = start_pubsub(PROJECT, emulator_logs)
+    try:
+        with _pubsub_host(emulator):
+            yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def fresh_pubsub_emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """A Pub/Sub emulator of this test's own (about 2 s to start), for tests that kill subscribers:
+    the emulator's dead-stream bug cannot reach later tests. Use it in place of `pubsub_emulator`;
+    PUBSUB_EMULATOR_HOST points at it for the test, and event streams are closed before it stops."""
+    _require_services("a fresh Pub/Sub emulator")
+    logs = tmp_path / "pubsub-emulator-logs"
+    logs.mkdir()
+    emulator = start_pubsub(PROJECT, logs)
+    try:
+        with _pubsub_host(emulator):
+            yield emulator
+            from tests.e2e.stack import close_open_stacks  # late: the stack module imports this one
+
+            close_open_stacks()
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
 def bq_emulator(emulator_logs: Path) -> Iterator[Emulator]:
+    _require_services("the BigQuery emulator")
     emulator = start_bigquery(PROJECT, emulator_logs)
     try:
         yield emulator
@@ -84,6 +148,7 @@ def bq_dataset(bq_client: bigquery.Client) -> Iterator[str]:
 # --- source databases --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[sa.Engine]:
+    _require_services("PostgreSQL")
     engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -109,6 +174,7 @@ def pg_schema(pg_admin: sa.Engine) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mysql_admin() -> Iterator[sa.Engine]:
+    _require_services("MariaDB")
     engine = sa.create_engine(MYSQL_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -140,5 +206,6 @@ def sqlite_path(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def password_pg() -> Iterator[PasswordPostgres]:
     """A throwaway PostgreSQL that checks passwords (the machine's one trusts 127.0.0.1)."""
+    _require_services("the password-checking PostgreSQL")
     with password_postgres() as server:
         yield server

@@ -17,6 +17,7 @@ from worker.commands.topology import setup
 from worker.settings import Settings
 
 EVENT_WAIT_S = 120.0
+RECHECK_S = 0.5
 _OPEN_STACKS: list[Stack] = []
 
 
@@ -79,6 +80,7 @@ class Stack:
         self.events: list[dict[str, Any]] = []
         self._arrived: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._arrival = threading.Condition(self._lock)  # wakes wait_for as each event arrives
         # Streaming pull: the emulator's unary pull can hold messages back until the run ends.
         self._stream = self.subscriber.subscribe(self.events_subscription, self._on_event)
         _OPEN_STACKS.append(self)
@@ -86,8 +88,9 @@ class Stack:
     def _on_event(self, message: Any) -> None:
         event = json.loads(message.data)
         event["_attributes"] = dict(message.attributes)
-        with self._lock:
+        with self._arrival:
             self._arrived.append(event)
+            self._arrival.notify_all()
         message.ack()
 
     def close(self) -> None:
@@ -108,12 +111,18 @@ class Stack:
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
                  timeout_s: float = EVENT_WAIT_S) -> list[dict[str, Any]]:
+        """Until `predicate(events)` holds: checked again as soon as an event arrives (and at least
+        every RECHECK_S, for predicates that also look at other state)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             if predicate(self.pull_events()):
                 return self.events
-            time.sleep(0.2)
-        raise AssertionError(f"events not seen within {timeout_s}s: {self.events}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"events not seen within {timeout_s}s: {self.events}")
+            with self._arrival:
+                if not self._arrived:
+                    self._arrival.wait(min(remaining, RECHECK_S))
 
     def terminal_events(self, run_id: str) -> list[dict[str, Any]]:
         return [e for e in self.pull_events() if e["run_id"] == run_id

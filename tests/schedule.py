@@ -1,0 +1,37 @@
+"""Expected durations, so that pytest-xdist starts the longest tests first.
+
+`make test` runs `--dist load --maxschedchunk 1`: each worker holds at most two tests and asks for
+more as it finishes, so a collection sorted longest first is scheduled longest-processing-time first,
+and the last minute is not one worker alone on a crash scenario. Only the order changes (never what
+runs); every worker sorts alike (tests/conftest.py), and a sequential run keeps the file order.
+
+Seconds measured on the 2-core machine (`--durations=0`, sequential); the longest matching nodeid
+prefix wins, anything unlisted counts as 0. Rough is fine: only the order matters.
+"""
+
+from __future__ import annotations
+
+EXPECTED_S: dict[str, float] = {
+    # SIGKILL at every phase: a redelivery after the 10 s ack deadline, sometimes much later
+    "tests/faults/test_crash_recovery.py::": 18.0,
+    "tests/lifecycle/test_shutdown_timeout_scale.py::test_sigterm_during": 25.0,
+    "tests/lifecycle/test_shutdown_timeout_scale.py::test_two_workers": 14.0,
+    "tests/lifecycle/test_shutdown_timeout_scale.py::test_a_run_past": 5.0,
+    "tests/e2e/test_secrets_never_leak.py::": 23.0,
+    "tests/e2e/test_replay.py::": 20.0,
+    "tests/e2e/test_hostile_input.py::test_identifiers_crafted": 16.0,
+    "tests/e2e/test_hostile_input.py::test_hostile_messages": 13.0,
+    "tests/e2e/test_hostile_input.py::": 3.0,
+    "tests/test_lint.py::test_lint_is_clean[mypy]": 10.0,
+    "tests/faults/test_windows_and_readers.py::": 5.0,
+    "tests/test_bench_smoke.py::": 5.0,
+    "tests/e2e/test_pipeline.py::": 4.5,
+    "tests/e2e/": 2.0,
+    "tests/sinks/test_bigquery_emulator.py::": 0.5,
+    "tests/types/test_evolution.py::": 0.5,
+}
+
+
+def expected_seconds(nodeid: str) -> float:
+    matches = [prefix for prefix in EXPECTED_S if nodeid.startswith(prefix)]
+    return EXPECTED_S[max(matches, key=len)] if matches else 0.0
