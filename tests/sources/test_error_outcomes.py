@@ -26,6 +26,9 @@ from worker.classify import classify
 from worker.messages import EtlRunRequest
 from worker.sources import get_source
 
+# Real drivers against real servers, reached through fixtures chosen per case (getfixturevalue).
+pytestmark = pytest.mark.services
+
 Build = Callable[[pytest.FixtureRequest], EtlRunRequest]
 
 
