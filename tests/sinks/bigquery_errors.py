@@ -38,9 +38,10 @@ PROJECT_QUOTA = ("Quota exceeded: Your project exceeded quota for free query byt
 # concurrent update", https://github.com/confluentinc/kafka-connect-bigquery/issues/279).
 SERIALIZE = "Could not serialize access to table p:d.orders due to concurrent update"
 # https://cloud.google.com/bigquery/docs/transactions ("Transaction concurrency"): "Conflicting
-# transactions are cancelled." The documentation gives no text for it; real BigQuery's, as a failed
-# script's 400 (https://github.com/estuary/connectors/issues/111; "400 Query error: Transaction is
-# aborted due to concurrent update against table XYZ" in https://github.com/dlt-hub/dlt/issues/2892):
+# transactions are cancelled." The documentation gives no text for it; real BigQuery's, a failed
+# script's 400 whose reason nobody reported (https://github.com/estuary/connectors/issues/111; "400
+# Query error: Transaction is aborted due to concurrent update against table XYZ" in
+# https://github.com/dlt-hub/dlt/issues/2892): raise it as gexc.BadRequest(TRANSACTION_ABORTED).
 TRANSACTION_ABORTED = ("Query error: Transaction is aborted due to concurrent update against table "
                        "acmeCo:dataset.flow_checkpoints_v1. Transaction ID: "
                        "61e30eea-0000-2dab-8e60-94eb2c1b1a92 at [24:9]")
