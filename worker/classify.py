@@ -66,10 +66,16 @@ _TRANSIENT_GOOGLE = (
     gexc.Conflict,
 )
 # Texts of the errors real BigQuery gives when two transactions touch one table at once: the loser
-# may simply try again, unlike other invalid-query errors.
+# may simply try again, unlike other invalid-query errors ("Could not serialize access to table ...
+# due to concurrent update", "Transaction is aborted due to concurrent update against table ...").
 _CONCURRENCY_MARKERS = ("concurrent update", "could not serialize")
-# 400s that BigQuery documents as retryable: quotas, rate limits, transaction conflicts.
-_RETRYABLE_400_MARKERS = ("quota", "ratelimitexceeded", "rate limit", *_CONCURRENCY_MARKERS)
+# Quota and rate-limit failures, which BigQuery documents as retryable, later (quotaExceeded) or
+# after a backoff (rateLimitExceeded): an HTTP 403 Forbidden, or a failed job whose errorResult
+# reason the client maps to 403 (quotaExceeded) or 429 (rateLimitExceeded), its message "Quota
+# exceeded: ..." or "Exceeded rate limits: ..." (docs: bigquery/docs/troubleshoot-quotas). The
+# reasons are read from the error's details first; the texts catch a reason-less message.
+_RETRYABLE_REASONS = frozenset({"quotaExceeded", "rateLimitExceeded", "backendError"})
+_RETRYABLE_TEXTS = ("quota exceeded", "exceeded quota", "exceeded rate limits", *_CONCURRENCY_MARKERS)
 # The attribute on which a source records its dialect's reading of a driver's exception.
 _SOURCE_READING = "etl_source_reading"
 
@@ -167,7 +173,9 @@ def _mentions(lowered: str, markers: tuple[Marker, ...]) -> bool:
 
 # --- Google APIs (BigQuery, Secret Manager) --------------------------------------------------------
 def _classify_google(exc: gexc.GoogleAPIError, text: str) -> errors.EtlError:
-    if isinstance(exc, gexc.BadRequest) and _mentions(text.lower(), _RETRYABLE_400_MARKERS):
+    if isinstance(exc, (gexc.BadRequest, gexc.Forbidden)) and (
+        _reasons(exc) & _RETRYABLE_REASONS or _mentions(text.lower(), _RETRYABLE_TEXTS)
+    ):
         return errors.LoadError(text)
     if isinstance(exc, gexc.NotFound):
         # A missing dataset/table we did not create ourselves is a configuration problem.
@@ -179,6 +187,13 @@ def _classify_google(exc: gexc.GoogleAPIError, text: str) -> errors.EtlError:
     if isinstance(exc, _TRANSIENT_GOOGLE):
         return errors.LoadError(text)
     return errors.LoadError(text)
+
+
+def _reasons(exc: gexc.GoogleAPIError) -> set[str]:
+    """The `reason` of each of the error's details (BigQuery's ErrorProto: {"reason", "message",
+    ...}), as the client keeps them from the response body or the failed job's errorResult."""
+    details = exc.errors if isinstance(exc, gexc.GoogleAPICallError) else []
+    return {str(detail["reason"]) for detail in details if isinstance(detail, Mapping) and "reason" in detail}
 
 
 def commit_error(exc: BaseException, script_errors: Mapping[str, type[errors.EtlError]]

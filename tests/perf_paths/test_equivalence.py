@@ -9,7 +9,7 @@ own speed-ups (`fastpath`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from tests.sources import UTC_PERMISSIVE, connection_of, make_request, mysql_requests, mysql_runner
 from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
 from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
+from tests.types.golden import _FastPathSpy
 from worker.messages import EtlRunRequest
 from worker.sources import get_source, mysql_raw, pg_copy, sqlalchemy_source
 from worker.sources.arrays import column_array
@@ -76,9 +77,31 @@ def generic_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def read_all(request: EtlRunRequest, batch_rows: int) -> tuple[list[pa.RecordBatch], dict[str, int]]:
     with get_source(request.source_type).snapshot(request) as snap:
-        assert snap.count_rows(None) >= 0  # the runner's order: count, then stream
+        counted = snap.count_rows(None)  # the runner's order: count, then stream
         batches = list(snap.iter_batches(None, batch_rows))
+        assert counted == sum(batch.num_rows for batch in batches)  # in the same snapshot
         return batches, snap.values_nulled
+
+
+def fast_reads(monkeypatch: pytest.MonkeyPatch, reader: Any) -> list[bool]:
+    """Per read on the default path, whether the fast `reader` (pg_copy, mysql_raw) took the table
+    (True) or left it to the generic path (False). The generic path of `assert_same` is not asked."""
+    spy = _FastPathSpy(reader.fast_batches)
+    monkeypatch.setattr(reader, "fast_batches", spy)
+    return spy.used
+
+
+def fast_columns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each column the generic path built with its own speed-ups (`fast_column_array`), per batch."""
+    built: list[str] = []
+    real = sqlalchemy_source.fast_column_array
+
+    def spy(values: Any, column: Any, convert: Any, nulled: Any) -> pa.Array:
+        built.append(column.name)
+        return real(values, column, convert, nulled)
+
+    monkeypatch.setattr(sqlalchemy_source, "fast_column_array", spy)
+    return built
 
 
 def assert_same(request: EtlRunRequest, monkeypatch: pytest.MonkeyPatch, batch_rows: int = 1000) -> None:
@@ -124,8 +147,9 @@ def test_postgres_copy_carries_every_type_it_claims(
     copies: list[str] = []
     real_copy = pg_copy.copy_statement
     monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
+    used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("copyable"), monkeypatch, batch_rows=700)
-    assert copies, "COPY was not used"
+    assert used == [True] and copies == ["x"], "COPY did not read the table, once"
 
 
 def test_postgres_timestamptz_outside_a_utc_session_stays_generic(
@@ -136,8 +160,9 @@ def test_postgres_timestamptz_outside_a_utc_session_stays_generic(
     monkeypatch.setattr(pg_copy, "_session", lambda _conn: pg_copy._Session(supported=True, utc=False))
     copies: list[str] = []
     monkeypatch.setattr(pg_copy, "copy_batches", lambda *a: copies.append("x") or iter(()))
+    used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("copyable"), monkeypatch, batch_rows=1000)
-    assert not copies
+    assert used == [False] and copies == []  # asked, and declined: no COPY
 
 
 def test_postgres_one_column_of_empty_strings_and_nulls(
@@ -145,9 +170,11 @@ def test_postgres_one_column_of_empty_strings_and_nulls(
 ) -> None:
     # Given rows whose COPY text is an empty line ('') or \N (NULL)
     pg("CREATE TABLE one (t text); INSERT INTO one VALUES (''), (NULL), (''), ('x')")
+    used = fast_reads(monkeypatch, pg_copy)
     batches, _ = read_all(pg_request("one"), 10)
     assert [v for b in batches for v in b.column("t").to_pylist()] == ["", None, "", "x"]
     assert_same(pg_request("one"), monkeypatch)
+    assert used == [True, True]  # both reads on the default path went through COPY
 
 
 def test_postgres_window_is_the_same_on_copy(
@@ -157,25 +184,34 @@ def test_postgres_window_is_the_same_on_copy(
        "FROM generate_series(1, 5000) g")
     request = make_request("postgresql", connection_of(pg_admin), "ev", schema_name=pg_schema,
                            timestamp_column="ts", last_sync_value="2024-01-01T00:10:00+00:00")
+    used = fast_reads(monkeypatch, pg_copy)
     with get_source("postgresql").snapshot(request) as snap:
         window = snap.plan_window(["2024-01-01T00:10:00+00:00"], lag_s=0)
         rows = [r for b in snap.iter_batches(window, 999) for r in b.column("id").to_pylist()]
-        assert len(rows) == snap.count_rows(window) == 5000 - 599
-        assert min(rows) == 600
+        assert sorted(rows) == list(range(600, 5001))  # [00:10, the end]: none missing, none twice
+        assert snap.count_rows(window) == len(rows)
+    assert used == [True]
 
 
 def test_postgres_types_copy_cannot_carry_stay_generic(
     pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg(PG_ALL_TYPES)  # arrays and time: the whole table stays on the generic path
+    copies: list[str] = []
+    real_copy = pg_copy.copy_statement
+    monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
+    used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("all_types"), monkeypatch)
+    assert used == [False] and copies == []  # COPY was asked, declined, and never ran
 
 
 def test_postgres_empty_table(
     pg: Callable[[str], None], pg_request: Callable[[str], EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg("CREATE TABLE e (a int, j jsonb)")
+    used = fast_reads(monkeypatch, pg_copy)
     assert read_all(pg_request("e"), 10) == ([], {})
+    assert used == [True]  # COPY's empty stream, not the generic path's
 
 
 def test_a_copy_error_is_raised_not_swallowed(
@@ -246,10 +282,12 @@ def test_mysql_raw_reads_carry_every_type_they_claim(
     my(MYSQL_RAW_TYPES)
     my("INSERT INTO raw_types (id, js) VALUES (2601, 'not json'), (2602, '{\"a\": [1, 2')")
     reads = _raw_reads(monkeypatch)
+    used = fast_reads(monkeypatch, mysql_raw)
     assert_same(my_request("raw_types"), monkeypatch, batch_rows=700)
-    assert reads == ["x"]
+    assert reads == ["x"] and used == [True]
     _batches, nulled = read_all(my_request("raw_types"), 700)
     assert nulled == {"b": 1, "dt": 2, "dtm": 1, "js": 3}  # 2; a zero date, a zero month; bad JSON
+    assert used == [True, True]
 
 
 def test_mysql_raw_window_is_the_generic_window(
@@ -264,19 +302,24 @@ def test_mysql_raw_window_is_the_generic_window(
     with get_source("mysql").snapshot(request) as snap:
         window = snap.plan_window(["2024-01-01T00:10:00+00:00"], lag_s=0)
         rows = [r for b in snap.iter_batches(window, 999) for r in b.column("id").to_pylist()]
-        assert len(rows) == snap.count_rows(window) == 5000 - 599
-        assert min(rows) == 600
+        assert sorted(rows) == list(range(600, 5001))  # [00:10, the end]: none missing, none twice
+        assert snap.count_rows(window) == len(rows)
     assert reads == ["x"]
 
 
 def test_mysql_an_early_stop_leaves_the_snapshot_usable(
-    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest]
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     my("CREATE TABLE t (a int); INSERT INTO t SELECT seq FROM seq_1_to_3000")
+    used = fast_reads(monkeypatch, mysql_raw)
     with get_source("mysql").snapshot(my_request("t")) as snap:
-        first = next(iter(snap.iter_batches(None, 100)))
+        batches = snap.iter_batches(None, 100)
+        assert isinstance(batches, Generator)
+        first = next(batches)
         assert first.num_rows == 100
+        batches.close()  # the early stop: the raw reader's unbuffered result is left unread
         assert snap.count_rows(None) == 3000  # the connection answers again
+    assert used == [True]
 
 
 def test_mysql_a_raw_read_error_is_raised_not_swallowed(
@@ -296,8 +339,14 @@ def test_mysql_fast_generic_path(
     my("INSERT INTO all_types (b, js) VALUES (1, '{\"a\" : 1.5e3, \"b\": \"x\\\\u00e9, y\"}'), "
        "(0, '[12345678901234567890123, 0.0000001]'), (2, 'null')")
     reads = _raw_reads(monkeypatch)
-    assert_same(my_request("all_types"), monkeypatch)
-    assert reads == []  # the raw reader declined the table
+    used = fast_reads(monkeypatch, mysql_raw)
+    built = fast_columns(monkeypatch)
+    request = my_request("all_types")
+    assert_same(request, monkeypatch)
+    assert used == [False] and reads == []  # the raw reader was asked, declined, and never read
+    batches, _ = read_all(request, 1000)
+    names = batches[0].schema.names
+    assert built == names * len(batches) * 2  # each column of each batch, in both default reads
 
 
 def test_sqlite_fast_generic_path(sqlite_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,4 +361,6 @@ def test_sqlite_fast_generic_path(sqlite_path: Path, monkeypatch: pytest.MonkeyP
         INSERT INTO t VALUES (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"""
     )
     conn.close()
+    built = fast_columns(monkeypatch)
     assert_same(make_request("sqlite", {"database": str(sqlite_path)}, "t"), monkeypatch)
+    assert built == ["i", "r", "t", "b", "n", "nu", "ok", "d", "dt", "tm", "js"]  # one batch, fast

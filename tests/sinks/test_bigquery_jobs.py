@@ -1,5 +1,6 @@
 """Job-id paths that bqemulator cannot show (it never answers 409 and rewrites load job ids), run
-against a small fake client that behaves as real BigQuery documents."""
+against a small fake client that behaves as real BigQuery documents; its failures are BigQuery's
+documented errors as the client library raises them (tests/sinks/bigquery_errors.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from tests.sinks.bigquery_errors import (
+    BACKEND_ERROR,
+    PROJECT_QUOTA,
+    RATE_LIMITS,
+    SERIALIZE,
+    TRANSACTION_ABORTED,
+    api_error,
+    job_error,
+)
 from worker import errors
 from worker.columns import Column
 from worker.ledger import LedgerEntry
 from worker.retry import RetryPolicy
-from worker.sinks.base import Sink, Staging
 from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
+from worker.sinks.bigquery_sql import VERIFICATION_MARKER
 
 COLUMNS = (Column("id", "integer", pa.int64(), "INT64"),)
 RUN = "run-1"
@@ -27,12 +37,13 @@ RUN = "run-1"
 
 class FakeJob:
     def __init__(self, job_id: str, *, output_rows: int = 0, rows: tuple[dict[str, Any], ...] = (),
-                 error: Exception | None = None) -> None:
+                 error: gexc.GoogleAPICallError | None = None) -> None:
         self.job_id = job_id
         self.output_rows = output_rows
         self._rows = rows
         self._error = error
-        self.error_result = {"reason": "backendError"} if error else None
+        # a failed job's errorResult: what the client raised its error from
+        self.error_result = (error.errors or [{"reason": "backendError"}])[0] if error else None
         self.waits = 0
 
     def result(self, **_: Any) -> Iterator[dict[str, Any]]:
@@ -136,7 +147,8 @@ def test_a_failed_load_job_is_resubmitted_under_a_new_id(
     client: FakeClient, staging: BigQueryStaging, tmp_path: Path
 ) -> None:
     # Given the first job ran and failed with a transient backend error
-    client.outcomes = [FakeJob("a", error=gexc.InternalServerError("backend")), FakeJob("b", output_rows=5)]
+    failed = FakeJob("a", error=job_error("backendError", BACKEND_ERROR))
+    client.outcomes = [failed, FakeJob("b", output_rows=5)]
     # When the part is loaded, the retry cannot reuse the failed job's id
     assert staging.load_part(part(tmp_path)) == 5
     base = f"etl_{RUN}_a2_{staging.token}_p0"
@@ -147,9 +159,10 @@ def test_a_load_that_keeps_failing_escapes_classified(
     client: FakeClient, staging: BigQueryStaging, tmp_path: Path
 ) -> None:
     client.outcomes = [gexc.ServiceUnavailable("down")] * 3
-    with pytest.raises(errors.LoadError):
+    with pytest.raises(errors.LoadError, match=r"^503 down$"):
         staging.load_part(part(tmp_path))
-    assert len(client.inserted) == 3
+    # no job was created: every try asked for the same id
+    assert client.inserted == [f"etl_{RUN}_a2_{staging.token}_p0"] * 3
 
 
 def applied_entry(staging: BigQueryStaging, token: str) -> LedgerEntry:
@@ -178,27 +191,58 @@ def test_commit_returns_the_earlier_delivery_entry(client: FakeClient, staging: 
     earlier = applied_entry(staging, "0ld70ken")
     client.outcomes = [FakeJob("commit")]
     client.ledger_rows = (dataclasses.asdict(earlier),)
-    assert staging.commit(applied_entry(staging, staging.token)).staging_token == "0ld70ken"
+    assert staging.commit(applied_entry(staging, staging.token)) == earlier
+
+
+# A failed commit script's job: BigQuery words a script's error "Query error: <text> at [line:col]"
+# (as in TRANSACTION_ABORTED); the verification's text is the script's own ERROR().
+VERIFICATION = f"Query error: {VERIFICATION_MARKER} staging holds 2 rows, 3 were extracted at [7:5]"
+# A 400 with none of the texts the worker reads (BigQuery documents no text for a PARSE_JSON
+# failure): its class alone decides.
+REJECTED = "Query error: a value the destination refuses at [12:3]"
 
 
 @pytest.mark.parametrize(
-    ("failure", "expected"),
+    ("failure", "expected", "tries", "message"),
     [
-        (gexc.BadRequest("Query error: etl-verification: staging holds 2 rows, 3 were extracted at [7:5]"),
-         errors.VerificationError),
-        (gexc.BadRequest("Transaction is aborted due to concurrent update against table p.d.orders"),
-         errors.LoadError),
-        (gexc.BadRequest("Invalid JSON input"), errors.DataRejectedError),
+        (job_error("invalidQuery", VERIFICATION), errors.VerificationError, 1,
+         "staging holds 2 rows, 3 were extracted at [7:5]"),
+        (gexc.BadRequest(TRANSACTION_ABORTED), errors.LoadError, 3,
+         f"commit lost a race with a concurrent transaction: 400 {TRANSACTION_ABORTED}"),
+        (job_error("invalidQuery", SERIALIZE), errors.LoadError, 3,
+         f"commit lost a race with a concurrent transaction: 400 {SERIALIZE}"),
+        (job_error("quotaExceeded", PROJECT_QUOTA), errors.LoadError, 3, f"403 {PROJECT_QUOTA}"),
+        (job_error("rateLimitExceeded", RATE_LIMITS), errors.LoadError, 3, f"429 {RATE_LIMITS}"),
+        (job_error("backendError", BACKEND_ERROR), errors.LoadError, 3, "500 "),
+        (job_error("invalidQuery", REJECTED), errors.DataRejectedError, 1, f"400 {REJECTED}"),
     ],
+    ids=["verification", "transaction-aborted", "serialize", "quota", "rate-limit", "backend", "rejected"],
 )
 def test_commit_failures_are_typed(
-    client: FakeClient, staging: BigQueryStaging, failure: Exception, expected: type[errors.EtlError]
+    client: FakeClient, staging: BigQueryStaging, failure: gexc.GoogleAPICallError,
+    expected: type[errors.EtlError], tries: int, message: str,
 ) -> None:
-    client.outcomes = [FakeJob("commit", error=failure)] * 3
+    client.outcomes = [FakeJob("commit", error=failure) for _ in range(3)]
     with pytest.raises(expected) as caught:
         staging.commit(applied_entry(staging, staging.token))
-    if expected is errors.VerificationError:
-        assert str(caught.value).startswith("staging holds 2 rows, 3 were extracted")
+    assert str(caught.value) == message
+    # a transient failure is retried (each failed job under the next id), a permanent one is not
+    commit_id = f"etl_{RUN}_a2_{staging.token}_commit"
+    assert client.inserted == [commit_id, f"{commit_id}_r1", f"{commit_id}_r2"][:tries]
+
+
+def test_a_refused_commit_insert_over_quota_is_retried_under_the_same_id(
+    client: FakeClient, staging: BigQueryStaging
+) -> None:
+    # Given jobs.insert itself refused twice, as BigQuery refuses a call over its rate limits (403)
+    entry = applied_entry(staging, staging.token)
+    refused = api_error(403, RATE_LIMITS, "rateLimitExceeded")
+    client.outcomes = [refused, refused, FakeJob("commit")]
+    client.ledger_rows = (dataclasses.asdict(entry),)
+    # Then the commit is retried, under the same job id (no job was created), and applied
+    assert staging.commit(entry) == entry
+    commit_id = f"etl_{RUN}_a2_{staging.token}_commit"
+    assert client.inserted == [commit_id] * 3
 
 
 def test_commit_refuses_an_entry_of_another_delivery(staging: BigQueryStaging) -> None:
@@ -206,7 +250,28 @@ def test_commit_refuses_an_entry_of_another_delivery(staging: BigQueryStaging) -
         staging.commit(applied_entry(staging, "other"))
 
 
-def test_the_classes_implement_the_sink_protocols(client: FakeClient, staging: BigQueryStaging) -> None:
-    sink: Sink = BigQuerySink(cast(bigquery.Client, client), project="p", dataset="d", retry=RetryPolicy())
-    typed: Staging = staging  # checked by mypy; at run time, the attributes the runner relies on
-    assert callable(sink.open_staging) and isinstance(typed.token, str)
+def test_two_deliveries_of_one_attempt_never_share_a_job_id(
+    client: FakeClient, staging: BigQueryStaging, tmp_path: Path
+) -> None:
+    # Given a second worker handling the same delivery attempt of the run at the same time
+    other = BigQuerySink(
+        cast(bigquery.Client, client), project="p", dataset="d", retry=RetryPolicy(max_tries=1),
+    ).open_staging("orders", COLUMNS, RUN, 2, "catalog")
+    client.outcomes = [FakeJob("a", output_rows=1), FakeJob("b", output_rows=1),
+                       FakeJob("c"), FakeJob("d")]
+    client.ledger_rows = (dataclasses.asdict(applied_entry(staging, staging.token)),)
+    # When both load a part and commit
+    staging.load_part(part(tmp_path))
+    other.load_part(part(tmp_path))
+    first = applied_entry(staging, staging.token)
+    assert staging.commit(first) == first
+    assert other.commit(applied_entry(other, other.token)) == first  # the ledger's, run applied once
+    # Then each staging has its own token, and its own job ids and staging table: no 409 makes one
+    # wait on the other's job (that is the runner's reliance on `token`)
+    assert staging.token != other.token
+    assert staging.table_name != other.table_name
+    assert client.inserted == [
+        f"etl_{RUN}_a2_{staging.token}_p0", f"etl_{RUN}_a2_{other.token}_p0",
+        f"etl_{RUN}_a2_{staging.token}_commit", f"etl_{RUN}_a2_{other.token}_commit",
+    ]
+    assert client.fetched == []

@@ -119,12 +119,16 @@ def test_widened_source_types_keep_loading_into_the_same_columns(
     # When they become BIGINT, VARCHAR(200), DOUBLE and DECIMAL(24, 6) and hold wider values
     source.execute(widen)
     run = run_worker(transactional(source))
-    # Then the run loads them into the unchanged destination
+    # Then the run loads them into the unchanged destination, every value exact, the first run's
+    # row as it was
     assert run.outcome is Outcome.ACK, run.events[-1]
+    assert (run.completed.values_nulled, run.completed.warnings) == ({}, [])
     assert dest_schema(bq_client, bq_dataset, "evolving") == schema
     assert [c for _, c, _ in schema] == ["INT64", "INT64", "STRING", "FLOAT64", "NUMERIC"]
-    assert rows("id, n, v, f, d")[1] == {
-        "id": 2, "n": 1099511627776, "v": "é" * 150, "f": 1e300, "d": Decimal("123456789012345678.123456")}
+    assert rows("id, n, v, f, d") == [
+        {"id": 1, "n": 7, "v": "short", "f": 1.5, "d": Decimal("12.34")},
+        {"id": 2, "n": 1099511627776, "v": "é" * 150, "f": 1e300, "d": Decimal("123456789012345678.123456")},
+    ]
 
 
 def test_a_dropped_source_column_stays_null_for_new_rows_with_a_warning(
@@ -158,24 +162,28 @@ class Change:
     before: str
     after: str
     message: str  # what run.failed must say: the column, its old and its new type
+    committed: Any  # the first run's value of c, as BigQuery holds it
 
 
 INCOMPATIBLE = [
     Change("postgresql", "CREATE TABLE t (id int, c text); INSERT INTO t VALUES (1, '7')",
            "ALTER TABLE t ALTER COLUMN c TYPE integer USING c::integer",
-           "column 'c': destination has STRING, source now gives INT64 (source type integer)"),
+           "column 'c': destination has STRING, source now gives INT64 (source type integer)", "7"),
     Change("postgresql", "CREATE TABLE t (id int, c numeric(20, 2)); INSERT INTO t VALUES (1, 1.5)",
            "ALTER TABLE t ALTER COLUMN c TYPE numeric(40, 2)",
-           "column 'c': destination has NUMERIC, source now gives BIGNUMERIC (source type numeric(40, 2))"),
+           "column 'c': destination has NUMERIC, source now gives BIGNUMERIC (source type numeric(40, 2))",
+           Decimal("1.5")),
     Change("postgresql", "CREATE TABLE t (id int, c int); INSERT INTO t VALUES (1, 1)",
            "ALTER TABLE t ALTER COLUMN c TYPE int[] USING ARRAY[c]",
-           "column 'c': destination has INT64, source now gives ARRAY<INT64> (source type integer[])"),
+           "column 'c': destination has INT64, source now gives ARRAY<INT64> (source type integer[])", 1),
     Change("mysql", "CREATE TABLE t (id int, c int); INSERT INTO t VALUES (1, 1)",
            "ALTER TABLE t MODIFY c bigint unsigned",
-           "column 'c': destination has INT64, source now gives NUMERIC (source type bigint(20) unsigned)"),
+           "column 'c': destination has INT64, source now gives NUMERIC (source type bigint(20) unsigned)",
+           1),
     Change("mysql", "CREATE TABLE t (id int, c double); INSERT INTO t VALUES (1, 1.5)",
            "ALTER TABLE t MODIFY c decimal(10, 2)",
-           "column 'c': destination has FLOAT64, source now gives NUMERIC (source type decimal(10, 2))"),
+           "column 'c': destination has FLOAT64, source now gives NUMERIC (source type decimal(10, 2))",
+           1.5),
 ]
 
 
@@ -189,6 +197,7 @@ def test_an_incompatible_change_fails_permanently_naming_column_and_types_and_co
     source.execute(change.before)
     first = run_worker(transactional(source))
     assert first.outcome is Outcome.ACK
+    schema = dest_schema(bq_client, bq_dataset, "evolving")
     # When the column's type changes into one its BigQuery column cannot take, and a row arrives
     source.execute(change.after)
     source.execute("INSERT INTO t VALUES (2, NULL)")
@@ -198,8 +207,9 @@ def test_an_incompatible_change_fails_permanently_naming_column_and_types_and_co
     error = run.failed.error
     assert (error.type, error.retryable) == ("SchemaMismatchError", False)
     assert change.message in error.message
-    # And nothing was committed: the destination and the ledger hold the first run only
-    assert [row["id"] for row in rows("id")] == [1]
+    # And nothing was committed: the destination and the ledger hold the first run only, as it was
+    assert rows("id, c") == [{"id": 1, "c": change.committed}]
+    assert dest_schema(bq_client, bq_dataset, "evolving") == schema
     ledger = f"SELECT run_id FROM `{PROJECT}.{bq_dataset}.{LEDGER_TABLE}`"
     assert [row["run_id"] for row in bq_client.query(ledger, job_retry=None).result()] == [
         first.completed.run_id]

@@ -3,8 +3,12 @@ and a column type missing from the tables fails the run naming the column and th
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from tests.conftest import PROJECT
@@ -20,6 +24,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:Did not recognize type")
 def table_rows(client: bigquery.Client, dataset: str, table: str) -> int:
     query = f"SELECT COUNT(*) AS n FROM `{PROJECT}.{dataset}.{table}`"
     return int(next(iter(client.query(query, job_retry=None).result()))["n"])
+
+
+def rows_of(client: bigquery.Client, dataset: str, table: str) -> list[dict[str, Any]]:
+    query = f"SELECT * FROM `{PROJECT}.{dataset}.{table}` ORDER BY id"
+    return [dict(row) for row in client.query(query, job_retry=None).result()]
+
+
+def exists(client: bigquery.Client, dataset: str, table: str) -> bool:
+    try:
+        client.get_table(f"{PROJECT}.{dataset}.{table}")
+    except gexc.NotFound:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -42,8 +59,9 @@ def test_strict_types_fails_permanently_on_a_value_bigquery_cannot_hold_and_comm
     assert run.outcome is Outcome.ACK  # permanent: reported, not retried
     error = run.failed.error
     assert (error.type, error.retryable) == ("SourceDataError", False)
-    assert "column 'd' (date): value 'infinity' cannot be held by BigQuery DATE" in error.message
-    assert table_rows(bq_client, bq_dataset, "strict") == 0
+    assert error.message == ("column 'd' (date): value 'infinity' cannot be held by BigQuery DATE; "
+                             "strict_types refuses to load it as NULL")
+    assert table_rows(bq_client, bq_dataset, "strict") == 0  # nothing committed: no row to compare
     assert table_rows(bq_client, bq_dataset, LEDGER_TABLE) == 0
 
 
@@ -52,27 +70,36 @@ def test_without_strict_types_the_same_value_is_loaded_as_null_and_counted(
 ) -> None:
     run = run_worker(pg_request, selected_columns=["id", "d"])
     assert run.completed.values_nulled == {"d": 1}
-    assert table_rows(bq_client, bq_dataset, "strict") == 3
+    # 'infinity' loaded as NULL (and counted); the source's own NULL stays NULL, uncounted
+    assert rows_of(bq_client, bq_dataset, "strict") == [
+        {"id": 1, "d": date(2024, 2, 29)}, {"id": 2, "d": None}, {"id": 3, "d": None}]
 
 
 def test_a_type_missing_from_the_tables_fails_permanently_naming_column_and_type(
-    run_worker: RunWorker, pg_request: dict[str, object]
+    run_worker: RunWorker, pg_request: dict[str, object], pg_schema: str, bq_client: bigquery.Client,
+    bq_dataset: str,
 ) -> None:
     run = run_worker(pg_request)  # every column, `p point` included
     assert run.outcome is Outcome.ACK
     error = run.failed.error
     assert (error.type, error.retryable) == ("UnsupportedTypeError", False)
-    assert "column 'p'" in error.message and "unrecognised type" in error.message
+    # the type as SQLAlchemy reflects it: it does not know `point`
+    assert error.message == (f"column 'p' of {pg_schema}.t has type 'unrecognised type', which has no "
+                             "BigQuery mapping")
+    assert not exists(bq_client, bq_dataset, "strict")  # refused before anything was made
 
 
 def test_a_mysql_type_missing_from_the_tables_is_named_too(
-    run_worker: RunWorker, mysql_admin: sa.Engine, mysql_db: str
+    run_worker: RunWorker, mysql_admin: sa.Engine, mysql_db: str, bq_client: bigquery.Client,
+    bq_dataset: str,
 ) -> None:
     with mysql_admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE TABLE `{mysql_db}`.t (id int, g geometry)")
     connection = connection_of(mysql_admin, database=mysql_db)
     run = run_worker({"source_type": "mysql", "connection_params": connection, "source_table_name": "t",
                       "dest_table_name": "geo", "load_type": "catalog"})
+    assert run.outcome is Outcome.ACK
     error = run.failed.error
     assert (error.type, error.retryable) == ("UnsupportedTypeError", False)
-    assert "column 'g'" in error.message
+    assert error.message == "column 'g' of t has type 'unrecognised type', which has no BigQuery mapping"
+    assert not exists(bq_client, bq_dataset, "geo")

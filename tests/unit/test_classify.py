@@ -20,6 +20,17 @@ import pytest
 from google.api_core import exceptions as gexc
 from sqlalchemy import exc as saexc
 
+from tests.sinks.bigquery_errors import (
+    ACCESS_DENIED,
+    BACKEND_ERROR,
+    PROJECT_QUOTA,
+    QUOTA_EXCEEDED,
+    RATE_LIMITS,
+    SERIALIZE,
+    TRANSACTION_ABORTED,
+    api_error,
+    job_error,
+)
 from worker import classify as classify_module
 from worker import errors
 from worker.classify import classify
@@ -60,9 +71,10 @@ def programming(text: str) -> saexc.ProgrammingError:
     return saexc.ProgrammingError("SELECT 1", {}, Exception(text))
 
 
-def commit(text: str) -> errors.EtlError:
-    """The sink's reading of a failed commit script (real BigQuery reports ERROR() as a 400)."""
-    exc = gexc.BadRequest(text)
+def commit(failure: str | gexc.GoogleAPICallError) -> errors.EtlError:
+    """The sink's reading of a failed commit script (real BigQuery reports ERROR() as a 400); a
+    text stands for a 400 with that message."""
+    exc = gexc.BadRequest(failure) if isinstance(failure, str) else failure
     return _commit_error(exc) or classify(exc)
 
 
@@ -82,7 +94,7 @@ CASES = [
     Case("invalid request", saexc.DatabaseError("PRAGMA x", {}, Exception("file is not a database")),
          errors.ConfigurationError, PERMANENT, LITE),
     Case("invalid request", gexc.NotFound("Dataset p:d was not found"), errors.ConfigurationError, PERMANENT),
-    Case("invalid request", gexc.Forbidden("Access Denied: Table p:d.t"), errors.ConfigurationError,
+    Case("invalid request", api_error(403, ACCESS_DENIED, "accessDenied"), errors.ConfigurationError,
          PERMANENT),
     Case("unknown table/column", saexc.NoSuchTableError("orders"), errors.SourceSchemaError, PERMANENT),
     Case("unknown table/column", programming('relation "t" does not exist'), errors.SourceSchemaError,
@@ -143,16 +155,25 @@ CASES = [
          errors.SourceConnectionError, TRANSIENT, PG),
     Case("database or BigQuery unavailable", gexc.ServiceUnavailable("down"), errors.LoadError, TRANSIENT),
     Case("database or BigQuery unavailable", gexc.InternalServerError("oops"), errors.LoadError, TRANSIENT),
+    Case("database or BigQuery unavailable", job_error("backendError", BACKEND_ERROR), errors.LoadError,
+         TRANSIENT),
     Case("database or BigQuery unavailable", ConnectionResetError("reset"), errors.LoadError, TRANSIENT),
-    Case("database or BigQuery unavailable", commit("Transaction is aborted due to concurrent update against "
-                                                    "table p.d.t"), errors.LoadError, TRANSIENT),
+    Case("database or BigQuery unavailable", commit(TRANSACTION_ABORTED), errors.LoadError, TRANSIENT),
+    Case("database or BigQuery unavailable", commit(job_error("invalidQuery", SERIALIZE)), errors.LoadError,
+         TRANSIENT),
     Case("timeouts", TimeoutError("slow"), errors.LoadError, TRANSIENT),
     Case("timeouts", gexc.DeadlineExceeded("deadline"), errors.LoadError, TRANSIENT),
     Case("timeouts", errors.RunTimeoutError("ran longer than ETL_MAX_RUN_SECONDS"), errors.RunTimeoutError,
          TRANSIENT),
-    Case("quota", gexc.BadRequest("Quota exceeded: too many table update operations"), errors.LoadError,
-         TRANSIENT),
-    Case("quota", gexc.TooManyRequests("rate"), errors.LoadError, TRANSIENT),
+    # BigQuery answers a quota or a rate limit with 403 Forbidden (an API call) or a failed job whose
+    # reason the client maps to 403 (quotaExceeded) or 429 (rateLimitExceeded): tests/sinks/bigquery_errors.py
+    Case("quota", api_error(403, QUOTA_EXCEEDED, "quotaExceeded"), errors.LoadError, TRANSIENT),
+    Case("quota", api_error(403, RATE_LIMITS, "rateLimitExceeded"), errors.LoadError, TRANSIENT),
+    Case("quota", job_error("quotaExceeded", PROJECT_QUOTA), errors.LoadError, TRANSIENT),
+    Case("quota", job_error("rateLimitExceeded", RATE_LIMITS), errors.LoadError, TRANSIENT),
+    Case("quota", gexc.Forbidden(PROJECT_QUOTA), errors.LoadError, TRANSIENT),  # no details: its text
+    Case("quota", api_error(403, "", "rateLimitExceeded"), errors.LoadError, TRANSIENT),  # the reason alone
+    Case("quota", commit(job_error("quotaExceeded", PROJECT_QUOTA)), errors.LoadError, TRANSIENT),
     # --- transient: the other classes of errors.py -----------------------------------------------
     Case("ExtractionError", saexc.DataError("SELECT", {}, Exception("invalid input syntax")),
          errors.ExtractionError, TRANSIENT, PG),
@@ -231,7 +252,19 @@ def test_commit_errors_the_script_did_not_raise_are_left_to_classify() -> None:
     assert _commit_error(gexc.BadRequest("Syntax error: Unexpected keyword")) is None
     message = f"Query error: {VERIFICATION_MARKER} staging holds 3 rows, 4 were extracted at [9:5]; x"
     assert str(_commit_error(gexc.BadRequest(message))) == "staging holds 3 rows, 4 were extracted at [9:5]"
-    assert "concurrent" in str(_commit_error(gexc.Conflict("Could not serialize access to table t")))
+    serialize = _commit_error(job_error("invalidQuery", SERIALIZE))
+    assert isinstance(serialize, errors.LoadError)
+    assert str(serialize) == f"commit lost a race with a concurrent transaction: 400 {SERIALIZE}"
+    assert _commit_error(job_error("quotaExceeded", PROJECT_QUOTA)) is None  # classify() decides
+
+
+def test_only_bigquerys_quota_texts_and_reasons_make_a_refusal_transient() -> None:
+    # A 400 or 403 whose text only mentions the word (a column named quota, a table of quotas and
+    # rate limits) is no quota failure
+    unknown_column = job_error("invalidQuery", "Unrecognized name: quota at [1:8]")
+    assert type(classify(unknown_column)) is errors.DataRejectedError
+    denied = api_error(403, "Access Denied: Table p:d.quota rate limit", "accessDenied")
+    assert type(classify(denied)) is errors.ConfigurationError
 
 
 def test_classify_module_keeps_no_dialect_texts() -> None:

@@ -15,6 +15,7 @@ from worker.handlers.base import Delivery
 
 DL = "CloudPubSubDeadLetter"
 SECRET = "replay-secret-pw-42"
+FIRST_PUBLISHED = datetime(2024, 5, 1, 11, 55, 0, 123000, tzinfo=UTC)
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -28,12 +29,14 @@ def body(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def letter(message_id: str, data: dict[str, Any] | bytes, **attributes: str) -> DeadLetter:
-    first = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="milliseconds")
+def letter(message_id: str, data: dict[str, Any] | bytes, publish_time: datetime | None = None,
+           **attributes: str) -> DeadLetter:
+    first = FIRST_PUBLISHED.isoformat(timespec="milliseconds")
     attrs = {f"{DL}SourceDeliveryCount": "5", f"{DL}SourceSubscription": "worker",
              f"{DL}SourceSubscriptionProject": "p", f"{DL}SourceTopicPublishTime": first, **attributes}
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
-    return DeadLetter(ack_id=f"ack-{message_id}", message_id=message_id, data=raw, attributes=attrs)
+    return DeadLetter(ack_id=f"ack-{message_id}", message_id=message_id, data=raw, attributes=attrs,
+                      publish_time=publish_time)
 
 
 class FakeQueue:
@@ -78,7 +81,19 @@ def test_described_like_the_worker_sees_it() -> None:
     item = describe(letter("90", body()))
     assert (item.run_id, item.data_source_id, item.attempts) == ("etl-run-11", 7, 5)
     assert item.table == "postgresql:public.orders → orders"
-    assert item.first_published is not None
+    # the original's first publish (Pub/Sub's attribute), not the dead-letter copy's
+    copied_at = FIRST_PUBLISHED + timedelta(minutes=5)
+    assert describe(letter("90", body(), publish_time=copied_at)).first_published == FIRST_PUBLISHED
+    assert item.first_published == FIRST_PUBLISHED
+
+
+def test_first_published_falls_back_to_the_copys_publish_time() -> None:
+    copied_at = FIRST_PUBLISHED + timedelta(minutes=5)
+    attribute = f"{DL}SourceTopicPublishTime"
+    for text in ("", "not a time"):
+        unreadable = letter("90", body(), publish_time=copied_at, **{attribute: text})
+        assert describe(unreadable).first_published == copied_at
+    assert describe(letter("90", body(), **{attribute: ""})).first_published is None
 
 
 def test_run_id_without_etl_run_id_comes_from_the_run_id_attribute_else_the_copy() -> None:
