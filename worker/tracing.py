@@ -8,7 +8,8 @@ label `etl_trace_id`, so a job in the BigQuery console leads back to its trace.
 
 Metrics (worker/tracing.py's `RunMetrics`, fed from the run's events): `etl.runs` (by outcome, load
 type and table), `etl.rows` (rows committed), `etl.run.duration` (seconds), and the gauge
-`etl.watermark.age` (seconds between now and each table's newest committed watermark).
+`etl.watermark.age` (seconds between now and each table's newest committed timestamp watermark, a
+naive one read as UTC: how stale the destination is).
 
 Configuration, all standard: `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` = `otlp` or `console`
 (unset or `none`: nothing is recorded and nothing is paid beyond a no-op call per step), plus the
@@ -18,7 +19,7 @@ exporter's own `OTEL_EXPORTER_OTLP_*` variables and `OTEL_SERVICE_NAME` (default
 from __future__ import annotations
 
 import os
-import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,15 +30,20 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from worker import constants as c
+from worker.logs import redact
 from worker.messages import Event, RunCompleted, RunDeadLettered, RunFailed
 
 SCOPE = "etl-worker"
 PUBSUB_PREFIX = "googclient_"  # google-cloud-pubsub's publisher writes its trace context here
 TRACE_LABEL = "etl_trace_id"
-_LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
+
+class TracingSettingsError(ValueError):
+    """An OTEL_*_EXPORTER value this worker does not know (the CLI's one-line error)."""
+
 
 _state: dict[str, Any] = {"tracer_provider": None, "meter_provider": None}
 
@@ -90,24 +96,24 @@ def _span_exporter(kind: str) -> Any:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stderr)  # stdout is `run`'s events
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()  # endpoint, headers... from OTEL_EXPORTER_OTLP_*
-    raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: etl-worker knows otlp, console and none")
+    raise TracingSettingsError(f"OTEL_TRACES_EXPORTER={kind!r}: etl-worker knows otlp, console and none")
 
 
 def _metric_exporter(kind: str) -> Any:
     if kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        return ConsoleMetricExporter()
+        return ConsoleMetricExporter(out=sys.stderr)
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter()
-    raise ValueError(f"OTEL_METRICS_EXPORTER={kind!r}: etl-worker knows otlp, console and none")
+    raise TracingSettingsError(f"OTEL_METRICS_EXPORTER={kind!r}: etl-worker knows otlp, console and none")
 
 
 def _tracer() -> trace.Tracer:
@@ -121,7 +127,7 @@ def _meter() -> metrics.Meter:
 
 
 # --- spans ---------------------------------------------------------------------------------------
-class _Attributes:
+class _Attributes(Getter[Mapping[str, str]]):
     """Reads a trace context from a message's attributes, the client library's keys first."""
 
     def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
@@ -136,16 +142,46 @@ class _Attributes:
 def run_span(attributes: Mapping[str, str], **span_attributes: Any) -> Iterator[None]:
     """The delivery's span, continuing the publisher's trace when the message carries one."""
     parent = TraceContextTextMapPropagator().extract(carrier=attributes, getter=_Attributes())
-    with _tracer().start_as_current_span("etl.run", context=parent, kind=trace.SpanKind.CONSUMER,
-                                         attributes=_clean(span_attributes)):
+    with _span("etl.run", span_attributes, context=parent, kind=trace.SpanKind.CONSUMER):
         yield
 
 
 @contextmanager
 def step(name: str, **span_attributes: Any) -> Iterator[None]:
     """A step of the run (`etl.<name>`), a child of the current span."""
-    with _tracer().start_as_current_span(f"etl.{name}", attributes=_clean(span_attributes)):
+    with _span(f"etl.{name}", span_attributes):
         yield
+
+
+@contextmanager
+def _span(name: str, span_attributes: Mapping[str, Any], **options: Any) -> Iterator[None]:
+    # The SDK's own exception recording would export the raw exception text: a driver's message can
+    # hold a secret. The span gets the error's type and its redacted message instead.
+    with _tracer().start_as_current_span(name, attributes=_clean(span_attributes), record_exception=False,
+                                         set_status_on_exception=False, **options) as span:
+        try:
+            yield
+        except BaseException as exc:
+            _mark_error(span, type(exc).__name__, str(exc))
+            raise
+
+
+def note_outcome(event: Event) -> None:
+    """The run's outcome on the current span (the delivery's): `etl.outcome`, and an error status
+    with the typed error for a failed or dead-lettered run."""
+    span = trace.get_current_span()
+    if isinstance(event, RunCompleted):
+        span.set_attribute("etl.outcome", "committed")
+    elif isinstance(event, RunFailed | RunDeadLettered):
+        outcome = "dead-lettered" if isinstance(event, RunDeadLettered) else (
+            "retrying" if event.will_retry else "failed")
+        span.set_attribute("etl.outcome", outcome)
+        _mark_error(span, event.error.type, event.error.message)  # already redacted by the events
+
+
+def _mark_error(span: trace.Span, error_type: str, message: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, redact(f"{error_type}: {message}")))
 
 
 def job_labels() -> dict[str, str]:
@@ -154,6 +190,15 @@ def job_labels() -> dict[str, str]:
     if not span_context.is_valid:
         return {}
     return {TRACE_LABEL: f"{span_context.trace_id:032x}"}
+
+
+def trace_attributes() -> dict[str, str]:
+    """The current trace context as a W3C `traceparent` attribute (none when nothing is traced):
+    the events a run publishes carry it, so a consumer can continue the run's trace."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        TraceContextTextMapPropagator().inject(carrier)
+    return carrier
 
 
 def in_this_context(target: Any) -> Any:
@@ -171,12 +216,8 @@ def in_this_context(target: Any) -> Any:
 
 
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"etl.{key}": value for key, value in values.items() if isinstance(value, str | int | float | bool)}
-
-
-def label_value(text: str) -> str:
-    """A BigQuery label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
-    return _LABEL_UNSAFE.sub("_", text.lower())[:63]
+    scalars = (str, int, float, bool)
+    return {f"etl.{key}": value for key, value in values.items() if isinstance(value, scalars)}
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -224,7 +265,8 @@ class RunMetrics:
 
 
 class MetricsBus:
-    """An EventBus that publishes through `inner`, then counts the event in `metrics`."""
+    """An EventBus that publishes through `inner`, then counts the event in `metrics` and notes the
+    run's outcome on the delivery's span."""
 
     def __init__(self, inner: Any, metrics_: RunMetrics) -> None:
         self._inner = inner
@@ -234,14 +276,16 @@ class MetricsBus:
         self._inner.publish(event)
         if event.event_type in (c.RUN_COMPLETED, c.RUN_FAILED, c.RUN_DEAD_LETTERED):
             self._metrics.observe(event)
+            note_outcome(event)  # published within the delivery's span
 
 
 def _instant(text: str | None) -> datetime | None:
-    """A zoned watermark as an instant (naive, date and integer watermarks have no age)."""
-    if not text:
+    """A timestamp watermark as an instant, a naive one taken as UTC (date and integer watermarks
+    have no age)."""
+    if not text or ("T" not in text and " " not in text):
         return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
