@@ -16,6 +16,7 @@ from worker.settings import Settings
 from worker.sinks.bigquery import BigQuerySink
 from worker.sinks.bigquery_client import make_bigquery_client
 from worker.sources import get_source
+from worker.tracing import MetricsBus, RunMetrics
 
 if TYPE_CHECKING:
     from worker.subscriber import Worker
@@ -54,6 +55,12 @@ def build_handler(
     return EtlRunRequestedHandler(build_runner(settings), bus, settings.etl_progress_interval_s, policy)
 
 
+def worker_bus(settings: Settings, inner: EventBus) -> EventBus:
+    """`inner`, with every run's outcome counted in the metrics (worker/tracing.py) and recorded
+    in the run history (worker/history.py)."""
+    return recording(settings, MetricsBus(inner, RunMetrics()))
+
+
 def build_worker(settings: Settings, bus: EventBus | None = None) -> Worker:
     """`bus`: where events go (default: the events topic, recorded in the history)."""
     # Imported here: the one-shot `run` never subscribes, and never pays for the Pub/Sub client.
@@ -61,7 +68,7 @@ def build_worker(settings: Settings, bus: EventBus | None = None) -> Worker:
 
     from worker.subscriber import Worker
 
-    bus = bus or recording(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
+    bus = bus or worker_bus(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
     subscription = pubsub_v1.SubscriberClient.subscription_path(
         settings.gcp_project_id, settings.etl_request_subscription)
     return Worker(

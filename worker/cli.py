@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from worker import constants as c
-from worker import logs, preflight
+from worker import logs, preflight, tracing
 from worker.errors import MessageDecodeError
 from worker.events import PrintEventBus
 from worker.handlers.base import Delivery, Redelivery
@@ -41,10 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level or settings.log_level, json_logs)
     try:
         preflight.check(settings, _NEEDS[args.command])
-        return _COMMANDS[args.command](settings, args)
-    except (preflight.PreflightError, DefaultCredentialsError) as exc:
+        tracing.configure()  # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; off when unset
+        try:
+            return _COMMANDS[args.command](settings, args)
+        finally:
+            tracing.shutdown()  # what the exporters still hold, before the process exits
+    except (preflight.PreflightError, tracing.TracingSettingsError, DefaultCredentialsError) as exc:
         # A client may still find no credentials later (e.g. the ones found expired): same line.
-        message = (str(exc) if isinstance(exc, preflight.PreflightError)
+        message = (str(exc) if not isinstance(exc, DefaultCredentialsError)
                    else preflight.no_credentials(_NEEDS[args.command]))
         print(f"etl-worker: {message}", file=sys.stderr)
         return 2
@@ -135,11 +139,11 @@ def _read(path: Path) -> bytes:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.app import build_worker
+    from worker.app import build_worker, worker_bus
     from worker.events import PubSubEventBus
-    from worker.history import flush_history, recording
+    from worker.history import flush_history
 
-    bus = recording(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
+    bus = worker_bus(settings, PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
     worker = build_worker(settings, bus)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -154,11 +158,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.app import build_handler
-    from worker.history import flush_history, recording
+    from worker.app import build_handler, worker_bus
+    from worker.history import flush_history
 
     bus = PrintEventBus(sys.stdout)
-    recorded = recording(settings, bus)
+    recorded = worker_bus(settings, bus)
     handler = build_handler(settings, recorded, Redelivery(redelivers=False))  # one try, no transport
     attributes = {c.ATTR_RUN_ID: args.run_id} if args.run_id else {}
     delivery = Delivery(data=_read(args.request), message_id=f"local-{uuid.uuid4().hex[:12]}",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
 from worker import constants as c
+from worker import tracing
 from worker.errors import EtlError, PublishError
 from worker.faults import instrument_publisher
 from worker.ledger import LedgerEntry
@@ -66,6 +67,7 @@ class PubSubEventBus:
             c.ATTR_EVENT_TYPE: event.event_type,
             c.ATTR_RUN_ID: event.run_id,
             c.ATTR_DATA_SOURCE_ID: "" if event.data_source_id is None else str(event.data_source_id),
+            **tracing.trace_attributes(),
         }
         future = self._publisher.publish(
             self._topic_path, encode_event(event), ordering_key=event.run_id, **attributes

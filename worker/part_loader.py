@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from worker import tracing
+
 log = logging.getLogger(__name__)
 
 _DONE = Path()  # the end-of-parts marker: the loader stops after the parts before it
@@ -38,7 +40,10 @@ class BackgroundLoader:
         self._queue: queue.Queue[Path] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="part-loader", daemon=True)
+        # The loads belong to the run's trace (their BigQuery jobs carry its id): the thread runs in
+        # the trace context of the thread that made the loader.
+        self._thread = threading.Thread(target=tracing.in_this_context(self._run), name="part-loader",
+                                        daemon=True)
         self._thread.start()
 
     def submit(self, part: Path) -> None:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from worker import tracing
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -108,17 +109,21 @@ class _JobAttempt:
 
     def execute(self) -> RunResult:
         with self.source.session(self.attempt.request) as session:
-            tables = self.plan(session)
+            with tracing.step("plan"):
+                tables = self.plan(session)
             try:
                 for table in tables:
                     table.open_staging(self.sink)
                 for table in tables:  # one after the other: one stream per connection (MySQL)
-                    table.stage(self.sink)
-                entries = self.commit(tables)
+                    with tracing.step("stage", dest_table=table.dest_table, load_type=table.spec.load_type):
+                        table.stage(self.sink)
+                with tracing.step("commit", tables=len(tables)):
+                    entries = self.commit(tables)
             finally:
                 for table in tables:
                     table.drop_staging()
-        return self.report(tables, entries)
+        with tracing.step("report"):
+            return self.report(tables, entries)
 
     # --- steps -----------------------------------------------------------------------------------
     def plan(self, session: SourceSession) -> list[TableRun]:

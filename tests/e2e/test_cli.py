@@ -78,3 +78,34 @@ def test_run_reports_a_bad_request_and_exits_non_zero(
     failed = json.loads(result.stdout.splitlines()[-1])
     assert failed["event_type"] == "run.failed" and failed["error"]["type"] == "MessageDecodeError"
     assert failed["run_id"] == "etl-run-5"
+
+
+def test_run_with_console_exporters_writes_its_spans_and_metrics_to_stderr(
+    pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, sqlite_path: Path, tmp_path: Path,
+) -> None:
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+        conn.execute("INSERT INTO items VALUES (1, 'one', 1.5)")
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(sqlite_request(sqlite_path)))
+    env = {**base_env(pubsub_emulator, bq_emulator, bq_dataset),
+           "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"}
+
+    result = cli(env, "run", "--request", str(request_file))
+
+    assert result.returncode == 0, result.stderr
+    # stdout stays the events, one JSON object per line; what the exporters held is flushed at exit
+    assert [json.loads(line)["event_type"] for line in result.stdout.splitlines()][-1] == "run.completed"
+    for name in ("etl.run", "etl.plan", "etl.stage", "etl.commit", "etl.report"):
+        assert f'"name": "{name}"' in result.stderr, name
+    assert '"name": "etl.runs"' in result.stderr and '"outcome": "committed"' in result.stderr
+
+
+def test_an_unknown_exporter_is_one_line_and_exit_2(
+    pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str,
+) -> None:
+    env = {**base_env(pubsub_emulator, bq_emulator, bq_dataset), "OTEL_TRACES_EXPORTER": "zipkin"}
+    result = cli(env, "run", "--request", "-", stdin="{}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("etl-worker: OTEL_TRACES_EXPORTER='zipkin': etl-worker knows otlp, "
+                                     "console and none")

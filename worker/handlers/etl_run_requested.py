@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from worker import constants as c
+from worker import tracing
 from worker.classify import classify
 from worker.errors import EtlError, MessageDecodeError, RunIdConflictError
 from worker.events import EventBus, RunEvents
@@ -61,8 +62,12 @@ class EtlRunRequestedHandler:
         if request.connection_params.password is not None:
             REDACTOR.register(request.connection_params.password.get_secret_value())
         run_id = run_id_for(request.etl_run_id, delivery)
-        with log_context(run_id=run_id, message_id=delivery.message_id,
-                         data_source_id=request.data_source_id, attempt=delivery.attempt):
+        with (
+            log_context(run_id=run_id, message_id=delivery.message_id,
+                        data_source_id=request.data_source_id, attempt=delivery.attempt),
+            tracing.run_span(delivery.attributes, run_id=run_id, attempt=delivery.attempt,
+                             data_source_id=request.data_source_id, tables=len(request.table_specs())),
+        ):
             return self._run(delivery, request, run_id, interrupt)
 
     def _run(self, delivery: Delivery, request: EtlRunRequest, run_id: str,

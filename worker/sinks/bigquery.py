@@ -23,7 +23,7 @@ import pyarrow as pa
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from worker import classify, errors
+from worker import classify, errors, tracing
 from worker.columns import Column
 from worker.constants import HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point, hold_commit
@@ -69,7 +69,7 @@ class _Target:
 
     def rows(self, query: str, params: Sequence[bigquery.ScalarQueryParameter] = ()) -> list[Any]:
         """Run one statement and return its rows. job_retry=None: the RetryPolicy retries instead."""
-        config = bigquery.QueryJobConfig(query_parameters=list(params))
+        config = bigquery.QueryJobConfig(query_parameters=list(params), labels=tracing.job_labels())
         job = self.client.query(
             query, job_config=config, location=self.location, retry=self.api_retry, job_retry=None
         )
@@ -327,6 +327,7 @@ class BigQueryStaging:
         options = bigquery.ParquetOptions()
         options.enable_list_inference = True  # Parquet LIST -> REPEATED, not a record of `list`
         config = bigquery.LoadJobConfig(
+            labels=tracing.job_labels(),
             schema=schema.schema_fields(table.columns, staging=True),
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
@@ -421,7 +422,7 @@ def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQue
     params = sql.job_params([entry for _, entry in tables])
     query, params = emulator_compat.script_query(script, params, target.emulator)
     query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
-    config = bigquery.QueryJobConfig(query_parameters=params)
+    config = bigquery.QueryJobConfig(query_parameters=params, labels=tracing.job_labels())
 
     def start(job_id: str) -> Any:
         job = target.client.query(
