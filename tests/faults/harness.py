@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ KILL_WAIT_S = 60.0
 # margin is for a loaded machine.
 REDELIVERY_WAIT_S = 90.0
 _OPEN_LOGS: list[EventLog] = []
+# Phases at which the killed delivery's commit has run (or, held, goes on running) on BigQuery.
+COMMITTED_BY_THE_KILLED = {"commit_submitted", "commit_returned", "after_commit", "after_completed"}
 
 
 @dataclass(frozen=True)
@@ -239,3 +241,68 @@ class CommitHold:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A worker killed during a run, and the fresh worker that handled the redelivered request."""
+
+    run_id: str
+    killed_at: float  # time.time() once the killed worker was seen dead
+    died_at: str  # the killed worker's last words: where fault injection killed it
+    killed_attempt: int
+    fresh: Handled
+    moments: list[str]  # the killed worker's moments, up to its death
+    events: EventLog
+
+    @property
+    def context(self) -> str:
+        return f"killed at {self.died_at}; last moments {self.moments[-3:]}; fresh worker {self.fresh}"
+
+
+def kill_then_redeliver(
+    stack: Stack, body: dict[str, Any], run_id: str, faults: dict[str, str],
+    workers: list[WorkerProcess], tmp_path: Path,
+    while_redelivered: Callable[[WorkerProcess, str], None] | None = None,
+) -> Takeover:
+    """Publish `body`; a worker dies as `faults` says; a fresh one takes the redelivery over.
+    Checks that the fresh worker handled a LATER delivery than the killed one."""
+    trace = tmp_path / "killed-moments.txt"
+    events = EventLog(stack)
+    # Given a worker that will die as `faults` says
+    doomed = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_FAULT_TRACE": str(trace),
+                            **faults}, tmp_path / "killed.log")
+    workers.append(doomed)
+    message_id = stack.publish(body)
+    # When it is killed there and a fresh worker takes over the redelivered request
+    assert doomed.wait_killed() == -signal.SIGKILL, doomed.log_text()[-2000:]
+    killed_at = time.time()
+    died_at = doomed.killed_at()
+    (killed_attempt,) = doomed.received(run_id)
+    end_dead_streams(stack)
+    fresh = WorkerProcess(stack.env, tmp_path / "fresh.log")
+    workers.append(fresh)
+    if while_redelivered is not None:
+        while_redelivered(fresh, run_id)
+    handled = fresh.wait_handled(run_id, message_id)
+    moments = trace.read_text().splitlines() if trace.exists() else []
+    takeover = Takeover(run_id, killed_at, died_at, killed_attempt, handled, moments, events)
+    # Then it was the redelivery that the fresh worker handled
+    assert handled.attempt > killed_attempt, takeover.context
+    return takeover
+
+
+def release_once_redelivered(hold: CommitHold, *, fail: bool) -> Callable[[WorkerProcess, str], None]:
+    """Keep the killed delivery's commit job running until the fresh worker has the redelivery."""
+
+    def release(fresh: WorkerProcess, run_id: str) -> None:
+        assert hold.job_running.wait(10), "the worker died, but its commit job was not executing"
+        deadline = time.monotonic() + 90
+        while not fresh.received(run_id):
+            assert time.monotonic() < deadline, f"no redelivery reached {fresh.log_path}"
+            time.sleep(0.1)
+        if fail:
+            hold.fail_the_job()
+        hold.release()
+
+    return release

@@ -24,11 +24,9 @@ import itertools
 import os
 import random
 import re
-import signal
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,25 +34,22 @@ from typing import Any
 import pytest
 from google.cloud import bigquery
 
-from devstack.emulators import Emulator
 from tests.e2e.sources import SeededSource, normalise
-from tests.e2e.stack import Stack, bq_rows, settings_env
+from tests.e2e.stack import Stack, bq_rows
 from tests.faults.harness import (
+    COMMITTED_BY_THE_KILLED,
     CommitHold,
-    EventLog,
     Handled,
     Published,
     WorkerProcess,
-    end_dead_streams,
+    kill_then_redeliver,
     ledger,
+    release_once_redelivered,
 )
 from worker.faults import CATEGORIES, HELD_COMMIT_ERROR, PHASES
-from worker.settings import Settings
 
 SEED = int(os.environ.get("ETL_FAULT_SEED", "20261201"))
 ROWS = 250
-# Phases at which the killed delivery's commit has run (or, held, goes on running) on BigQuery.
-COMMITTED_BY_THE_KILLED = {"commit_submitted", "commit_returned", "after_commit", "after_completed"}
 # How many moments of each category every run of these scenarios reaches (250 rows in batches of
 # 100 and parts of 150: 3 batches, 2 parts); the random kills draw from 1..n, and
 # test_every_run_reaches_the_moments_the_random_kills_draw_from keeps these numbers true.
@@ -89,26 +84,6 @@ def draws(seed: int) -> list[Draw]:
             for category, (dialect, load_type) in zip(RANDOM_KILLS, pairs, strict=False)]
 
 
-@pytest.fixture
-def crash_stack(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) -> Stack:
-    env = settings_env(
-        pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
-        ETL_BATCH_SIZE=100, ETL_PART_ROWS=150,  # 250 rows: 3 batches, 2 parts
-        ETL_MAX_DELIVERY_ATTEMPTS=20,  # kills use up attempts; recovery must not dead-letter
-    )
-    return Stack(Settings(**env), env)
-
-
-@pytest.fixture
-def commit_hold(tmp_path: Path, bq_dataset: str) -> Iterator[CommitHold]:
-    """Torn down before `bq_dataset`: a job still held would block the emulator's every answer."""
-    hold = CommitHold(tmp_path / "hold")
-    try:
-        yield hold
-    finally:
-        hold.release()
-
-
 @dataclass(frozen=True)
 class Recovery:
     run_id: str
@@ -129,29 +104,12 @@ def crash_and_recover(
 ) -> Recovery:
     """Kill a worker as `faults` says, recover with a fresh one, check exactly-once; the outcome."""
     number = uuid.uuid4().int % 10**12
-    run_id, trace = f"etl-run-{number}", tmp_path / "killed-moments.txt"
-    events = EventLog(stack)
-    # Given a worker that will die as `faults` says
-    doomed = WorkerProcess({**stack.env, "ETL_FAULT_INJECTION": "1", "ETL_FAULT_TRACE": str(trace),
-                            **faults}, tmp_path / "killed.log")
-    workers.append(doomed)
-    message_id = stack.publish(source.request(load_type, etl_run_id=number, **request_fields))
-    # When it is killed there and a fresh worker takes over the redelivered request
-    assert doomed.wait_killed() == -signal.SIGKILL
-    killed_at = time.time()
-    died_at = doomed.killed_at()
-    (killed_attempt,) = doomed.received(run_id)
-    end_dead_streams(stack)
-    fresh = WorkerProcess(stack.env, tmp_path / "fresh.log")
-    workers.append(fresh)
-    if while_redelivered is not None:
-        while_redelivered(fresh, run_id)
-    handled = fresh.wait_handled(run_id, message_id)
-    moments = trace.read_text().splitlines() if trace.exists() else []
-    context = f"killed at {died_at}; last moments {moments[-3:]}; fresh worker {handled}"
-    # Then it was the redelivery that the fresh worker handled, and its run.completed has arrived
-    assert handled.attempt > killed_attempt, context
-    completed = events.wait_completed_after(run_id, killed_at)
+    run_id = f"etl-run-{number}"
+    body = source.request(load_type, etl_run_id=number, **request_fields)
+    takeover = kill_then_redeliver(stack, body, run_id, faults, workers, tmp_path, while_redelivered)
+    context = takeover.context
+    # Then its run.completed has arrived
+    completed = takeover.events.wait_completed_after(run_id, takeover.killed_at)
     # And the destination equals the source, exactly once
     dataset = stack.settings.bigquery_dataset
     assert [normalise(r) for r in bq_rows(bq_client, dataset, "orders", "id")] == source.rows(), context
@@ -163,7 +121,8 @@ def crash_and_recover(
     last = completed[-1].event
     assert (last["rows_loaded"], last["source_row_count"]) == (ROWS, ROWS), (context, last)
     assert last["attempt"] == entries[0]["attempt"], (context, last, entries)
-    return Recovery(run_id, killed_at, died_at, killed_attempt, handled, entries[0], completed, moments)
+    return Recovery(run_id, takeover.killed_at, takeover.died_at, takeover.killed_attempt, takeover.fresh,
+                    entries[0], completed, takeover.moments)
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -264,22 +223,6 @@ def test_every_run_reaches_the_moments_the_random_kills_draw_from(
     reached["any"] = sum(reached.values())
     assert set(reached) <= {*CATEGORIES, "bq"}, reached
     assert all(reached[c] >= MOMENTS[c][load_type] for c in CATEGORIES), (reached, MOMENTS)
-
-
-def release_once_redelivered(hold: CommitHold, *, fail: bool) -> Callable[[WorkerProcess, str], None]:
-    """Keep the killed delivery's commit job running until the fresh worker has the redelivery."""
-
-    def release(fresh: WorkerProcess, run_id: str) -> None:
-        assert hold.job_running.wait(10), "the worker died, but its commit job was not executing"
-        deadline = time.monotonic() + 90
-        while not fresh.received(run_id):
-            assert time.monotonic() < deadline, f"no redelivery reached {fresh.log_path}"
-            time.sleep(0.1)
-        if fail:
-            hold.fail_the_job()
-        hold.release()
-
-    return release
 
 
 def held_commit_job(client: bigquery.Client, recovery: Recovery) -> Any:
