@@ -17,7 +17,7 @@ EXPECTED_S: dict[str, float] = {
     "tests/faults/test_job_crashes.py::": 25.0,
     "tests/faults/test_merge_under_writers.py::": 29.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_sigterm_during": 25.0,
-    "tests/lifecycle/test_shutdown_timeout_scale.py::test_two_workers": 14.0,
+    "tests/lifecycle/test_shutdown_timeout_scale.py::test_two_workers": 30.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_a_run_past": 5.0,
     "tests/e2e/test_secrets_never_leak.py::": 23.0,
     "tests/e2e/test_replay.py::": 20.0,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
@@ -81,8 +82,9 @@ def test_a_run_past_its_time_limit_fails_as_transient(
     assert failed["error"]["type"] == "RunTimeoutError" and failed["error"]["retryable"] is True
 
 
+@pytest.mark.parametrize("load_type", ["transactional", "merge"])
 def test_two_workers_twenty_requests_five_sources_every_run_exactly_once(
-    pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, pg_admin: sa.Engine,
+    load_type: str, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, pg_admin: sa.Engine,
     pg_schema: str, workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
 ) -> None:
     stack = make_stack(pubsub_emulator, bq_emulator, bq_dataset, ETL_CONCURRENCY=2,
@@ -91,23 +93,27 @@ def test_two_workers_twenty_requests_five_sources_every_run_exactly_once(
     # Given two worker processes on one subscription
     for name in ("a", "b"):
         workers.append(WorkerProcess(stack.env, tmp_path / f"worker-{name}.log"))
-    # When 20 transactional requests for 5 data sources arrive, interleaved, with rows arriving
+    # When 20 requests for 5 data sources arrive, interleaved, with rows arriving (and, for merge,
+    # rows changing: not after the last request, so that the last window holds every change)
     run_ids = []
     for number, (ds, source) in zip(range(1, 21), itertools.cycle(enumerate(sources, 1)), strict=False):
-        body = source.request("transactional", etl_run_id=1000 + number, data_source_id=ds,
+        body = source.request(load_type, etl_run_id=1000 + number, data_source_id=ds,
                               source_table_name=f"orders_{ds}", dest_table_name=f"orders_{ds}")
         stack.publish(body)
         run_ids.append(f"etl-run-{1000 + number}")
         if number % 5 == 0:
             for source_number in range(1, 6):
                 _insert_now(pg_admin, pg_schema, source_number, 10_000 + number * 10)
+                if load_type == "merge" and number < 20:
+                    _update_now(pg_admin, pg_schema, source_number, (number, number + 1))
     stack.wait_for(lambda _: all(stack.terminal_events(r) for r in run_ids), timeout_s=240)
     # Then every run completed exactly once
     for run_id in run_ids:
         kinds = {e["event_type"] for e in stack.terminal_events(run_id)}
         assert kinds == {"run.completed"}, (run_id, stack.terminal_events(run_id))
         assert ledger_rows(bq_client, bq_dataset, run_id) == 1
-    # And no data source has overlapping windows; each destination equals rows below its last high
+    # And no data source has overlapping windows; each destination equals the source's rows below its
+    # last high (for merge: each key once, at its newest version)
     for ds in range(1, 6):
         windows = _windows(bq_client, bq_dataset, ds)
         for (_, high), (low, _) in itertools.pairwise(windows):
@@ -129,6 +135,13 @@ def _insert_now(engine: sa.Engine, schema: str, number: int, first_id: int) -> N
         conn.exec_driver_sql(
             f'INSERT INTO "{schema}".orders_{number} (id, customer, created_at) '
             f"SELECT g, 'late ' || g, now() FROM generate_series({first_id}, {first_id + 4}) g")
+
+
+def _update_now(engine: sa.Engine, schema: str, number: int, ids: tuple[int, ...]) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE \"{schema}\".orders_{number} SET customer = 'changed ' || id, created_at = now() "
+            f"WHERE id IN ({', '.join(map(str, ids))})")
 
 
 def _windows(client: bigquery.Client, dataset: str, ds: int) -> list[tuple[str, str]]:
