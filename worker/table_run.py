@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from worker import quality
+from worker import quality, tracing
 from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
 from worker.events import Counters, RunEvents
 from worker.faults import crash_point, slow_point
@@ -124,11 +124,14 @@ class TableRun:
 
     def stage(self, sink: Sink) -> None:
         """Rows (and a reconciling merge's keys) into staging, counts verified, rules checked."""
-        self.extract_and_stage()
+        with tracing.step("extract"):  # reading and spooling; the part loads are its children
+            self.extract_and_stage()
         if self.expected_keys is not None:
-            self.stage_keys()
-        self.verify()
-        self.check_quality(sink)
+            with tracing.step("keys"):
+                self.stage_keys()
+        with tracing.step("check"):
+            self.verify()
+            self.check_quality(sink)
         crash_point("table_staged")
 
     def extract_and_stage(self) -> None:
@@ -155,7 +158,8 @@ class TableRun:
 
     def load(self, staging: Staging, part: Path) -> None:
         crash_point("part_written")
-        self.counters.rows_loaded += staging.load_part(part)
+        with tracing.step("load"):
+            self.counters.rows_loaded += staging.load_part(part)
         crash_point("staging_loaded")
         part.unlink(missing_ok=True)
 

@@ -41,6 +41,14 @@ class Telemetry:
                 for m in scope.metrics if m.name == metric for point in m.data.data_points]
 
 
+def children(telemetry: Telemetry, parent: ReadableSpan) -> list[ReadableSpan]:
+    """`parent`'s child spans, in the order they started."""
+    assert parent.context is not None
+    found = [s for s in telemetry.spans.get_finished_spans()
+             if s.parent is not None and s.parent.span_id == parent.context.span_id]
+    return sorted(found, key=lambda s: s.start_time or 0)
+
+
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     recorded = Telemetry()
@@ -98,11 +106,14 @@ def test_a_run_continues_its_publishers_trace_and_labels_its_jobs_and_events(
     assert run.parent is not None and run.parent.span_id == parent.get_span_context().span_id
     assert run.attributes is not None and run.attributes["etl.run_id"] == "etl-run-811"
     # And each step is a child of the run's span, in order
-    steps = sorted((s for s in telemetry.spans.get_finished_spans() if s.parent is not None
-                    and s.parent.span_id == run.context.span_id), key=lambda s: s.start_time or 0)
-    assert [s.name for s in steps] == ["etl.plan", "etl.stage", "etl.commit", "etl.report"]
+    assert [s.name for s in children(telemetry, run)] == ["etl.plan", "etl.stage", "etl.commit", "etl.report"]
     (stage,) = telemetry.finished("etl.stage")
     assert stage.attributes is not None and stage.attributes["etl.dest_table"] == "orders"
+    # And within the table's stage: extraction, whose part loads (on the loader thread) are its
+    # children, then the checks
+    assert [s.name for s in children(telemetry, stage)] == ["etl.extract", "etl.check"]
+    (extract,) = telemetry.finished("etl.extract")
+    assert [s.name for s in children(telemetry, extract)] == ["etl.load"] * 2  # 250 rows, parts of 150
 
     # And every job the run started (staging loads from the loader thread, the commit script) carries
     # the trace id, so a job in the BigQuery console leads back to this trace

@@ -87,6 +87,9 @@ def test_a_request_without_a_trace_starts_one_with_its_steps_as_children(
     assert run.parent is None
     children = [s.name for s in finished if s.parent is not None and s.parent.span_id == run.context.span_id]
     assert sorted(children) == ["etl.commit", "etl.plan", "etl.report", "etl.stage"]
+    names = [s.name for s in finished]
+    assert names.count("etl.extract") == names.count("etl.check") == 1
+    assert names.count("etl.load") == 3  # 10 rows in parts of 4
     assert all(s.context.trace_id == run.context.trace_id for s in finished)
 
 
