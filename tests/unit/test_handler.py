@@ -85,7 +85,7 @@ def test_an_outcome_that_cannot_be_published_is_nacked(rig: Rig) -> None:
     def refuse(event: Event) -> None:
         raise PublishError("events topic unavailable")
 
-    rig.bus.publish = refuse  # type: ignore[method-assign]
+    rig.bus.publish = refuse  # type: ignore[method-assign]  # this bus, and only it, now refuses
     assert handle(rig, delivery(request())) is Outcome.NACK
 
 
