@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
@@ -23,16 +22,9 @@ from etl.publisher import request_run
 from google.cloud import pubsub_v1
 
 from tests.django_ref.conftest import Harness
-from tests.e2e.relay import Relay
+from tests.e2e.relay import Relay, pg_relay
 
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    relay = Relay(target_port=5432)
-    try:
-        yield relay
-    finally:
-        relay.stop()
+__all__ = ["pg_relay"]  # the fixture `relay`
 
 
 def snapshot(job: Job) -> dict[str, Any]:

@@ -15,15 +15,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery, pubsub_v1
 
 from devstack.emulators import Emulator
-from tests.e2e.relay import Relay
+from tests.e2e.relay import Relay, pg_relay
 from tests.e2e.sources import SeededSource, normalise, seed
 from tests.e2e.stack import Stack, bq_count, bq_rows, serving, settings_env, settings_from_env
 from worker.commands.topology import dead_letter_subscription
@@ -31,14 +29,7 @@ from worker.commands.topology import dead_letter_subscription
 PASSWORD = "Replay-Known-pw:7@x/%"  # trust auth ignores it; it must never be shown
 RUN_ID = "etl-run-601"
 
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    relay = Relay(target_port=5432)
-    try:
-        yield relay
-    finally:
-        relay.stop()
+__all__ = ["pg_relay"]  # the fixture `relay`
 
 
 def replay_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
