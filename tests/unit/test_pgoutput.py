@@ -39,7 +39,7 @@ def relation(columns: list[tuple[str, int, bool]], oid: int = OID, name: str = "
     return b"R" + body
 
 
-def tuple_data(*values: bytes | None | str) -> bytes:
+def tuple_data(*values: bytes | str | None) -> bytes:
     body = struct.pack("!H", len(values))
     for value in values:
         if value is None:
@@ -52,11 +52,11 @@ def tuple_data(*values: bytes | None | str) -> bytes:
     return body
 
 
-def insert(*values: bytes | None | str, oid: int = OID) -> bytes:
+def insert(*values: bytes | str | None, oid: int = OID) -> bytes:
     return b"I" + struct.pack("!I", oid) + b"N" + tuple_data(*values)
 
 
-def update(*values: bytes | None | str, old: tuple[bytes | None | str, ...] | None = None,
+def update(*values: bytes | str | None, old: tuple[bytes | str | None, ...] | None = None,
            kind: bytes = b"K") -> bytes:
     head = b"U" + struct.pack("!I", OID)
     if old is not None:
@@ -64,7 +64,7 @@ def update(*values: bytes | None | str, old: tuple[bytes | None | str, ...] | No
     return head + b"N" + tuple_data(*values)
 
 
-def delete(*values: bytes | None | str, kind: bytes = b"K") -> bytes:
+def delete(*values: bytes | str | None, kind: bytes = b"K") -> bytes:
     return b"D" + struct.pack("!I", OID) + kind + tuple_data(*values)
 
 
@@ -146,7 +146,8 @@ def test_with_replica_identity_full_the_old_row_fills_an_unchanged_value() -> No
 
 
 def test_an_update_of_the_key_deletes_the_old_key_and_writes_the_new_one() -> None:
-    got, _ = collect(relation(COLUMNS), begin(10), update(b"2", b"a", b"x", old=(b"1", None, None)), commit(10))
+    moved = update(b"2", b"a", b"x", old=(b"1", None, None))
+    got, _ = collect(relation(COLUMNS), begin(10), moved, commit(10))
     assert [(op, values["id"]) for _, op, values, _ in got] == [("D", b"1"), ("U", b"2")]
 
 
