@@ -66,8 +66,9 @@ def change(source: CdcSource, first_new: int) -> None:
                    "AND 250 ORDER BY id LIMIT 30)")
 
 
-def kill_and_check(phase: str, snapshot: bool, stack: Stack, source: CdcSource, workers: list[WorkerProcess],
-                   bq_client: bigquery.Client, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def kill_and_check(phase: str, snapshot: bool, stack: Stack, source: CdcSource,
+                   workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+                   request: pytest.FixtureRequest) -> None:
     seed(source)
     if not snapshot:  # a first run in this process; the killed one reads the changes after it
         run_here(stack, source.request(), f"first-{uuid.uuid4().hex[:8]}")
