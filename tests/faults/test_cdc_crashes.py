@@ -62,8 +62,8 @@ def change(source: CdcSource, first_new: int) -> None:
                    f"generate_series({first_new}, {first_new + 49}) g")
     source.execute("UPDATE {schema}.items SET qty = qty + 1 WHERE id BETWEEN 1 AND 80",
                    "UPDATE {schema}.items SET name = 'twice' WHERE id BETWEEN 41 AND 80")
-    source.execute("DELETE FROM {schema}.items WHERE id IN (SELECT id FROM {schema}.items WHERE id BETWEEN 101 "
-                   "AND 250 ORDER BY id LIMIT 30)")
+    source.execute("DELETE FROM {schema}.items WHERE id IN (SELECT id FROM {schema}.items "
+                   "WHERE id BETWEEN 101 AND 250 ORDER BY id LIMIT 30)")
 
 
 def kill_and_check(phase: str, snapshot: bool, stack: Stack, source: CdcSource,
