@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1_000_000, help="changes to apply in the timed run")
     args = parser.parse_args(argv)
     from devstack.emulators import start_bigquery
-    from tests.logical_postgres import logical_postgres
+    from devstack.logical_postgres import logical_postgres
 
     logs = Path(tempfile.mkdtemp(prefix="etl-bench-cdc-"))
     with logical_postgres() as server:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
-from tests.logical_postgres import LogicalPostgres, logical_postgres
+from devstack.logical_postgres import LogicalPostgres, logical_postgres
 from tests.password_postgres import PasswordPostgres, password_postgres
 from tests.schedule import expected_seconds
 from worker.sinks.bigquery_client import make_bigquery_client

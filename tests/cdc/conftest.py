@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devstack.logical_postgres import LogicalPostgres
 from tests.conftest import unique
 from tests.e2e.oneshot import run_once
-from tests.logical_postgres import LogicalPostgres
 
 __all__ = ["CdcSource", "cdc_source", "run_once"]
 

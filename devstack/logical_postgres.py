@@ -1,11 +1,11 @@
-"""A throwaway PostgreSQL cluster with `wal_level=logical`, for CDC (the machine's one runs with
-`replica`). Like tests/password_postgres.py: initdb and postgres run as the `postgres` user when
-the tests run as root; a temporary datadir; a free port on 127.0.0.1 (trust); one per session,
-so one per xdist worker."""
+"""A throwaway PostgreSQL cluster with `wal_level=logical`, for CDC's tests and bench (the
+machine's one runs with `replica`). initdb and postgres run as the `postgres` user when we run as
+root (initdb refuses root); a temporary datadir; a free port on 127.0.0.1 (trust)."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import subprocess
@@ -18,7 +18,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from devstack.emulators import free_port
-from tests.password_postgres import _as_postgres, _bin
 
 DATABASE = "test"
 
@@ -39,19 +38,29 @@ class LogicalPostgres:
         return sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
 
 
+def _bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else name
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _run(argv: list[str], check: bool = True) -> None:
+    subprocess.run(_as_postgres(argv), check=check, capture_output=True, timeout=120)
+
+
 @contextlib.contextmanager
 def logical_postgres() -> Iterator[LogicalPostgres]:
     base = Path(tempfile.mkdtemp(prefix="etl-pg-logical-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
     data, port = base / "data", free_port()
-    run = {"check": True, "capture_output": True, "timeout": 120}
-    subprocess.run(_as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
-                                 "--auth=trust", "--no-sync"]), **run)
+    _run([_bin("initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--auth=trust", "--no-sync"])
     options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical "
                "-c max_replication_slots=64 -c max_wal_senders=64 -c max_connections=200")
-    subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
-                                 "-w", "start"]), **run)
+    _run([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"])
     try:
         server = LogicalPostgres(port, base)
         engine = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres",
@@ -61,6 +70,5 @@ def logical_postgres() -> Iterator[LogicalPostgres]:
         engine.dispose()
         yield server
     finally:
-        subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       check=False, capture_output=True, timeout=60)
+        _run([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False)
         shutil.rmtree(base, ignore_errors=True)
