@@ -519,26 +519,35 @@ def changes_sql(dest: str, staging: str, columns: Sequence[Column], exprs: Mappi
     A TRUNCATE (a staged `T`), or a first run (`empty_first`), empties the destination; only the
     changes after the last truncate then apply. `kept`: columns some change did not send (an
     unchanged TOASTed value, a column its relation did not have yet; listed in its
-    `_etl_unchanged`): such a column takes the value of the key's last change that did send one,
-    else keeps the destination's. `exprs`: each staged column (quoted name) as the destination
-    takes it, in terms of the bare column names.
+    `_etl_unchanged`): such a column takes the value of the key's last change that did send one
+    (found by a window MAX of its sequence number, then joined: no correlated subquery), else
+    keeps the destination's. `exprs`: each staged column (quoted name) as the destination takes it.
     """
-    seq, op, unchanged = (quote_name(name) for name in (cdc_meta.SEQ, cdc_meta.OP, cdc_meta.UNCHANGED))
+    seq, op = quote_name(cdc_meta.SEQ), quote_name(cdc_meta.OP)
     key = [quote_name(name) for name in plan.key]
+    partition = f"PARTITION BY {', '.join(key)}"
     live = f"{op} != 'T' AND {seq} > (SELECT IFNULL(MAX({seq}), 0) FROM {staging} WHERE {op} = 'T')"
-    latest = (f"SELECT * FROM {staging} WHERE {live} QUALIFY ROW_NUMBER() OVER (PARTITION BY "
-              f"{', '.join(key)} ORDER BY {seq} DESC) = 1")
-    selected = [f"{exprs[quote_name(col.name)]} AS {quote_name(col.name)}" for col in columns
-                if col.name not in kept]
-    selected += [f"s.{op} AS {op}"] + [_kept_sql(staging, live, key, col, exprs, unchanged)
-                                       for col in columns if col.name in kept]
-    source = f"SELECT {', '.join(selected)} FROM ({latest}) AS s"
+    sources = "".join(f", MAX(IF({_sent_test(name)}, {seq}, NULL)) OVER ({partition}) AS {_source_of(name)}"
+                      for name in kept)
+    latest = (f"SELECT *{sources} FROM {staging} WHERE {live} QUALIFY ROW_NUMBER() OVER ({partition} "
+              f"ORDER BY {seq} DESC) = 1")
+    selected, joins = [f"l.{op} AS {op}"], list[str]()
+    for col in columns:
+        name = quote_name(col.name)
+        if col.name not in kept:
+            selected.append(f"{_qualified(exprs[name], name, 'l')} AS {name}")
+            continue
+        alias = f"k{len(joins)}"
+        joins.append(f" LEFT JOIN {staging} AS {alias} ON {alias}.{seq} = l.{_source_of(col.name)}")
+        selected += [f"{_qualified(exprs[name], name, alias)} AS {name}",
+                     f"{alias}.{seq} IS NOT NULL AS {_sent(col.name)}"]
+    source = f"SELECT {', '.join(selected)} FROM ({latest}) AS l{''.join(joins)}"
     others = [col for col in columns if col.name not in plan.key]
 
     def update(col: Column) -> str:
         name = quote_name(col.name)
         if col.name in kept:
-            return f"{name} = IF(s.{_sent(col)}, s.{name}, d.{name})"
+            return f"{name} = IF(s.{_sent(col.name)}, s.{name}, d.{name})"
         return f"{name} = s.{name}"
 
     updates = ", ".join(update(col) for col in others)
@@ -558,22 +567,20 @@ def changes_sql(dest: str, staging: str, columns: Sequence[Column], exprs: Mappi
     )
 
 
-def _sent(col: Column) -> str:
-    return quote_name(f"_etl_sent_{col.name}"[:300])
+def _sent_test(name: str) -> str:
+    """A staged change sent this column (it is not listed in its `_etl_unchanged`)."""
+    listed = string_literal(f",{name},")
+    return f"STRPOS(IFNULL({quote_name(cdc_meta.UNCHANGED)}, ''), {listed}) = 0"
 
 
-def _kept_sql(staging: str, live: str, key: Sequence[str], col: Column, exprs: Mapping[str, str],
-              unchanged: str) -> str:
-    """A column some change did not send: the key's last change that sent it (a correlated
-    subquery; rare: only runs that met such a change pay for it), and whether there was one.
-    Bare column names in `exprs` and `live` are the innermost table's: `x` in the subquery."""
-    name, marker = quote_name(col.name), string_literal(f",{col.name},")
+def _source_of(name: str) -> str:
+    return quote_name(f"_etl_src_{name}"[:300])
 
-    def sent(alias: str) -> str:
-        return f"STRPOS(IFNULL({alias}.{unchanged}, ''), {marker}) = 0"
 
-    same = " AND ".join(f"x.{k} = s.{k}" for k in key)
-    earlier = f"FROM {staging} AS x WHERE {same} AND {live} AND {sent('x')}"
-    return (f"IF({sent('s')}, {exprs[name]}, (SELECT {exprs[name]} {earlier} "
-            f"ORDER BY x.{quote_name(cdc_meta.SEQ)} DESC LIMIT 1)) AS {name}, "
-            f"({sent('s')} OR EXISTS (SELECT 1 {earlier})) AS {_sent(col)}")
+def _sent(name: str) -> str:
+    return quote_name(f"_etl_sent_{name}"[:300])
+
+
+def _qualified(expr: str, quoted: str, alias: str) -> str:
+    """`expr` (of the one staged column `quoted`, see `select_expr`) read from `alias`."""
+    return expr.replace(quoted, f"{alias}.{quoted}")
