@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,17 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
+from devstack.emulators import Emulator
 from tests.cdc.conftest import CdcSource
 from tests.e2e.oneshot import RunOnce
 from tests.e2e.sources import normalise
-from tests.e2e.stack import bq_rows
-from worker.handlers.base import Outcome
+from tests.e2e.stack import bq_rows, make_settings
+from worker.app import build_handler
+from worker.events import MemoryEventBus
+from worker.handlers.base import Delivery, Outcome, Redelivery
 from worker.messages import RunCompleted, RunFailed
 from worker.sources.pg_cdc import CdcTable
+from worker.table_run import TableRun
 
 
 def dest(bq_client: bigquery.Client, dataset: str) -> list[tuple[Any, ...]]:
@@ -170,3 +175,47 @@ def test_cdc_check_says_ready_on_a_logical_server(cdc_source: CdcSource, tmp_pat
                              capture_output=True, text=True, env=env, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ready: a cdc run can start" in checked.stdout and "not created yet" in checked.stdout
+
+
+def test_a_slot_retaining_more_wal_than_the_threshold_is_warned_about(
+    cdc_source: CdcSource, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str
+) -> None:
+    settings = make_settings(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
+                             ETL_CDC_WAL_WARNING_BYTES=0)
+    handler = build_handler(settings, bus := MemoryEventBus(), Redelivery(redelivers=False))
+    for run_id in ("wal-1", "wal-2"):  # the second finds the slot, holding some WAL
+        cdc_source.execute("INSERT INTO {schema}.items (id) SELECT coalesce(max(id), 0) + 1 "
+                           "FROM {schema}.items")
+        delivery = Delivery(data=json.dumps(cdc_source.request()).encode(), message_id=run_id,
+                            attributes={"run_id": run_id})
+        assert handler.handle(delivery, threading.Event()) is Outcome.ACK
+    second = completed(bus.events)
+    assert second.cdc is not None and second.cdc["retained_wal_bytes"] > 0
+    assert any("retains" in warning and "ETL_CDC_WAL_WARNING_BYTES=0" in warning
+               for warning in second.warnings)
+
+
+def test_two_runs_from_one_position_never_both_apply_it(
+    cdc_source: CdcSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cdc_source.execute("INSERT INTO {schema}.items (id, qty) SELECT g, 0 FROM generate_series(1, 5) g")
+    completed(run_once(cdc_source.request(), "race-0"))
+    cdc_source.execute("UPDATE {schema}.items SET qty = qty + 1")
+    # Given run B planned from the ledger's position, and run A, planned from the same one, which
+    # commits while B stages
+    stage, raced = TableRun.stage, []
+
+    def stage_after_a_rival(self: TableRun, sink: Any) -> None:
+        if self.attempt.run_id == "race-b" and not raced:
+            raced.append(completed(run_once(cdc_source.request(), "race-a")))
+            cdc_source.execute("UPDATE {schema}.items SET qty = qty + 10 WHERE id = 1")
+        stage(self, sink)
+
+    monkeypatch.setattr(TableRun, "stage", stage_after_a_rival)
+    b = completed(run_once(cdc_source.request(), "race-b"))
+    # Then B met A's committed range in its commit, planned again from A's end, and applied the rest
+    a = raced[0]
+    assert a.cdc is not None and b.cdc is not None and b.cdc["start"] == a.cdc["end"]
+    assert (a.cdc["updates"], b.cdc["updates"]) == (5, 1)
+    assert dest(bq_client, bq_dataset) == source_rows(cdc_source)
