@@ -59,6 +59,11 @@ _TABLE_URL = re.compile(r"/datasets/[^/]+/tables/([^/?]+)")
 JOB_PHASES = (
     "table_staged",  # one table of the job staged, verified and checked; the next not yet read
 )
+# Phases only a cdc run has (docs/cdc.md).
+CDC_PHASES = (
+    "cdc_planned",  # the range is fixed (a first run: its slot created, the snapshot open); unread
+    "cdc_committed",  # the BigQuery commit recorded the new position; the slot not yet advanced
+)
 
 
 _passages: dict[str, int] = {}  # per phase, how often this process passed it

@@ -62,6 +62,9 @@ class LedgerEntry:
     quality: Mapping[str, Any] | None = None
     # The table's position in its job (0 for a one-table job; None in rows of older versions: 0).
     table_index: int | None = None
+    # A cdc run: the change log range it applied (start, end: the position the next run starts
+    # at), its inserts, updates, deletes and truncates, the newest change's commit time and lag.
+    cdc: Mapping[str, Any] | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)
