@@ -210,15 +210,17 @@ def install_duckdb_spatial() -> None:
     duckdb.connect().execute(f"INSTALL '{found[0]}'")
 
 
-def start_bigquery(project: str, log_dir: Path | None = None) -> Emulator:
-    """bqemulator (REST + gRPC, in memory); ready when its REST port answers."""
+def start_bigquery(project: str, log_dir: Path | None = None, time_travel: bool = False) -> Emulator:
+    """bqemulator (REST + gRPC, in memory); ready when its REST port answers. Without
+    `time_travel`, it skips copying a table after each write (devstack/bqemulator_main.py)."""
     install_duckdb_spatial()
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bq-emulator-"))
-    exe = str(Path(sys.executable).with_name("bqemulator"))
+    exe = ([str(Path(sys.executable).with_name("bqemulator"))] if time_travel
+           else [sys.executable, "-m", "devstack.bqemulator_main"])
 
     def start(attempt: int) -> Emulator:
         rest_port, grpc_port = free_ports(2)
-        argv = [exe, "start", "--project", project, "--rest-port", str(rest_port),
+        argv = [*exe, "start", "--project", project, "--rest-port", str(rest_port),
                 "--grpc-port", str(grpc_port), "--log-level", "warning"]
         name = "bq-emulator" if attempt == 1 else f"bq-emulator-{attempt}"
         process, log_path = _spawn(name, argv, logs)
