@@ -24,6 +24,10 @@ from devstack.pubsub_jvm import OPTS_ENV, ClassArchive, jvm_options
 
 STARTUP_TIMEOUT_S = 90.0
 STARTUP_ATTEMPTS = 3  # a port chosen by free_ports() can be taken before the emulator binds it
+STOP_TIMEOUT_S = 10.0
+# A JVM writing its class archive as it exits gets longer before SIGKILL: the dump takes a few
+# seconds on a quiet machine and far more on a loaded one, and a killed dump is thrown away.
+ARCHIVING_STOP_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Emulator:
     class_archive: tuple[ClassArchive, Path] | None = None  # written by the JVM as it exits
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, ARCHIVING_STOP_TIMEOUT_S if self.class_archive else STOP_TIMEOUT_S)
         for path in self.scratch_dirs:
             shutil.rmtree(path, ignore_errors=True)
         if self.class_archive:
@@ -59,7 +63,7 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Terminate a child and its whole process group (gcloud starts java as a grandchild).
 
     Returns once no process of the group is left, so nothing outlives the caller's fixture.
