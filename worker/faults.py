@@ -66,6 +66,13 @@ CDC_PHASES = (
 )
 
 
+# Phases only a run committed in sub-windows has (worker/sub_window_run.py), besides the ones above,
+# which it passes once per sub-window (the commit points once per sub-window's commit).
+SUB_WINDOW_PHASES = (
+    "sub_window_committed",  # a sub-window's commit finished; the next sub-window not yet read
+)
+
+
 _passages: dict[str, int] = {}  # per phase, how often this process passed it
 _passages_lock = threading.Lock()
 

@@ -480,6 +480,14 @@ class RunProgress(_Event):
         None, description="While extracting: the destination table being read (a job reads its tables one "
         "after the other; the counters and fraction are that table's). Null when committing: the event is "
         "about the whole job.")
+    sub_window: int | None = Field(
+        None, ge=1, description="A run read in sub-windows (ETL_CHUNK_ROWS): the 1-based number of the "
+        "sub-window being read or committed, counted from the run's first delivery.")
+    sub_window_low: str | None = Field(None, description="That sub-window's inclusive start.")
+    sub_window_high: str | None = Field(None, description="That sub-window's exclusive end.")
+    rows_committed: int | None = Field(
+        None, ge=0, description="A run read in sub-windows: its rows already committed in earlier "
+        "sub-windows, by this delivery and earlier ones (durable whatever happens next).")
 
 
 class TableCompleted(_Frozen):
@@ -548,6 +556,11 @@ class RunCompleted(_Event):
         "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
         "the last per key), transactions, newest_change_at (source commit time of the newest change "
         "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+    )
+    sub_windows: int | None = Field(
+        None, ge=1, description="A window of more than ETL_CHUNK_ROWS rows: how many sub-windows it was "
+        "committed in, each durable on its own (a redelivery goes on after the last committed one); the "
+        "counters, window and quality are the whole run's. Null: committed in one transaction.",
     )
     tables: list[TableCompleted] = Field(
         default_factory=list, description="Every table of the job, in request order, with its counters, "

@@ -29,6 +29,8 @@ from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink
 from worker.sources.base import Source, SourceSession
+from worker.sub_window_run import SubWindowedRun
+from worker.sub_windows import Resume, resumable, resume_of
 from worker.table_run import Attempt, RunOptions, TableRun, qualified_source_table
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,9 @@ class _JobAttempt:
         with self.source.session(self.attempt.request, self.log_from()) as session:
             with tracing.step("plan"):
                 tables = self.plan(session)
+            if self.sub_windowed(tables):
+                entries, applied_now = SubWindowedRun(self.sink, tables[0]).execute()
+                return RunResult(entries, applied_now)
             try:
                 for table in tables:
                     table.open_staging(self.sink)
@@ -141,12 +146,29 @@ class _JobAttempt:
         tables = []
         for index, spec in enumerate(self.specs):
             table = TableRun(self.attempt, index, spec, session.table(spec), self.counters[index])
+            if resumable(self.specs, self.attempt.options.chunk_rows):
+                table.resume = self.resume()
             table.plan(self.sink)
             tables.append(table)
         if len(tables) > 1:
             for table in tables:
                 self.sink.check_destination(table.dest_table, table.source.columns)
         return tables
+
+    def resume(self) -> Resume:
+        """What earlier deliveries (or tries) of this run committed in sub-windows, if any."""
+        resume = resume_of(self.sink.find_sub_windows(self.attempt.run_id))
+        if resume.done:
+            check_purpose(resume.done[:1], self.attempt.request, self.attempt.run_id)
+            log.info("run %s: %d sub-windows already committed (%d rows), going on from %s up to %s",
+                     self.attempt.run_id, len(resume.done), resume.rows_committed, resume.low, resume.high)
+        return resume
+
+    def sub_windowed(self, tables: Sequence[TableRun]) -> bool:
+        """A resumable run goes on in sub-windows once it has any, or when its window is too big."""
+        if not resumable(self.specs, self.attempt.options.chunk_rows):
+            return False
+        return bool(tables[0].resume.done) or tables[0].expected_rows > self.attempt.options.chunk_rows
 
     def commit(self, tables: Sequence[TableRun]) -> tuple[LedgerEntry, ...]:
         events = self.attempt.events

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         500_000, ge=1, validation_alias="ETL_PART_ROWS",
         description="Rows per Parquet part file uploaded to staging (bounds spool disk).",
     )
+    etl_chunk_rows: int = Field(
+        1_000_000, ge=0, validation_alias="ETL_CHUNK_ROWS",
+        description="A transactional or merge run whose window holds more rows is committed in "
+        "consecutive sub-windows of at most this many rows, each durable, so that a failure keeps them "
+        "and the redelivery goes on after the last (docs/modes.md); 0: always one commit.",
+    )
     etl_spool_dir: str | None = Field(
         None, validation_alias="ETL_SPOOL_DIR", description="Directory for Parquet parts (default: tmp)."
     )

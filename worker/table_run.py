@@ -18,8 +18,8 @@ from worker import quality, tracing
 from worker.cdc import meta as cdc_meta
 from worker.cdc.lsn import format_lsn, parse_lsn
 from worker.columns import Column
-from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
-from worker.events import Counters, RunEvents
+from worker.errors import RunTimeoutError, ShutdownInterrupted, SupersededError, VerificationError
+from worker.events import Counters, RunEvents, SubWindowProgress
 from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, TableSpec, utcnow
@@ -28,6 +28,7 @@ from worker.part_loader import BackgroundLoader
 from worker.sinks.base import MergePlan, Sink, Staging
 from worker.sources.base import ChangeLog, SourceTable
 from worker.spool import PartWriter
+from worker.sub_windows import Resume, sub_window_run_id
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class RunOptions:
     max_run_s: float
     spool_dir: str | None = None
     cdc_wal_warning_bytes: int = 1 << 30  # a cdc slot retaining more WAL is reported
+    chunk_rows: int = 0  # windows of more rows are committed in sub-windows (0: never)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class TableRun:
         self.quality_warnings: list[str] = []
         self.violations: list[quality.Violation] = []
         self.log_warnings: list[str] = []  # a cdc slot retaining much WAL
+        # A run read in sub-windows (worker/sub_window_run.py): what earlier deliveries committed,
+        # and, on one sub-window's TableRun, its ledger identity and how its progress is reported.
+        self.resume = Resume(())
+        self.ledger_run_id = attempt.run_id
+        self.sub_window_at: SubWindowProgress | None = None
+        self.progress_base = Counters()  # rows of earlier sub-windows of this delivery
 
     @property
     def dest_table(self) -> str:
@@ -141,7 +149,7 @@ class TableRun:
             self.expected_keys = self.source.count_rows(None)
 
     def open_staging(self, sink: Sink) -> None:
-        self._staging = sink.open_staging(self.dest_table, self.source.columns, self.attempt.run_id,
+        self._staging = sink.open_staging(self.dest_table, self.source.columns, self.ledger_run_id,
                                           self.attempt.number, self.spec.load_type, self.merge)
 
     def stage(self, sink: Sink) -> None:
@@ -156,7 +164,20 @@ class TableRun:
             self.check_quality(sink)
         crash_point("table_staged")
 
+    def sub_window(self, window: Window, at: SubWindowProgress) -> TableRun:
+        """A TableRun for one sub-window of this table's window: its own counts, staging and
+        ledger identity; its progress reported after this delivery's earlier sub-windows."""
+        part = TableRun(self.attempt, self.index, self.spec, self.source, Counters())
+        part.window, part.merge, part.sub_window_at = window, self.merge, at
+        part.measures.cursor = self.measures.cursor
+        part.expected_rows = self.source.count_rows(window)
+        part.ledger_run_id = sub_window_run_id(self.attempt.run_id, window.low_key, window.high_key)
+        part.progress_base = Counters(self.counters.rows_extracted, self.counters.rows_loaded,
+                                      self.counters.batches_loaded)
+        return part
+
     def extract_and_stage(self) -> None:
+        nulled_before = self.source.values_nulled  # the source table's counts are cumulative
         with (
             PartWriter(self.staged_columns, part_rows=self.attempt.options.part_rows,
                        spool_dir=self.attempt.spool_dir) as parts,
@@ -173,11 +194,14 @@ class TableRun:
                 slow_point()
                 for part in parts.write(batch):
                     loader.submit(part)
-                self.attempt.events.progress(self.counters, table=self.dest_table)
+                self.attempt.events.progress(Counters.total((self.progress_base, self.counters)),
+                                             table=self.dest_table, sub_window=self.sub_window_at)
             for part in parts.finish():
                 loader.submit(part)
             loader.finish()
-        self.values_nulled = self.source.values_nulled
+        self.values_nulled = {column: count - nulled_before.get(column, 0)
+                              for column, count in self.source.values_nulled.items()
+                              if count > nulled_before.get(column, 0)}
 
     def load(self, staging: Staging, part: Path) -> None:
         crash_point("part_written")
@@ -297,7 +321,14 @@ class TableRun:
         lows = [v for v in (self.spec.last_sync_value, committed_high) if v]
         if not lows and self.spec.historical_start_date:
             lows = [self.spec.historical_start_date]
-        return self.source.plan_window(lows, self.attempt.options.incremental_lag_s)
+        window = self.source.plan_window(lows, self.attempt.options.incremental_lag_s, self.resume.high)
+        if self.resume.done and window.low_key != self.resume.low_key:
+            # Another run of the table committed past this run's last sub-window: the rest of
+            # this run's window is (partly) its; the sub-windows committed here stay.
+            raise SupersededError(
+                f"a later window of this table was committed after sub-window {len(self.resume.done)} "
+                f"of run {self.attempt.run_id} (up to {self.resume.low}); the rest is not applied")
+        return window
 
     def _reads_changes(self) -> bool:
         changes = self.change_log

@@ -204,7 +204,7 @@ def test_two_runs_from_one_position_never_both_apply_it(
     cdc_source.execute("UPDATE {schema}.items SET qty = qty + 1")
     # Given run B planned from the ledger's position, and run A, planned from the same one, which
     # commits while B stages
-    stage, raced = TableRun.stage, []
+    stage, raced = TableRun.stage, list[RunCompleted]()
 
     def stage_after_a_rival(self: TableRun, sink: Any) -> None:
         if self.attempt.run_id == "race-b" and not raced:

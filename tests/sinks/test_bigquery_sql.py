@@ -22,15 +22,14 @@ TAGS = Column("tags", "text[]", pa.list_(pa.string()), "STRING", repeated=True)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
 
-def entry(**changes: object) -> LedgerEntry:
-    base = LedgerEntry(
+def entry(window_high: str | None = None) -> LedgerEntry:
+    return LedgerEntry(
         run_id="r-1", data_source_id=7, etl_run_id=None, dest_table="orders", load_type="catalog",
-        window_column=None, window_low=None, window_high=None, rows_extracted=3, rows_loaded=3,
+        window_column=None, window_low=None, window_high=window_high, rows_extracted=3, rows_loaded=3,
         batches_loaded=1, source_row_count=3, attempt=1, completed_seq=4, staging_token="abcd1234",
         started_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
         committed_at=datetime(2024, 1, 2, 3, 4, 9, tzinfo=UTC), duration_seconds=4.5,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 # --- names ---------------------------------------------------------------------------------------

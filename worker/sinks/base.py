@@ -61,12 +61,18 @@ class Sink(Protocol):
         was never applied."""
         ...
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
         """In ONE transaction: if the ledger has no row for the run id, replace (catalog), append
         (transactional) or merge (merge) each table's staged rows into its destination and insert
-        each table's entry into the ledger; a check failing for any table changes none. Return the
-        entries in force afterwards, in job order: these when this call applied them (their
-        staging_token), or an earlier delivery's when the run was already applied."""
+        each table's entry into the ledger, and every entry of `records` (ledger rows with no rows
+        of their own: a sub-windowed run's own entry); a check failing for any table changes none.
+        Return the entries in force afterwards, in job order: these when this call applied them
+        (their staging_token), or an earlier delivery's when the run was already applied."""
+        ...
+
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        """The committed sub-window entries of `run_id` (worker/sub_windows.py), any order."""
         ...
 
     def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:

@@ -36,6 +36,7 @@ from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
 from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sub_windows import sub_window_prefix
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,17 @@ class BigQuerySink:
         """The first table's entry of `run_id` (a one-table job's only one), if it was applied."""
         return next(iter(self.find_job(run_id)), None)
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
-        return _commit_job(self._target, [(_own_staging(staging), entry) for staging, entry in tables])
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
+        return _commit_job(self._target, [(_own_staging(staging), entry) for staging, entry in tables],
+                           records)
+
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        query = sql.find_sub_windows_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [bigquery.ScalarQueryParameter("prefix", "STRING", sub_window_prefix(run_id))]
+        rows = self._target.retry.call(f"sub-window lookup of run {run_id}", _ledger_rows, self._target,
+                                       query, params)
+        return tuple(sql.entry_from_row(row) for row in rows)
 
     def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
         sql.validate_table(dest_table)
@@ -405,8 +415,8 @@ def _own_staging(staging: Staging) -> BigQueryStaging:
     return staging
 
 
-def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
-                ) -> tuple[LedgerEntry, ...]:
+def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]],
+                records: Sequence[LedgerEntry] = ()) -> tuple[LedgerEntry, ...]:
     """Every table of the job in ONE script job (one transaction), under the first table's delivery
     token; then the ledger tells whether this delivery applied the run or found it applied."""
     first, _ = tables[0]
@@ -414,7 +424,7 @@ def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerE
         staging.check_entry(entry)
     started = time.monotonic()
     steps = _JobSteps(target, partial(sql.commit_job_id, first.run_id, first.attempt, first.token))
-    target.retry.call(f"commit of run {first.run_id}", _run_commit, target, steps, tables)
+    target.retry.call(f"commit of run {first.run_id}", _run_commit, target, steps, tables, records)
     in_force = target.retry.call(f"ledger lookup of run {first.run_id}", _read_job, target, first.run_id)
     if not in_force:
         raise errors.LoadError(f"commit of run {first.run_id} finished but the ledger has no entry")
@@ -427,15 +437,16 @@ def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerE
     return in_force
 
 
-def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
-                ) -> None:
+def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]],
+                records: Sequence[LedgerEntry] = ()) -> None:
     count = len(tables)
     script = sql.job_script(
         ledger=target.table_sql(LEDGER_TABLE), heads=target.table_sql(HEADS_TABLE),
         tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count),
                                     entry) for index, (staging, entry) in enumerate(tables)],
+        records=len(records),
     )
-    params = sql.job_params([entry for _, entry in tables])
+    params = sql.job_params([entry for _, entry in tables], records)
     query, params = emulator_compat.script_query(script, params, target.emulator)
     query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
     config = bigquery.QueryJobConfig(query_parameters=params, labels=tracing.job_labels())

@@ -168,6 +168,11 @@ def find_commit_sql(ledger: str) -> str:
     return f"SELECT * FROM {ledger} WHERE run_id = @run_id ORDER BY committed_at, IFNULL(table_index, 0)"
 
 
+def find_sub_windows_sql(ledger: str) -> str:
+    """Every committed sub-window of a run: the ledger rows whose run id starts with @prefix."""
+    return f"SELECT * FROM {ledger} WHERE STARTS_WITH(run_id, @prefix) ORDER BY window_high_key"
+
+
 def last_window_high_sql(ledger: str, modes: Sequence[str] = WINDOWED) -> str:
     """The window_high of the most recently committed transactional entry for the source + table.
 
@@ -262,10 +267,18 @@ def ledger_params(entry: LedgerEntry, prefix: str = "") -> list[bigquery.ScalarQ
     ]
 
 
-def job_params(entries: Sequence[LedgerEntry]) -> list[bigquery.ScalarQueryParameter]:
-    """The parameters of `job_script`: every table's ledger parameters, under its prefix."""
+def job_params(entries: Sequence[LedgerEntry], records: Sequence[LedgerEntry] = ()
+               ) -> list[bigquery.ScalarQueryParameter]:
+    """The parameters of `job_script`: every table's ledger parameters, under its prefix, then
+    every further record's."""
     return [param for index, entry in enumerate(entries)
-            for param in ledger_params(entry, job_prefix(index, len(entries)))]
+            for param in ledger_params(entry, job_prefix(index, len(entries)))] + [
+        param for index, entry in enumerate(records) for param in ledger_params(entry, record_prefix(index))]
+
+
+def record_prefix(index: int) -> str:
+    """Parameter prefix of a job script's further ledger row (`job_script(records=...)`)."""
+    return f"r{index}_"
 
 
 def entry_from_row(row: Mapping[str, Any]) -> LedgerEntry:
@@ -387,14 +400,17 @@ def commit_script(
                                                                       apply)])
 
 
-def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None = None) -> str:
+def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None = None,
+               records: int = 0) -> str:
     """One script, ONE transaction: verify every table's staged counts, then apply every table and
     record each one's ledger row, or do nothing (the run is already applied), or fail as a whole.
 
     The count checks sit inside the ELSE branch so that a delivery that finds the run already
     applied returns the ledger entries in force rather than failing on its own staging tables; an
     error raised for any table rolls the whole transaction back. Parameters: one per ledger column
-    and table, prefixed with the table's `prefix` (see `job_params`).
+    and table, prefixed with the table's `prefix` (see `job_params`). `records`: further ledger rows
+    inserted with the tables' (a sub-windowed run's own entry with its last sub-window), their
+    parameters prefixed `record_prefix(i)`.
     """
     if not 1 <= len(tables) <= MAX_JOB_TABLES:
         raise errors.ConfigurationError(
@@ -407,7 +423,8 @@ def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None 
         "  ROLLBACK TRANSACTION;\n"
         "ELSE\n"
         + "".join(_table_sql(table, ledger, heads) for table in tables)
-        + _ledger_insert(ledger, [table.prefix for table in tables])
+        + _ledger_insert(ledger, [table.prefix for table in tables]
+                         + [record_prefix(index) for index in range(records)])
         + "  COMMIT TRANSACTION;\n"
         "END IF;"
     )

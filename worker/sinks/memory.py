@@ -25,6 +25,7 @@ from worker.errors import SourceDataError, SupersededError, VerificationError
 from worker.ledger import LedgerEntry
 from worker.modes import WINDOWED, mode_of
 from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sub_windows import sub_window_prefix
 
 _tokens = itertools.count(1)
 
@@ -70,7 +71,11 @@ class MemorySink:
         return [e for e in self.ledger if e.load_type in WINDOWED
                 and (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        return tuple(entry for entry in self.ledger if entry.run_id.startswith(sub_window_prefix(run_id)))
+
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
         """The commit transaction: every table's new rows are computed first; nothing changes
         unless every check of every table passes."""
         own = [(_own_staging(staging), entry) for staging, entry in tables]
@@ -83,6 +88,7 @@ class MemorySink:
         for dest_table, rows in applied.items():
             self.tables[dest_table][:] = rows
         self.ledger.extend(entry for _, entry in own)
+        self.ledger.extend(records)
         return tuple(entry for _, entry in own)
 
     def _applied(self, staging: MemoryStaging, entry: LedgerEntry) -> list[dict[str, Any]]:

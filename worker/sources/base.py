@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from worker.columns import Column
 from worker.messages import EtlRunRequest, TableSpec
-from worker.window import Window
+from worker.window import CursorValue, Window
 
 
 class SourceTable(Protocol):
@@ -45,14 +45,22 @@ class SourceTable(Protocol):
         """The same moment as the session's naive wall clock (what naive cursor values mean)."""
         ...
 
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+    def plan_window(self, lows: Sequence[str], lag_s: float, high: str | None = None) -> Window:
         """Window for a transactional run.
 
         `lows` are candidate inclusive starts as text (last_sync_value, the ledger's last high,
         historical_start_date); the greatest, parsed for the cursor column's type, wins; none: no
         lower bound. `high` is the source's clock, read in this snapshot, minus `lag_s` seconds
-        (for a date or integer cursor: see the implementation's documentation).
+        (for a date or integer cursor: see the implementation's documentation); a given `high` (a
+        resumed run's fixed one, as text) is parsed instead. A high at or below the low: empty.
         """
+        ...
+
+    def split_point(self, window: Window, rows: int) -> CursorValue | None:
+        """Where the first sub-window of `window` holding at most `rows` rows ends (exclusive), or
+        None when the whole window holds at most `rows` rows (`worker.sub_windows.boundary`: rows
+        of one cursor value are never split, so a value with more rows makes a larger sub-window).
+        Read in this snapshot with index-friendly queries on the cursor (ORDER BY ... OFFSET)."""
         ...
 
     def count_rows(self, window: Window | None) -> int:

@@ -38,7 +38,7 @@ from worker.sources.arrays import NulledValues
 from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
 from worker.sources.typemap import Target, TypeTable, lookup
-from worker.window import CursorValue, Window
+from worker.window import CursorValue, Window, boundary
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,23 @@ def parse_cursor(text: str, kind: CursorKind) -> CursorValue:
     return _parse(text, kind, _parse_zoned if kind == "zoned" else _parse_naive)
 
 
+def cursor_value(raw: object, kind: CursorKind) -> CursorValue:
+    """A cursor value as the driver returned it, in the form the window keeps (`parse_cursor`'s):
+    zoned → aware UTC (a naive value is in the session zone, UTC); naive → naive; date; integer.
+    Text (SQLite's normalised cursor expression) is parsed."""
+    if isinstance(raw, str):
+        return parse_cursor(raw, kind)
+    if kind == "integer" and isinstance(raw, int):
+        return int(raw)
+    if kind == "date" and isinstance(raw, date):
+        return raw.date() if isinstance(raw, datetime) else raw
+    if kind in ("integer", "date") or not isinstance(raw, datetime):
+        raise ConfigurationError(f"cursor value {raw!r} is not a timestamp")
+    if kind == "zoned":
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
+    return raw if raw.tzinfo is None else raw.astimezone(UTC).replace(tzinfo=None)
+
+
 def _parse(text: str, kind: CursorKind, parse: Callable[[str], _Bound]) -> _Bound:
     try:
         return parse(text.strip())
@@ -341,7 +358,7 @@ class SqlAlchemyTable:
     def local_clock(self) -> datetime:
         return self._session.local_clock
 
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+    def plan_window(self, lows: Sequence[str], lag_s: float, high: str | None = None) -> Window:
         """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
         this snapshot minus `lag_s` (zoned: UTC now; naive: the session zone's wall clock).
 
@@ -353,8 +370,8 @@ class SqlAlchemyTable:
         self._check_idle()
         texts = [text for text in lows if text]
         with driver_errors(self._dialect):
-            low, high = self._plan(cursor, texts, timedelta(seconds=lag_s))
-        window = Window(column=cursor.column.name, low=low, high=high)
+            low, top = self._plan(cursor, texts, timedelta(seconds=lag_s), high)
+        window = Window(column=cursor.column.name, low=low, high=top)
         log.info("window planned on %s: [%s, %s)", window.column, window.low_text, window.high_text)
         return window
 
@@ -363,6 +380,33 @@ class SqlAlchemyTable:
         query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._where(window))
         with driver_errors(self._dialect):
             return int(self._conn.execute(query).scalar_one())
+
+    def split_point(self, window: Window, rows: int) -> CursorValue | None:
+        """Three index reads: the cursor at position `rows` (ORDER BY cursor OFFSET rows LIMIT 1:
+        an index scan that skips `rows` entries, so splitting a window costs one pass over its
+        index, not a sort), the window's smallest cursor and, only for a value holding more than
+        `rows` rows, the next value above it. Without an index on the cursor each read sorts."""
+        self._check_idle()
+        cursor = self._require_cursor()
+        col = self._dialect.cursor_expr(_table_column(self._layout.table, self._layout.qualified,
+                                                      window.column))
+        where = self._where(window)
+
+        def scalar(query: sa.Select[Any]) -> CursorValue | None:
+            with driver_errors(self._dialect):
+                raw = self._conn.execute(query).scalar()
+            return None if raw is None else cursor_value(raw, cursor.kind)
+
+        def above(value: CursorValue) -> CursorValue | None:
+            bigger = col > self._dialect.cursor_param(value)
+            return scalar(sa.select(sa.func.min(col)).select_from(self._layout.table).where(*where, bigger))
+
+        at_offset = scalar(sa.select(col).select_from(self._layout.table).where(*where)
+                           .order_by(col).offset(rows).limit(1))
+        if at_offset is None:
+            return None
+        first = scalar(sa.select(sa.func.min(col)).select_from(self._layout.table).where(*where))
+        return boundary(at_offset, first, above)
 
     def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         read = self._read_of(self._layout.fields, tuple(self._where(window)), batch_rows, self._nulled)
@@ -453,15 +497,20 @@ class SqlAlchemyTable:
                 yield self._to_batch(partition, read)
 
     # --- helpers ---------------------------------------------------------------------------------
-    def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta) -> _PlannedBounds:
+    def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta, high: str | None) -> _PlannedBounds:
+        """`high`: a resumed run's fixed high (text), parsed like the lows instead of the clock."""
         kind = cursor.kind
         if kind == "integer":
-            return _bounds([_parse(t, kind, int) for t in texts], self._integer_high(cursor))
+            top = _parse(high, kind, int) if high is not None else self._integer_high(cursor)
+            return _bounds([_parse(t, kind, int) for t in texts], top)
         if kind == "date":
-            return _bounds([_parse(t, kind, _parse_date) for t in texts], (self._clock.local - lag).date())
+            day = _parse(high, kind, _parse_date) if high is not None else (self._clock.local - lag).date()
+            return _bounds([_parse(t, kind, _parse_date) for t in texts], day)
         if kind == "zoned":
-            return _bounds([_parse(t, kind, _parse_zoned) for t in texts], self._clock.zoned - lag)
-        return _bounds([_parse(t, kind, _parse_naive) for t in texts], self._clock.local - lag)
+            moment = _parse(high, kind, _parse_zoned) if high is not None else self._clock.zoned - lag
+            return _bounds([_parse(t, kind, _parse_zoned) for t in texts], moment)
+        local = _parse(high, kind, _parse_naive) if high is not None else self._clock.local - lag
+        return _bounds([_parse(t, kind, _parse_naive) for t in texts], local)
 
     def _integer_high(self, cursor: _Cursor) -> int:
         top = self._conn.execute(sa.select(sa.func.max(cursor.column))).scalar_one()
