@@ -252,3 +252,12 @@ def test_a_user_without_replication_and_a_table_without_identity_are_told_what_t
         assert len(problems) == 3, checked.stdout
     finally:
         cdc_source.execute(f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def test_a_dropped_source_table_is_a_permanent_typed_error(cdc_source: CdcSource, run_once: RunOnce) -> None:
+    cdc_source.execute("INSERT INTO {schema}.items (id) VALUES (1)")
+    completed(run_once(cdc_source.request(), "dropped-1"))
+    cdc_source.execute("DROP TABLE {schema}.items")
+    failed = run_once(cdc_source.request(), "dropped-2")[-1]
+    assert isinstance(failed, RunFailed) and not failed.error.retryable
+    assert failed.error.type == "CdcSetupError" and "source table 'items' not found" in failed.error.message
