@@ -195,8 +195,8 @@ class CdcTable:
         raise ConfigurationError("a cdc run reads a range of the change log, not a window")
 
     def count_rows(self, window: Window | None) -> int:
-        """The snapshot's COUNT(*) (a first run); None-like 0 for a range of changes, whose size is
-        known once read (`counts`)."""
+        """The snapshot's COUNT(*) (a first run); 0 for a range of changes, whose size is known
+        only once read (`counts`; run.started then says rows_expected null)."""
         return self._base.count_rows(None) if self.log_range.snapshot else 0
 
     def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
