@@ -134,8 +134,9 @@ class TableRun:
         changes = self.change_log
         window = self.window = self._plan_window(sink) if changes is None else _log_window(changes)
         self.expected_rows = self.source.count_rows(window)
+        expected = None if self._reads_changes() else self.expected_rows  # a log range has no COUNT(*)
         self.attempt.events.started(
-            self.attempt.request.source_type, self.source_table, window, self.expected_rows,
+            self.attempt.request.source_type, self.source_table, window, expected,
             {col.source_name or col.name: col.name for col in self.source.columns}, table=self.dest_table)
         log.info("run %s: %d rows to read from %s%s", self.attempt.run_id, self.expected_rows,
                  self.source_table, _window_note(window))

@@ -219,3 +219,45 @@ def test_two_runs_from_one_position_never_both_apply_it(
     assert a.cdc is not None and b.cdc is not None and b.cdc["start"] == a.cdc["end"]
     assert (a.cdc["updates"], b.cdc["updates"]) == (5, 1)
     assert dest(bq_client, bq_dataset) == source_rows(cdc_source)
+
+
+def test_a_user_without_replication_and_a_table_without_identity_are_told_what_to_change(
+    cdc_source: CdcSource, run_once: RunOnce, tmp_path: Path
+) -> None:
+    # Given a user who may read the tables but has no REPLICATION and owns none of them, and a
+    # table without a primary key
+    role = f"etl_{cdc_source.schema}"
+    cdc_source.execute(f'CREATE ROLE "{role}" LOGIN', f'GRANT USAGE ON SCHEMA {{schema}} TO "{role}"',
+                       "CREATE TABLE {schema}.events (at timestamptz, what text)",
+                       f'GRANT SELECT ON ALL TABLES IN SCHEMA {{schema}} TO "{role}"')
+    try:
+        params = {**cdc_source.server.connection_params(), "username": role}
+        request = cdc_source.request(connection_params=params, source_table_name="events",
+                                     dest_table_name="events")
+        # When a cdc run starts, then it fails for good naming each change
+        failed = run_once(request, "no-privileges")[-1]
+        assert isinstance(failed, RunFailed) and failed.error.type == "CdcSetupError"
+        message = failed.error.message
+        assert f'ALTER ROLE "{role}" WITH REPLICATION' in message
+        assert "REPLICA IDENTITY FULL" in message and "add a primary key" in message
+        assert f"CREATE PUBLICATION etl_{cdc_source.data_source_id}_events FOR TABLE" in message
+        # And cdc-check prints the same, one problem a line
+        path = tmp_path / "request.json"
+        path.write_text(json.dumps(request))
+        env = {**os.environ, "GCP_PROJECT_ID": "etl-test", "BIGQUERY_DATASET": "unused"}
+        checked = subprocess.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)],
+                                 capture_output=True, text=True, env=env, timeout=60)
+        assert checked.returncode == 1
+        problems = [line for line in checked.stdout.splitlines() if line.startswith("problem: ")]
+        assert len(problems) == 3, checked.stdout
+    finally:
+        cdc_source.execute(f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def test_a_dropped_source_table_is_a_permanent_typed_error(cdc_source: CdcSource, run_once: RunOnce) -> None:
+    cdc_source.execute("INSERT INTO {schema}.items (id) VALUES (1)")
+    completed(run_once(cdc_source.request(), "dropped-1"))
+    cdc_source.execute("DROP TABLE {schema}.items")
+    failed = run_once(cdc_source.request(), "dropped-2")[-1]
+    assert isinstance(failed, RunFailed) and not failed.error.retryable
+    assert failed.error.type == "CdcSetupError" and "source table 'items' not found" in failed.error.message

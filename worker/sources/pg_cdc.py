@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,45 +49,83 @@ _PEEK_SQL = ("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_ls
 _TEMP_TABLE = "_etl_cdc_changes"
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What the checks found, before the run decides between following the slot and starting over."""
+
+    names: cdc_pg.CdcNames
+    facts: cdc_pg.TableFacts
+    slot: cdc_pg.SlotState | None
+    server_version: int
+
+    def follows(self, committed: int | None) -> bool:
+        """The slot still holds every change after the ledger's position (it is not past it)."""
+        slot = self.slot
+        return (committed is not None and slot is not None and not slot.lost
+                and (slot.confirmed_flush or 0) <= committed)
+
+
 @contextlib.contextmanager
 def cdc_session(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
                 log_from: str | None) -> Iterator[CdcSession]:
-    """Check the server, then open the snapshot (first run) or fix the end position (later runs).
+    """Check the server, then fix the end position (the slot follows the ledger), or start over
+    from a new slot's exported snapshot (a first run, or a slot lost, dropped or moved on).
     `log_from`: the position the ledger recorded with this table's last cdc commit."""
-    names = cdc_pg.names_of(request, spec)
-    schema = request.schema_name
-    with driver_errors(dialect):
-        cdc_pg.readiness(conn, schema, spec, names, spec.primary_key or ()).raise_if_any()
-        facts = cdc_pg.table_facts(conn, schema, spec.source_table_name)
-        assert facts is not None  # readiness found it
-        state = cdc_pg.slot_state(conn, names.slot)
-        version = cdc_pg.server_version(conn)
-        conn.rollback()
+    found = _check(dialect, conn, request, spec)
     committed = parse_lsn(log_from) if log_from else None
-    follows = state is not None and not state.lost and (state.confirmed_flush or 0) <= (committed or -1)
-    if committed is not None and follows:
-        with driver_errors(dialect):
-            cdc_pg.advance_slot(conn, names.slot, committed)  # a crash after the commit left it behind
-            end = max(cdc_pg.current_lsn(conn), committed)
-            clock = _clock(conn)
-        yield CdcSession(conn, dialect, clock, request, LogRange(False, committed, end, names.slot,
-                                                                 names.publication), facts, state)
+    if found.follows(committed):
+        assert committed is not None
+        yield _follow(dialect, conn, request, found, committed)
         return
     if committed is not None:
+        state = "missing" if found.slot is None else "moved on or lost"
         log.warning("replication slot %s no longer holds the changes after %s (%s): loading %s again",
-                    names.slot, format_lsn(committed), "missing" if state is None else "moved or lost",
-                    spec.source_table_name)
+                    found.names.slot, format_lsn(committed), state, spec.source_table_name)
+    with _start_over(dialect, conn, request, found, committed) as session:
+        yield session
+
+
+def _check(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec) -> _Found:
+    names = cdc_pg.names_of(request, spec)
     with driver_errors(dialect):
-        if state is not None:
+        cdc_pg.readiness(conn, request.schema_name, spec, names, spec.primary_key or ()).raise_if_any()
+        facts = cdc_pg.table_facts(conn, request.schema_name, spec.source_table_name)
+        assert facts is not None  # readiness found it
+        found = _Found(names, facts, cdc_pg.slot_state(conn, names.slot), cdc_pg.server_version(conn))
+        conn.rollback()
+    return found
+
+
+def _follow(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest, found: _Found,
+            committed: int) -> CdcSession:
+    """A later run: [the ledger's position, now)."""
+    names = found.names
+    with driver_errors(dialect):
+        cdc_pg.advance_slot(conn, names.slot, committed)  # a crash after the commit left it behind
+        end = max(cdc_pg.current_lsn(conn), committed)
+        clock = _clock(conn)
+    return CdcSession(conn, dialect, clock, request,
+                      LogRange(False, committed, end, names.slot, names.publication), found.facts, found.slot)
+
+
+@contextlib.contextmanager
+def _start_over(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest, found: _Found,
+                committed: int | None) -> Iterator[CdcSession]:
+    """A first run: publication, then a new slot exporting its snapshot, read on `conn` while the
+    replication connection stays open."""
+    names = found.names
+    with driver_errors(dialect):
+        if found.slot is not None:
             cdc_pg.drop_slot(conn, names.slot)
-        cdc_pg.ensure_publication(conn, names.publication, facts)
-    with driver_errors(dialect), cdc_pg.exported_slot(conn.engine.url, names.slot, version) as exported:
+        cdc_pg.ensure_publication(conn, names.publication, found.facts)
+    with driver_errors(dialect), cdc_pg.exported_slot(conn.engine.url, names.slot,
+                                                      found.server_version) as exported:
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         conn.execute(sa.text("SET TRANSACTION SNAPSHOT :snapshot"), {"snapshot": exported.snapshot_name})
         clock = _clock(conn)
         yield CdcSession(conn, dialect, clock, request,
                          LogRange(True, committed, exported.consistent_point, names.slot, names.publication),
-                         facts, None)
+                         found.facts, None)
 
 
 def _clock(conn: sa.Connection) -> Clock:
@@ -156,8 +195,8 @@ class CdcTable:
         raise ConfigurationError("a cdc run reads a range of the change log, not a window")
 
     def count_rows(self, window: Window | None) -> int:
-        """The snapshot's COUNT(*) (a first run); None-like 0 for a range of changes, whose size is
-        known once read (`counts`)."""
+        """The snapshot's COUNT(*) (a first run); 0 for a range of changes, whose size is known
+        only once read (`counts`; run.started then says rows_expected null)."""
         return self._base.count_rows(None) if self.log_range.snapshot else 0
 
     def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
