@@ -275,7 +275,7 @@ class CdcTable:
         with driver_errors(self._session.dialect):
             types: dict[str, int] = dict(self._session.conn.execute(sa.text(
                 "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
-                "AND NOT attisdropped"), {"oid": facts.oid}).tuples().all())
+                "AND NOT attisdropped"), {"oid": facts.oid}).all())
         missing = [name for name in key if name not in types]
         if missing:
             raise SourceSchemaError(f"key columns {missing} not found in {facts.namespace}.{facts.name}")
@@ -322,7 +322,7 @@ class _ChangeBuffer:
         types: dict[str, str] = dict(self._conn.execute(sa.text(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
             "to_regclass(:qualified) AND attnum > 0 AND NOT attisdropped"),
-            {"qualified": _qualified_sql(source, quote)}).tuples().all())
+            {"qualified": _qualified_sql(source, quote)}).all())
         columns = ", ".join(f"{quote(name)} {types[name]}" for name in self._sources)
         with driver_errors(self._dialect):
             self._conn.execute(sa.text(
