@@ -29,6 +29,7 @@ from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink
 from worker.sources.base import Source, SourceSession
+from worker.staging_prep import StagingPrep
 from worker.table_run import Attempt, RunOptions, TableRun, qualified_source_table
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,18 @@ class _JobAttempt:
         with self.source.session(self.attempt.request) as session:
             with tracing.step("plan"):
                 tables = self.plan(session)
+            # Staging is prepared on a thread while the first table streams (worker/staging_prep.py).
+            prep = StagingPrep(lambda: self.open_staging(tables))
             try:
                 for table in tables:
-                    table.open_staging(self.sink)
+                    table.prep = prep
                 for table in tables:  # one after the other: one stream per connection (MySQL)
                     with tracing.step("stage", dest_table=table.dest_table, load_type=table.spec.load_type):
                         table.stage(self.sink)
                 with tracing.step("commit", tables=len(tables)):
                     entries = self.commit(tables)
             finally:
+                prep.settle()  # nothing is dropped while it is still being made
                 for table in tables:
                     table.drop_staging()
         with tracing.step("report"):
@@ -138,6 +142,10 @@ class _JobAttempt:
             for table in tables:
                 self.sink.check_destination(table.dest_table, table.source.columns)
         return tables
+
+    def open_staging(self, tables: Sequence[TableRun]) -> None:
+        for table in tables:
+            table.open_staging(self.sink)
 
     def commit(self, tables: Sequence[TableRun]) -> tuple[LedgerEntry, ...]:
         events = self.attempt.events

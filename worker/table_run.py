@@ -11,7 +11,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 
 from worker import quality, tracing
@@ -25,6 +24,7 @@ from worker.part_loader import BackgroundLoader
 from worker.sinks.base import MergePlan, Sink, Staging
 from worker.sources.base import SourceTable
 from worker.spool import PartWriter
+from worker.staging_prep import StagingPrep
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class TableRun:
         self.merge: MergePlan | None = None
         self.expected_keys: int | None = None  # a reconciling merge: COUNT(*) of every key
         self._staging: Staging | None = None
+        self.prep: StagingPrep | None = None  # the thread opening it, when not opened in line
         self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
         self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
         self.measures = quality.Measures()  # measured on every batch as it streams
@@ -98,6 +99,9 @@ class TableRun:
 
     @property
     def staging(self) -> Staging:
+        """This table's staging; waits for its preparation (worker/staging_prep.py), raising its error."""
+        if self.prep is not None:
+            self.prep.wait()
         assert self._staging is not None, "open_staging first"
         return self._staging
 
@@ -139,7 +143,8 @@ class TableRun:
             PartWriter(self.source.columns, part_rows=self.attempt.options.part_rows,
                        spool_dir=self.attempt.spool_dir) as parts,
             # Parts load on a background thread while extraction goes on (worker/part_loader.py).
-            BackgroundLoader(partial(self.load, self.staging)) as loader,
+            # The staging is looked up on the loader thread: it may still be in preparation.
+            BackgroundLoader(lambda part: self.load(self.staging, part)) as loader,
         ):
             for batch in self.source.iter_batches(self.window, self.attempt.options.batch_rows):
                 self.attempt.check_deadlines()
