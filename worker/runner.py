@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker import tracing
+from worker.background import Background
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -29,7 +30,6 @@ from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink
 from worker.sources.base import Source, SourceSession
-from worker.staging_prep import StagingPrep
 from worker.table_run import Attempt, RunOptions, TableRun, qualified_source_table
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,8 @@ class _JobAttempt:
         with self.source.session(self.attempt.request) as session:
             with tracing.step("plan"):
                 tables = self.plan(session)
-            # Staging is prepared on a thread while the first table streams (worker/staging_prep.py).
-            prep = StagingPrep(lambda: self.open_staging(tables))
+            # Staging is prepared on a thread while the first table streams (worker/background.py).
+            prep = Background(lambda: self.open_staging(tables), "staging-prep")
             try:
                 for table in tables:
                     table.prep = prep

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from worker import quality, tracing
+from worker.background import Background
 from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
 from worker.events import Counters, RunEvents
 from worker.faults import crash_point, slow_point
@@ -24,7 +25,6 @@ from worker.part_loader import BackgroundLoader
 from worker.sinks.base import MergePlan, Sink, Staging
 from worker.sources.base import SourceTable
 from worker.spool import PartWriter
-from worker.staging_prep import StagingPrep
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class TableRun:
         self.merge: MergePlan | None = None
         self.expected_keys: int | None = None  # a reconciling merge: COUNT(*) of every key
         self._staging: Staging | None = None
-        self.prep: StagingPrep | None = None  # the thread opening it, when not opened in line
+        self.prep: Background[None] | None = None  # the thread opening it, when not opened in line
         self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
         self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
         self.measures = quality.Measures()  # measured on every batch as it streams
@@ -99,9 +99,9 @@ class TableRun:
 
     @property
     def staging(self) -> Staging:
-        """This table's staging; waits for its preparation (worker/staging_prep.py), raising its error."""
+        """This table's staging; waits for its preparation (worker/background.py), raising its error."""
         if self.prep is not None:
-            self.prep.wait()
+            self.prep.result()
         assert self._staging is not None, "open_staging first"
         return self._staging
 
