@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from google.auth.exceptions import DefaultCredentialsError
 from pydantic import ValidationError
-from rich.console import Console
 
 from worker import constants as c
 from worker import logs, preflight, tracing
@@ -25,6 +25,9 @@ from worker.handlers.base import Delivery, Redelivery
 from worker.logs import redact
 from worker.messages import decode_request
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 OUTPUT_WIDTH = 200
@@ -285,6 +288,8 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 def _console() -> Console:
     """stdout; wide when it is not a terminal, so piped tables keep one line per row."""
+    from rich.console import Console  # only the table commands: `run` and `serve` never pay for it
+
     return Console(width=None if sys.stdout.isatty() else OUTPUT_WIDTH)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker import tracing
+from worker.background import Background
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -116,9 +117,11 @@ class _JobAttempt:
             if self.sub_windowed(tables):
                 entries, applied_now = SubWindowedRun(self.sink, tables[0]).execute()
                 return RunResult(entries, applied_now)
+            # Staging is prepared on a thread while the first table streams (worker/background.py).
+            prep = Background(lambda: self.open_staging(tables), "staging-prep")
             try:
                 for table in tables:
-                    table.open_staging(self.sink)
+                    table.prep = prep
                 for table in tables:  # one after the other: one stream per connection (MySQL)
                     with tracing.step("stage", dest_table=table.dest_table, load_type=table.spec.load_type):
                         table.stage(self.sink)
@@ -127,6 +130,7 @@ class _JobAttempt:
                 for table, entry in zip(tables, entries, strict=True):
                     table.confirm(entry)  # cdc: only now may the source forget the applied changes
             finally:
+                prep.settle()  # nothing is dropped while it is still being made
                 for table in tables:
                     table.drop_staging()
         with tracing.step("report"):
@@ -169,6 +173,10 @@ class _JobAttempt:
         if not resumable(self.specs, self.attempt.options.chunk_rows):
             return False
         return bool(tables[0].resume.done) or tables[0].expected_rows > self.attempt.options.chunk_rows
+
+    def open_staging(self, tables: Sequence[TableRun]) -> None:
+        for table in tables:
+            table.open_staging(self.sink)
 
     def commit(self, tables: Sequence[TableRun]) -> tuple[LedgerEntry, ...]:
         events = self.attempt.events

@@ -11,10 +11,10 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 
 from worker import quality, tracing
+from worker.background import Background
 from worker.cdc import meta as cdc_meta
 from worker.cdc.lsn import format_lsn, parse_lsn
 from worker.columns import Column
@@ -92,6 +92,7 @@ class TableRun:
         self.merge: MergePlan | None = None
         self.expected_keys: int | None = None  # a reconciling merge: COUNT(*) of every key
         self._staging: Staging | None = None
+        self.prep: Background[None] | None = None  # the thread opening it, when not opened in line
         self.values_nulled: dict[str, int] = {}  # per column, from the snapshot once read
         self.keys_extracted = self.keys_staged = 0  # a reconciling merge's source keys
         self.measures = quality.Measures()  # measured on every batch as it streams
@@ -111,6 +112,9 @@ class TableRun:
 
     @property
     def staging(self) -> Staging:
+        """This table's staging; waits for its preparation (worker/background.py), raising its error."""
+        if self.prep is not None:
+            self.prep.result()
         assert self._staging is not None, "open_staging first"
         return self._staging
 
@@ -183,7 +187,8 @@ class TableRun:
             PartWriter(self.staged_columns, part_rows=self.attempt.options.part_rows,
                        spool_dir=self.attempt.spool_dir) as parts,
             # Parts load on a background thread while extraction goes on (worker/part_loader.py).
-            BackgroundLoader(partial(self.load, self.staging)) as loader,
+            # The staging is looked up on the loader thread: it may still be in preparation.
+            BackgroundLoader(lambda part: self.load(self.staging, part)) as loader,
         ):
             for batch in self.source.iter_batches(self.window, self.attempt.options.batch_rows):
                 self.attempt.check_deadlines()

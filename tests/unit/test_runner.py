@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from worker.errors import (
     LoadError,
     RunIdConflictError,
     RunTimeoutError,
+    SchemaMismatchError,
     ShutdownInterrupted,
     SourceConnectionError,
     SupersededError,
@@ -24,7 +27,7 @@ from worker.errors import (
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest
 from worker.runner import MAX_REPLANS
-from worker.sources.memory import Failure, MemoryTable, column
+from worker.sources.memory import Failure, MemorySnapshot, MemoryTable, column
 
 
 @pytest.fixture
@@ -244,3 +247,44 @@ def test_windows_chain_from_transactional_to_merge(rig: Rig) -> None:
     rig.clock.now += timedelta(hours=1)
     second = rig.runner().run(merge_request(primary_key=["id"]), "run-2", rig.events("run-2")).entry
     assert second.window_low == first.window_high
+
+
+def test_a_staging_that_cannot_be_prepared_fails_the_run_with_its_own_error_and_commits_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a destination whose staging cannot be opened (prepared on its own thread)
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise SchemaMismatchError("bq_orders.id is STRING, the source sends INT64")
+
+    monkeypatch.setattr(rig.sink, "open_staging", refuse)
+    # Then the run fails with that error, not a wrapper, and nothing is committed
+    with pytest.raises(SchemaMismatchError, match="STRING"):
+        rig.runner().run(request(), "run-1", rig.events("run-1"))
+    assert rig.sink.ledger == [] and rig.sink.tables.get("bq_orders", []) == []
+
+
+def test_staging_is_prepared_while_the_source_streams_and_waited_for_before_loading(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a staging that opens only once the source has streamed its first batch
+    first_batch = threading.Event()
+    opened_after_batch: list[bool] = []
+    real_open, real_iter = rig.sink.open_staging, MemorySnapshot.iter_batches
+
+    def slow_open(*args: Any, **kwargs: Any) -> Any:
+        opened_after_batch.append(first_batch.wait(timeout=10))
+        return real_open(*args, **kwargs)
+
+    def streaming(self: MemorySnapshot, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for batch in real_iter(self, *args, **kwargs):
+            first_batch.set()
+            yield batch
+
+    monkeypatch.setattr(rig.sink, "open_staging", slow_open)
+    monkeypatch.setattr(MemorySnapshot, "iter_batches", streaming)
+    # When the run goes through
+    result = rig.runner().run(request(), "run-1", rig.events("run-1"))
+    # Then extraction did not wait for the staging, and every row was still loaded into it, once
+    assert opened_after_batch == [True]
+    assert result.entry.rows_loaded == 10 and len(rig.sink.tables["bq_orders"]) == 10
+    assert all(staging.dropped for staging in rig.sink.stagings)
