@@ -40,7 +40,8 @@ def build_runner(settings: Settings) -> Runner:
         spool_dir=settings.etl_spool_dir,
         chunk_rows=settings.etl_chunk_rows,
     )
-    sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings))
+    sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings),
+                                readers=settings.etl_readers_per_run)
     return Runner(build_sink(settings), sources, options, retry_policy(settings))
 
 

@@ -215,14 +215,19 @@ def _session(conn: sa.Connection) -> _Session:
 # --- streaming -------------------------------------------------------------------------------------
 def fast_batches(read: FastRead) -> Iterator[pa.RecordBatch] | None:
     """COPY's batches when every column can be carried exactly, else None (the generic path)."""
-    if plan_copy(read) is None:  # cheap: no query, most tables stop here or go on
-        return None
-    session = _session(read.conn)
-    columns = plan_copy(read, session.utc) if session.supported else None
+    columns = copy_columns(read)
     if columns is None:
         return None
     log.debug("reading %s with COPY", read.table.name)
     return copy_batches(read, columns)
+
+
+def copy_columns(read: FastRead) -> list[_CopyColumn] | None:
+    """How COPY carries each column in this session, or None when some column cannot be."""
+    if plan_copy(read) is None:  # cheap: no query, most tables stop here or go on
+        return None
+    session = _session(read.conn)
+    return plan_copy(read, session.utc) if session.supported else None
 
 
 def copy_batches(read: FastRead, columns: list[_CopyColumn]) -> Iterator[pa.RecordBatch]:
