@@ -3,12 +3,20 @@
 Runs `etl-worker run --request FILE` (the one-shot mode: the same handler and runner as `serve`,
 without the Pub/Sub transport) against a bench table and reads the run's own duration from its
 run.completed event (started → committed, as the ledger stores it).
+
+`python -m bench.e2e [--rows 1000000] [--rounds 5] [--dialect postgresql]` alone: the database's dump
+(`COPY … TO STDOUT` on PostgreSQL) and the end-to-end run, interleaved round after round, with the
+medians of wall and CPU seconds (the worker process's user + system; the machine is shared, and CPU
+moves less with the neighbours than wall time does).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,14 +37,18 @@ class EndToEnd:
     run_s: float  # run.completed's duration_seconds: from the request's start to the commit
     wall_s: float  # including the interpreter's start-up and imports
     peak_rss_kib: int | None
+    cpu_s: float = 0.0  # the worker process's user + system seconds
 
 
-def run_end_to_end(table: BenchTable, part_rows: int, rounds: int = 1) -> list[EndToEnd]:
-    """`rounds` runs (each into a new dataset) on one emulator."""
+def run_end_to_end(
+    table: BenchTable, part_rows: int, rounds: int = 1, time_travel: bool = False
+) -> list[EndToEnd]:
+    """`rounds` runs (each into a new dataset) on one emulator (`time_travel`: with the emulator's
+    copy of a table after every write, devstack/bqemulator_main.py)."""
     from devstack.emulators import start_bigquery
 
     logs = Path(tempfile.mkdtemp(prefix="etl-bench-e2e-"))
-    emulator = start_bigquery(PROJECT, logs)
+    emulator = start_bigquery(PROJECT, logs, time_travel=time_travel)
     try:
         return [_run_once(table, emulator.host_port, logs, part_rows) for _ in range(rounds)]
     finally:
@@ -53,9 +65,11 @@ def _run_once(table: BenchTable, bq_host: str, logs: Path, part_rows: int) -> En
     argv = [sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--request", str(request)]
     if os.path.exists("/usr/bin/time"):
         argv = ["/usr/bin/time", "-v", "-o", str(time_file), *argv]
+    before = _children_cpu_s()
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     wall_s = time.perf_counter() - started
+    cpu_s = _children_cpu_s() - before
     completed = [e for e in map(_event, done.stdout.splitlines()) if e.get("event_type") == "run.completed"]
     if done.returncode != 0 or not completed:
         output = done.stdout[-2000:] + done.stderr[-2000:]
@@ -64,7 +78,12 @@ def _run_once(table: BenchTable, bq_host: str, logs: Path, part_rows: int) -> En
     from bench.measure import peak_rss_kib
 
     return EndToEnd(int(event["rows_loaded"]), float(event["duration_seconds"]), wall_s,
-                    peak_rss_kib(time_file) if time_file.exists() else None)
+                    peak_rss_kib(time_file) if time_file.exists() else None, cpu_s)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _event(line: str) -> dict[str, Any]:
@@ -84,3 +103,35 @@ def _request(table: BenchTable) -> dict[str, object]:
         "dest_table_name": f"bench_{table.table}", "load_type": "catalog",
         "connection_params": connection_params(table.url),
     }
+
+
+def main() -> None:
+    from bench.datasets import ensure_tables
+    from bench.measure import run_dump
+    from bench.paths import PART_ROWS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dialect", default="postgresql")
+    parser.add_argument("--time-travel", action="store_true",
+                        help="keep the emulator's table copy after every write (bqemulator's default)")
+    args = parser.parse_args()
+    (table,) = ensure_tables(args.rows, [args.dialect])
+    dumps, runs = [], []
+    for _ in range(args.rounds):
+        before = _children_cpu_s()
+        dumps.append((run_dump(table).seconds, _children_cpu_s() - before))
+        runs.extend(run_end_to_end(table, PART_ROWS, time_travel=args.time_travel))
+    dump_s = statistics.median(d[0] for d in dumps)
+    run_s = statistics.median(r.run_s for r in runs)
+    print(f"{args.dialect}, {args.rows:,} rows, median of {args.rounds} (load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(f"dump: {dump_s:.2f} s wall, {statistics.median(d[1] for d in dumps):.2f} s CPU (the client's)")
+    wall_s, cpu_s = (statistics.median(r.wall_s for r in runs), statistics.median(r.cpu_s for r in runs))
+    print(f"request → run.completed: {run_s:.2f} s; the process: {wall_s:.2f} s wall, {cpu_s:.2f} s CPU")
+    print(f"request → committed is {dump_s / run_s:.0%} of the dump's speed")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,10 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.pubsub_jvm import OPTS_ENV, ClassArchive, jvm_options
+
 STARTUP_TIMEOUT_S = 90.0
-
-
 STARTUP_ATTEMPTS = 3  # a port chosen by free_ports() can be taken before the emulator binds it
+STOP_TIMEOUT_S = 10.0
+# A JVM writing its class archive as it exits gets longer before SIGKILL: the dump takes a few
+# seconds on a quiet machine and far more on a loaded one, and a killed dump is thrown away.
+ARCHIVING_STOP_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,15 @@ class Emulator:
     process: subprocess.Popen[bytes]
     log_path: Path
     scratch_dirs: tuple[Path, ...] = ()
+    class_archive: tuple[ClassArchive, Path] | None = None  # written by the JVM as it exits
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, ARCHIVING_STOP_TIMEOUT_S if self.class_archive else STOP_TIMEOUT_S)
         for path in self.scratch_dirs:
             shutil.rmtree(path, ignore_errors=True)
+        if self.class_archive:
+            archive, pending = self.class_archive
+            archive.adopt(pending)
 
 
 def free_port() -> int:
@@ -55,7 +63,7 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Terminate a child and its whole process group (gcloud starts java as a grandchild).
 
     Returns once no process of the group is left, so nothing outlives the caller's fixture.
@@ -97,7 +105,9 @@ def _reap_group(pgid: int, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def _spawn(name: str, argv: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     """`argv` as the leader of a new process group, behind devstack.reaper: the group goes down
     with the calling thread's process, even if that is killed before it can stop the emulator."""
     log_path = log_dir / f"{name}.log"
@@ -105,7 +115,7 @@ def _spawn(name: str, argv: list[str], log_dir: Path) -> tuple[subprocess.Popen[
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*reaper, *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, **(env or {})},
         )
     return process, log_path
 
@@ -141,15 +151,24 @@ def _with_retries(start: Callable[[int], Emulator]) -> Emulator:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _pubsub_command(project: str, port: int) -> tuple[list[str], Path | None]:
-    """The emulator's own launcher when gcloud's copy is there (it execs java, which stays in our
-    process group), else `gcloud beta emulators pubsub start` (then with a data dir to remove)."""
+def pubsub_launcher() -> Path | None:
+    """gcloud's copy of the emulator's own launcher script, if installed."""
     gcloud = shutil.which("gcloud")
     if gcloud:
         sdk = Path(gcloud).resolve().parent.parent
         launcher = sdk / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
         if launcher.is_file():
-            return [str(launcher), "--host=127.0.0.1", f"--port={port}"], None
+            return launcher
+    return None
+
+
+def _pubsub_command(project: str, port: int) -> tuple[list[str], Path | None]:
+    """The emulator's own launcher when gcloud's copy is there (it execs java, which stays in our
+    process group), else `gcloud beta emulators pubsub start` (then with a data dir to remove)."""
+    launcher = pubsub_launcher()
+    if launcher:
+        return [str(launcher), "--host=127.0.0.1", f"--port={port}"], None
+    gcloud = shutil.which("gcloud")
     data_dir = Path(tempfile.mkdtemp(prefix="pubsub-data-"))
     return [gcloud or "gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
             f"--project={project}", f"--data-dir={data_dir}", "--quiet"], data_dir
@@ -164,7 +183,8 @@ def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
         argv, data_dir = _pubsub_command(project, port)
         scratch = (data_dir,) if data_dir else ()
         name = "pubsub-emulator" if attempt == 1 else f"pubsub-emulator-{attempt}"
-        process, log_path = _spawn(name, argv, logs)
+        opts, archive = jvm_options(pubsub_launcher())
+        process, log_path = _spawn(name, argv, logs, {OPTS_ENV: opts})
 
         def ready() -> bool:
             return "Server started" in log_path.read_text(errors="replace")
@@ -174,8 +194,10 @@ def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
         except BaseException:
             for path in scratch:
                 shutil.rmtree(path, ignore_errors=True)
+            if archive:
+                archive[1].unlink(missing_ok=True)
             raise
-        return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path, scratch)
+        return Emulator("pubsub", f"127.0.0.1:{port}", process, log_path, scratch, archive)
 
     return _with_retries(start)
 
@@ -192,15 +214,17 @@ def install_duckdb_spatial() -> None:
     duckdb.connect().execute(f"INSTALL '{found[0]}'")
 
 
-def start_bigquery(project: str, log_dir: Path | None = None) -> Emulator:
-    """bqemulator (REST + gRPC, in memory); ready when its REST port answers."""
+def start_bigquery(project: str, log_dir: Path | None = None, time_travel: bool = False) -> Emulator:
+    """bqemulator (REST + gRPC, in memory); ready when its REST port answers. Without
+    `time_travel`, it skips copying a table after each write (devstack/bqemulator_main.py)."""
     install_duckdb_spatial()
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bq-emulator-"))
-    exe = str(Path(sys.executable).with_name("bqemulator"))
+    exe = ([str(Path(sys.executable).with_name("bqemulator"))] if time_travel
+           else [sys.executable, "-m", "devstack.bqemulator_main"])
 
     def start(attempt: int) -> Emulator:
         rest_port, grpc_port = free_ports(2)
-        argv = [exe, "start", "--project", project, "--rest-port", str(rest_port),
+        argv = [*exe, "start", "--project", project, "--rest-port", str(rest_port),
                 "--grpc-port", str(grpc_port), "--log-level", "warning"]
         name = "bq-emulator" if attempt == 1 else f"bq-emulator-{attempt}"
         process, log_path = _spawn(name, argv, logs)

@@ -15,6 +15,8 @@ EXPECTED_S: dict[str, float] = {
     # SIGKILL at every phase: a redelivery after the 10 s ack deadline, sometimes much later
     "tests/faults/test_crash_recovery.py::": 18.0,
     "tests/faults/test_job_crashes.py::": 25.0,
+    "tests/faults/test_cdc_crashes.py::": 15.0,
+    "tests/cdc/test_cdc_randomized.py::": 16.0,
     "tests/faults/test_sub_window_crashes.py::": 15.0,
     "tests/e2e/test_big_tables.py::": 8.0,
     "tests/faults/test_merge_under_writers.py::": 29.0,

@@ -5,7 +5,7 @@ here then returns at once or hands back its argument unchanged. SIGKILL, not an 
 gets to clean up, exactly as when a Cloud Run instance or a GKE node disappears.
 
 Three ways to choose where the worker dies:
-- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `crash_point`);
+- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `CDC_PHASES`, `crash_point`);
   `ETL_CRASH_OCCURRENCE=N` (default 1) kills at its N-th passage in the process (a job passes a
   table's points once per table: `table_staged` with N=2 dies between its second and third table).
 - `ETL_CRASH_AT=commit_submitted` with `ETL_COMMIT_HOLD_DIR=<dir>`: the commit job is held open on
@@ -58,6 +58,11 @@ _TABLE_URL = re.compile(r"/datasets/[^/]+/tables/([^/?]+)")
 # where they fall between staging_loaded and before_commit).
 JOB_PHASES = (
     "table_staged",  # one table of the job staged, verified and checked; the next not yet read
+)
+# Phases only a cdc run has (docs/cdc.md).
+CDC_PHASES = (
+    "cdc_planned",  # the range is fixed (a first run: its slot created, the snapshot open); unread
+    "cdc_committed",  # the BigQuery commit recorded the new position; the slot not yet advanced
 )
 
 

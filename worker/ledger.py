@@ -62,6 +62,9 @@ class LedgerEntry:
     quality: Mapping[str, Any] | None = None
     # The table's position in its job (0 for a one-table job; None in rows of older versions: 0).
     table_index: int | None = None
+    # A cdc run: the change log range it applied (start, end: the position the next run starts
+    # at), its inserts, updates, deletes and truncates, the newest change's commit time and lag.
+    cdc: Mapping[str, Any] | None = None
     # A run read in sub-windows (worker/sub_windows.py). A sub-window's entry: the run it belongs
     # to, that run's fixed overall high (where a redelivery goes on to) and its 1-based number. The
     # run's own entry: how many sub-windows it was committed in (None: in one commit).

@@ -110,7 +110,7 @@ class _JobAttempt:
                                tables=len(self.specs))
 
     def execute(self) -> RunResult:
-        with self.source.session(self.attempt.request) as session:
+        with self.source.session(self.attempt.request, self.log_from()) as session:
             with tracing.step("plan"):
                 tables = self.plan(session)
             if self.sub_windowed(tables):
@@ -124,6 +124,8 @@ class _JobAttempt:
                         table.stage(self.sink)
                 with tracing.step("commit", tables=len(tables)):
                     entries = self.commit(tables)
+                for table, entry in zip(tables, entries, strict=True):
+                    table.confirm(entry)  # cdc: only now may the source forget the applied changes
             finally:
                 for table in tables:
                     table.drop_staging()
@@ -131,6 +133,13 @@ class _JobAttempt:
             return self.report(tables, entries)
 
     # --- steps -----------------------------------------------------------------------------------
+    def log_from(self) -> str | None:
+        """A cdc table's position as its last committed run recorded it (None: no such run)."""
+        spec = self.specs[0]
+        if mode_of(spec.load_type).reads != "log":
+            return None
+        return self.sink.last_log_position(self.attempt.request.data_source_id, spec.dest_table_name)
+
     def plan(self, session: SourceSession) -> list[TableRun]:
         """Every table reflected, planned and counted in the snapshot before any streams; with
         several, every destination checked before any is prepared (a refusal changes nothing)."""
@@ -206,7 +215,8 @@ def check_purpose(entries: Sequence[LedgerEntry], request: EtlRunRequest, run_id
 
 
 def _windowed(request: EtlRunRequest) -> bool:
-    return any(mode_of(spec.load_type).windowed for spec in request.table_specs())
+    """Windows (and cdc ranges) start where the ledger ends: planning again may succeed."""
+    return any(mode_of(spec.load_type).reads in ("window", "log") for spec in request.table_specs())
 
 
 def _is_source_error(error: EtlError) -> bool:

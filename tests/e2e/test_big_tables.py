@@ -40,8 +40,8 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     events = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request(load_type), "big-1")
     completed = events[-1]
     assert completed.event_type == "run.completed", completed
-    assert (completed.rows_loaded, completed.sub_windows) == (250, 3)  # type: ignore[union-attr]
-    progress = [e.sub_window for e in events if e.event_type == "run.progress"]  # type: ignore[union-attr]
+    assert (completed.rows_loaded, completed.sub_windows) == (250, 3)
+    progress = [e.sub_window for e in events if e.event_type == "run.progress"]
     assert {1, 2, 3} <= set(progress)
     # Then the destination equals the source
     copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
@@ -49,6 +49,6 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     # And the next run, below the threshold, takes its one commit from the run's high
     orders_source.insert_now(1001, 5)
     again = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request(load_type), "big-2")[-1]
-    assert again.event_type == "run.completed" and again.sub_windows is None  # type: ignore[union-attr]
-    assert again.window_low == completed.window_high  # type: ignore[union-attr]
+    assert again.event_type == "run.completed" and again.sub_windows is None
+    assert again.window_low == completed.window_high
     assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == orders_source.rows()

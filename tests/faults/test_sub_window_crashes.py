@@ -25,10 +25,9 @@ import pytest
 from google.cloud import bigquery
 
 from tests.e2e.sources import SeededSource, normalise
-from tests.e2e.stack import Stack, bq_rows, settings_env
+from tests.e2e.stack import Stack, bq_rows, settings_env, settings_from_env
 from tests.faults.harness import WorkerProcess, kill_then_redeliver, ledger
 from worker.faults import PHASES, SUB_WINDOW_PHASES
-from worker.settings import Settings
 from worker.sub_windows import sub_window_prefix
 
 ROWS, CHUNK_ROWS, SUB_ROWS = 250, 100, [100, 100, 50]
@@ -52,7 +51,7 @@ def chunk_stack(pubsub_emulator: Any, bq_emulator: Any, bq_dataset: str, request
         ETL_BATCH_SIZE=100, ETL_PART_ROWS=150, ETL_CHUNK_ROWS=CHUNK_ROWS, ETL_MAX_DELIVERY_ATTEMPTS=20,
         ETL_READERS_PER_RUN=getattr(request, "param", 1),
     )
-    return Stack(Settings(**env), env)
+    return Stack(settings_from_env(env), env)
 
 
 def sub_window_entries(client: bigquery.Client, dataset: str, run_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ class MergePlan:
     cursor: str  # BigQuery name of the change cursor: a staged row replaces an older version only
     soft_delete: str | None = None  # a staged row with this set (non-NULL, not false) is deleted
     reconcile: bool = False  # every source key is staged too; destination rows of other keys go
+    empty_first: bool = False  # cdc's first run: the destination is emptied, then the snapshot applied
 
 
 class Staging(Protocol):
@@ -81,6 +82,11 @@ class Sink(Protocol):
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The greatest committed window_high for this data source and destination, as stored."""
+        ...
+
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        """The change-log position (window_high) of the newest committed cdc run of this data source
+        and destination, as stored; None when there is none."""
         ...
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:

@@ -24,6 +24,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from worker import classify, errors, tracing
+from worker.cdc.meta import CHANGE_COLUMNS
 from worker.columns import Column
 from worker.constants import HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point, hold_commit
@@ -192,6 +193,15 @@ class BigQuerySink:
         rows = self._target.retry.call("ledger window lookup", _ledger_rows, self._target, query, params)
         return str(rows[0]["window_high"]) if rows else None
 
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        query = sql.last_log_position_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [
+            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
+            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
+        ]
+        rows = self._target.retry.call("ledger position lookup", _ledger_rows, self._target, query, params)
+        return str(rows[0]["window_high"]) if rows else None
+
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
         query = sql.last_commit_sql(self._target.table_sql(LEDGER_TABLE))
         params = [
@@ -259,7 +269,9 @@ class BigQueryStaging:
         self.load_type = load_type
         self.token = token
         self.table_name = sql.staging_table_name(run_id, attempt, token)
-        self._rows = _StagedTable(self.table_name, columns, "p")
+        # A cdc run stages changes: the columns plus their order, operation and kept columns.
+        staged = (*columns, *CHANGE_COLUMNS) if (apply and apply.applies == "changes") else columns
+        self._rows = _StagedTable(self.table_name, staged, "p")
         # A merge with reconcile stages every source key in a second table.
         self._keys = _StagedTable(f"{self.table_name}_keys", key_columns, "k") if key_columns else None
         applies = apply or sql.Apply(mode_of(load_type).applies)
@@ -311,12 +323,15 @@ class BigQueryStaging:
         (in_force,) = _commit_job(self._target, [(self, entry)])
         return in_force
 
-    def script_part(self, name: str | None, prefix: str) -> sql.TableScript:
-        """This table's part of its job's commit script."""
+    def script_part(self, name: str | None, prefix: str, entry: LedgerEntry | None = None
+                    ) -> sql.TableScript:
+        """This table's part of its job's commit script (a cdc entry names the columns some change
+        did not send)."""
+        kept = tuple((entry.cdc or {}).get("kept_columns") or ()) if entry is not None else ()
         return sql.TableScript(
             dest=self._target.table_sql(self.dest_table), staging=self._target.table_sql(self.table_name),
-            columns=self._columns, dest_types=self._plan.dest_types, apply=self._apply, name=name,
-            prefix=prefix)
+            columns=self._columns, dest_types=self._plan.dest_types,
+            apply=dataclasses.replace(self._apply, kept=kept), name=name, prefix=prefix)
 
     def duplicate_count(self, columns: tuple[str, ...]) -> int:
         query = sql.duplicate_count_sql(self._target.table_sql(self.table_name), columns)
@@ -374,12 +389,13 @@ class _StagedTable:
 
 def _key_columns(columns: tuple[Column, ...], apply: sql.Apply) -> tuple[Column, ...]:
     """The merge key's columns (refused unless the plan's names are loaded columns)."""
-    if apply.applies != "merge":
+    if apply.applies not in ("merge", "changes"):
         return ()
     if apply.merge is None:
         raise errors.ConfigurationError("a merge run needs its key (MergePlan)")
     by_name = {col.name: col for col in columns}
-    missing = [name for name in (*apply.merge.key, apply.merge.cursor) if name not in by_name]
+    cursor = (apply.merge.cursor,) if apply.applies == "merge" else ()  # cdc: the staged change order
+    missing = [name for name in (*apply.merge.key, *cursor) if name not in by_name]
     if missing:
         raise errors.ConfigurationError(f"merge columns {missing} are not among the loaded columns")
     return tuple(by_name[name] for name in apply.merge.key)
@@ -426,8 +442,8 @@ def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQue
     count = len(tables)
     script = sql.job_script(
         ledger=target.table_sql(LEDGER_TABLE), heads=target.table_sql(HEADS_TABLE),
-        tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count))
-                for index, (staging, _) in enumerate(tables)],
+        tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count),
+                                    entry) for index, (staging, entry) in enumerate(tables)],
         records=len(records),
     )
     params = sql.job_params([entry for _, entry in tables], records)

@@ -52,6 +52,9 @@ class MemorySink:
         latest = max(windows, key=lambda e: e.window_high_key or "", default=None)
         return None if latest is None else latest.window_high
 
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        return None  # the memory source has no change log
+
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
         mine = [e for e in self.ledger if (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
         return max(mine, key=lambda e: e.committed_at, default=None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -88,6 +89,38 @@ class SourceTable(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LogRange:
+    """What a cdc run reads of the change log (positions are PostgreSQL LSNs as integers)."""
+
+    snapshot: bool  # a first run: the table from the slot's exported snapshot, not changes
+    start: int | None  # the position the ledger recorded with the last commit (None: none yet)
+    end: int  # exclusive: changes committed before it (a first run: the slot's consistent point)
+    slot: str
+    publication: str
+
+
+@runtime_checkable
+class ChangeLog(Protocol):
+    """What the table of a cdc run offers besides a SourceTable's reads (worker/sources/pg_cdc.py)."""
+
+    log_range: LogRange
+
+    @property
+    def staged_columns(self) -> tuple[Column, ...]:
+        """`columns` plus the change columns (worker/cdc/meta.py): the schema of its batches."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """The range and what was read of it (counts per operation, newest commit time), complete
+        once `iter_batches` is exhausted."""
+        ...
+
+    def confirm(self, position: int) -> None:
+        """After the commit recorded `position`: the source may forget the changes before it."""
+        ...
+
+
 # A one-table request's table, read in its own session (`Source.snapshot`).
 SourceSnapshot = SourceTable
 
@@ -115,8 +148,10 @@ class SourceSession(Protocol):
 class Source(Protocol):
     name: str
 
-    def session(self, request: EtlRunRequest) -> AbstractContextManager[SourceSession]:
-        """Connect and open the snapshot (no table read yet); close everything on exit."""
+    def session(self, request: EtlRunRequest, log_from: str | None = None
+                ) -> AbstractContextManager[SourceSession]:
+        """Connect and open the snapshot (no table read yet); close everything on exit. `log_from`:
+        a cdc request's position recorded by the ledger with the table's last commit."""
         ...
 
     def snapshot(self, request: EtlRunRequest) -> AbstractContextManager[SourceSnapshot]:

@@ -60,7 +60,7 @@ class MemorySource:
         self.on_table: Callable[[str], None] | None = None  # runs as a table is reflected (its name)
 
     @contextmanager
-    def session(self, request: EtlRunRequest) -> Iterator[MemorySession]:
+    def session(self, request: EtlRunRequest, log_from: str | None = None) -> Iterator[MemorySession]:
         self.snapshots_opened += 1
         if self.on_open is not None:
             self.on_open()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql as pg
 
 from worker.classify import DriverMarkers
-from worker.messages import ConnectionParams
+from worker.messages import ConnectionParams, EtlRunRequest, TableSpec
 from worker.sources import pg_copy, pg_parallel
 from worker.sources import typemap as tm
 from worker.sources.arrays import Unrepresentable
@@ -138,6 +139,12 @@ class PostgresDialect(SqlDialect):
         # COPY ... TO STDOUT, when every column allows it: by several connections sharing the
         # session's snapshot when ETL_READERS_PER_RUN asks for them and the table has a heap.
         return pg_parallel.parallel_batches(read) or pg_copy.fast_batches(read)
+
+    def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                           log_from: str | None) -> AbstractContextManager[Any]:
+        from worker.sources.pg_cdc import cdc_session  # the CDC modules load for cdc requests only
+
+        return cdc_session(self, conn, request, spec, log_from)
 
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         # Must be the transaction's first statement; the snapshot is taken by the next one.

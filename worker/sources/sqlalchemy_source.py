@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -69,8 +69,9 @@ class SqlAlchemySource:
         self._readers = readers
 
     @contextmanager
-    def session(self, request: EtlRunRequest) -> Iterator[SqlAlchemySession]:
-        """Connect and open the snapshot; close everything on exit."""
+    def session(self, request: EtlRunRequest, log_from: str | None = None) -> Iterator[SqlAlchemySession]:
+        """Connect and open the snapshot; close everything on exit. A cdc request's session is
+        PostgreSQL's (worker/sources/pg_cdc.py), from `log_from`, the ledger's last position."""
         started = time.monotonic()
         with driver_errors(self.dialect):
             # A password reference (env, file, Secret Manager) becomes the password only here.
@@ -79,6 +80,11 @@ class SqlAlchemySource:
             with ExitStack() as closing:  # the connection stays open while the caller reads
                 with driver_errors(self.dialect):
                     conn = closing.enter_context(engine.connect())
+                spec = _cdc_spec(request)
+                if spec is not None:
+                    yield closing.enter_context(self._cdc_session(conn, request, spec, log_from))
+                    return
+                with driver_errors(self.dialect):
                     clock = self.dialect.open_snapshot(conn)
                 log.info("source snapshot open: %s (%.2fs)", self.name, time.monotonic() - started)
                 readers = Readers(self._readers, engine.connect) if self._readers > 1 else None
@@ -87,12 +93,29 @@ class SqlAlchemySource:
         finally:
             engine.dispose()
 
+    def _cdc_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                     log_from: str | None) -> AbstractContextManager[SqlAlchemySession]:
+        session: AbstractContextManager[SqlAlchemySession] = self.dialect.change_log_session(
+            conn, request, spec, log_from)
+        return session
+
     @contextmanager
     def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemyTable]:
         """A one-table request: its session and its table, reflected."""
         spec = _only_table(request)
         with self.session(request) as session:
             yield session.table(spec)
+
+
+def _cdc_spec(request: EtlRunRequest) -> TableSpec | None:
+    """The one table of a cdc request; None for the other modes (a job mixing them is refused)."""
+    specs = request.table_specs()
+    if not any(mode_of(spec.load_type).reads == "log" for spec in specs):
+        return None
+    if len(specs) != 1:
+        raise ConfigurationError("a cdc table is loaded on its own (its slot exports its own snapshot), "
+                                 "not in a job of several tables")
+    return specs[0]
 
 
 def _only_table(request: EtlRunRequest) -> TableSpec:
@@ -439,6 +462,35 @@ class SqlAlchemyTable:
             self._session.streaming = False
             log.info("read %d %s in %d batches from %s", rows, what, batches, self._layout.qualified)
 
+    # --- for readers of other tables of the same shape (CDC's changes: worker/sources/pg_cdc.py) --
+    @property
+    def sa_table(self) -> sa.Table:
+        return self._layout.table
+
+    @property
+    def nulled(self) -> NulledValues:
+        return self._nulled
+
+    def retargeted(self, table: sa.Table) -> Iterator[Field]:
+        """The loaded fields, reading the same-named columns of `table` instead (same conversions)."""
+        source = self._layout.table
+
+        def replace(element: Any) -> Any:
+            if isinstance(element, sa.Column) and element.table is source:
+                return table.c[element.name]
+            return None
+
+        for field in self._layout.fields:
+            expr: sa.ColumnElement[Any] = sa.sql.visitors.replacement_traverse(  # type: ignore[call-overload]
+                field.expr, {}, replace)
+            yield Field(field.column, field.target, expr)
+
+    def read_batches(self, read: FastRead) -> Iterator[pa.RecordBatch]:
+        """`read` (on its own connection and table) by the dialect's fast reader or the generic one."""
+        with driver_errors(self._dialect):
+            fast = self._dialect.fast_batches(read)
+            yield from fast if fast is not None else self._generic(read)
+
     def _generic(self, read: FastRead) -> Iterator[pa.RecordBatch]:
         query = (
             sa.select(*(f.expr for f in read.fields))
@@ -446,7 +498,7 @@ class SqlAlchemyTable:
             .where(*read.where)
             .execution_options(stream_results=True, yield_per=read.batch_rows)  # server-side cursor
         )
-        with gc_paused(), self._conn.execute(query) as result:
+        with gc_paused(), read.conn.execute(query) as result:
             for partition in result.partitions():
                 yield self._to_batch(partition, read)
 
