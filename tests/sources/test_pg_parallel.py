@@ -105,3 +105,19 @@ def test_a_view_is_read_by_the_one_connection(
         rows = read_rows(snap)
     assert sorted(r["id"] for r in rows) == list(range(2, ROWS + 1, 2))
     assert "COPY readers" not in caplog.text
+
+
+def test_a_small_window_on_an_indexed_cursor_is_read_by_the_one_connection(
+    orders: Callable[..., EtlRunRequest], pg: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an index on the cursor: PostgreSQL reads a small window through it, not by block ranges
+    pg("CREATE INDEX orders_ts ON orders (ts)")
+    pg("ANALYZE orders")
+    window = Window("ts", T0 + timedelta(minutes=100), T0 + timedelta(minutes=150))
+    with caplog.at_level(logging.INFO, logger="worker.sources.pg_parallel"), \
+            get_source("postgresql", readers=3).snapshot(orders(timestamp_column="ts")) as snap:
+        small = read_rows(snap, window)
+        whole = read_rows(snap)
+    assert sorted(r["id"] for r in small) == list(range(100, 150))
+    assert "one connection: the window is read by its index" in caplog.text
+    assert len(whole) == ROWS and "with 3 COPY readers" in caplog.text  # the whole table: in parallel

@@ -179,13 +179,17 @@ _PLAIN: dict[tuple[str, ReadMode], _Rule] = {
 def copy_statement(read: FastRead, columns: list[_CopyColumn]) -> str:
     """COPY (the generic SELECT) TO STDOUT, its parameters bound by psycopg2."""
     assert len(columns) == len(read.fields)  # plan_copy plans one COPY column per generic column
+    return f"COPY ({bound_select(read)}) TO STDOUT"  # text format: tab-separated, \\N for NULL
+
+
+def bound_select(read: FastRead) -> str:
+    """The generic SELECT as text, its parameters bound by psycopg2 (what COPY runs)."""
     compiled = compiled_select(read)
     cursor = _dbapi(read.conn).cursor()
     try:
-        bound = cursor.mogrify(str(compiled), compiled.params).decode("utf-8")
+        return str(cursor.mogrify(str(compiled), compiled.params).decode("utf-8"))
     finally:
         cursor.close()
-    return f"COPY ({bound}) TO STDOUT"  # text format: tab-separated, \\N for NULL
 
 
 def _dbapi(conn: sa.Connection) -> Any:

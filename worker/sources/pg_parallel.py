@@ -10,7 +10,10 @@ version the snapshot sees lies in exactly one range. Each reader runs the sessio
 them in arrival order (row order is not kept, nothing downstream relies on it).
 
 Only plain tables and materialized views have a heap to split (a view, a foreign or a partitioned
-table is read by the one connection). Values nulled by a reader are counted in its own tally and
+table is read by the one connection), and a window is split only when PostgreSQL's planner would
+read a range by scanning it: a small window on an indexed cursor (an incremental run, a sub-window
+of a big backfill) is read by its index, which every reader would walk whole, so one connection
+reads it. Values nulled by a reader are counted in its own tally and
 added to the session's once it ends.
 """
 
@@ -54,8 +57,11 @@ def parallel_batches(read: FastRead) -> Iterator[pa.RecordBatch] | None:
     blocks = _heap_blocks(read) if columns is not None else None
     if columns is None or blocks is None:
         return None
-    snapshot = str(read.conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
     ranges = block_ranges(blocks, readers.count)
+    if read.where and not _scans_its_range(read, ranges[0]):
+        log.info("reading %s with one connection: the window is read by its index", read.table.name)
+        return None
+    snapshot = str(read.conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
     log.info("reading %s with %d COPY readers in snapshot %s", read.table.name, len(ranges), snapshot)
     return _merged(read, readers, columns, snapshot, ranges)
 
@@ -67,6 +73,15 @@ def _heap_blocks(read: FastRead) -> int | None:
         sa.text("SELECT relkind, pg_relation_size(oid) / current_setting('block_size')::int "
                 "FROM pg_class WHERE oid = CAST(:name AS regclass)"), {"name": name}).one()
     return int(size) if kind in _HEAP_KINDS else None
+
+
+def _scans_its_range(read: FastRead, block_range: tuple[int, int | None]) -> bool:
+    """Whether PostgreSQL reads a reader's rows by scanning its block range (a TID range scan).
+    A small window on an indexed cursor is read by the index instead, every reader then fetching
+    every row of the window to keep its share: one connection reads it once."""
+    part = dataclasses.replace(read, where=(*read.where, *_range_where(*block_range)))
+    plan = read.conn.exec_driver_sql(f"EXPLAIN {pg_copy.bound_select(part)}").scalars().all()
+    return any("Tid Range Scan" in str(line) for line in plan)
 
 
 def _range_where(start: int, end: int | None) -> tuple[sa.ColumnElement[bool], ...]:
