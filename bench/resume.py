@@ -8,7 +8,9 @@ sub-windows are committed by then. The redelivery is the same request again (sam
 finds the committed sub-windows and reads only the rest. A fresh full run (another dataset, so
 another ledger) reads all 6M rows, once with sub-windows (today's default) and once in one commit
 (ETL_CHUNK_ROWS=0, the path without resume). Wall and CPU seconds (user + system) of each worker
-process; the machine is shared, so CPU seconds say what wall time cannot.
+process, and CPU seconds of the BigQuery emulator's processes meanwhile (it loads and commits on
+its own, so it holds most of the wall time); the machine is shared, so CPU seconds say what wall
+time cannot.
 
 The table gets an index on its cursor (`created_at`): sub-window boundaries are index reads.
 """
@@ -46,6 +48,7 @@ class Run:
     name: str
     wall_s: float
     cpu_s: float  # user + system of the worker process
+    emulator_cpu_s: float  # user + system of the emulator's processes during the run
     returncode: int
     events: list[dict[str, Any]]
 
@@ -67,22 +70,24 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="etl-bench-resume-"))
     emulator = start_bigquery(PROJECT, logs)
     try:
-        report(measure(table, emulator.host_port, logs, args.chunk_rows), args.rows, args.chunk_rows)
+        report(measure(table, emulator.host_port, emulator.process.pid, logs, args.chunk_rows), args.rows,
+               args.chunk_rows)
     finally:
         emulator.stop()
 
 
-def measure(table: BenchTable, bq_host: str, logs: Path, chunk_rows: int) -> dict[str, Run]:
+def measure(table: BenchTable, bq_host: str, bq_pid: int, logs: Path, chunk_rows: int) -> dict[str, Run]:
     occurrence = math.ceil(KILL_FRACTION * table.rows / BATCH_ROWS)
     killed_dataset, run_number = f"bench_{uuid.uuid4().hex[:8]}", int(time.time())
     kill = {"ETL_FAULT_INJECTION": "1", "ETL_CRASH_AT": "extraction_started",
             "ETL_CRASH_OCCURRENCE": str(occurrence)}
+    target = (bq_host, bq_pid)
     runs = {
-        "killed at 70 %": _run(table, bq_host, logs, killed_dataset, run_number, chunk_rows, kill),
-        "redelivery": _run(table, bq_host, logs, killed_dataset, run_number, chunk_rows),
-        "fresh full run, sub-windows": _run(table, bq_host, logs, f"bench_{uuid.uuid4().hex[:8]}",
+        "killed at 70 %": _run(table, target, logs, killed_dataset, run_number, chunk_rows, kill),
+        "redelivery": _run(table, target, logs, killed_dataset, run_number, chunk_rows),
+        "fresh full run, sub-windows": _run(table, target, logs, f"bench_{uuid.uuid4().hex[:8]}",
                                             run_number + 1, chunk_rows),
-        "fresh full run, one commit": _run(table, bq_host, logs, f"bench_{uuid.uuid4().hex[:8]}",
+        "fresh full run, one commit": _run(table, target, logs, f"bench_{uuid.uuid4().hex[:8]}",
                                            run_number + 2, 0),
     }
     _check_copy(bq_host, killed_dataset, table)
@@ -91,20 +96,43 @@ def measure(table: BenchTable, bq_host: str, logs: Path, chunk_rows: int) -> dic
 
 def report(runs: dict[str, Run], rows: int, chunk_rows: int) -> None:
     print(f"\n{rows} rows, ETL_CHUNK_ROWS={chunk_rows}, killed in the batch holding row {KILL_FRACTION:.0%}")
-    print(f"{'run':30} {'wall s':>8} {'CPU s':>8} {'rows read':>10} {'to read':>10} {'sub-windows':>12}")
+    print(f"{'run':30} {'wall s':>7} {'CPU s':>6} {'emu CPU s':>9} {'rows read':>10} {'to read':>10} "
+          f"{'sub-windows':>11}")
     for name, run in runs.items():
         done = run.completed
         subs = done.get("sub_windows") if done else None
-        print(f"{name:30} {run.wall_s:8.1f} {run.cpu_s:8.1f} {_read_by(run):>10} {_expected(run):>10} "
-              f"{subs!s:>12}")
+        print(f"{name:30} {run.wall_s:7.1f} {run.cpu_s:6.1f} {run.emulator_cpu_s:9.1f} {_read_by(run):>10} "
+              f"{_expected(run):>10} {subs!s:>11}")
     fresh, redelivery = runs["fresh full run, sub-windows"], runs["redelivery"]
     plain = runs["fresh full run, one commit"]
     print(f"\nredelivery / fresh full run (sub-windows): wall {redelivery.wall_s / fresh.wall_s:.2f}, "
           f"CPU {redelivery.cpu_s / fresh.cpu_s:.2f}")
     print(f"redelivery / fresh full run (one commit):  wall {redelivery.wall_s / plain.wall_s:.2f}, "
           f"CPU {redelivery.cpu_s / plain.cpu_s:.2f}")
+    both = [(run.cpu_s + run.emulator_cpu_s) for run in (redelivery, fresh, plain)]
+    print(f"worker + emulator CPU, redelivery / fresh full run: {both[0] / both[1]:.2f} (sub-windows), "
+          f"{both[0] / both[2]:.2f} (one commit)")
     print(f"sub-windows' own cost (fresh: sub-windows / one commit): wall {fresh.wall_s / plain.wall_s:.2f}, "
           f"CPU {fresh.cpu_s / plain.cpu_s:.2f}")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User + system seconds of a process and its descendants (Linux /proc), 0 elsewhere."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        parents[child], ticks[child] = int(fields[1]), int(fields[11]) + int(fields[12])
+    tree, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def _expected(run: Run) -> int:
@@ -119,8 +147,9 @@ def _read_by(run: Run) -> int:
     return int(counted[-1]["rows_extracted"]) if counted else 0
 
 
-def _run(table: BenchTable, bq_host: str, logs: Path, dataset: str, run_number: int, chunk_rows: int,
-         faults: dict[str, str] | None = None) -> Run:
+def _run(table: BenchTable, target: tuple[str, int], logs: Path, dataset: str, run_number: int,
+         chunk_rows: int, faults: dict[str, str] | None = None) -> Run:
+    bq_host, bq_pid = target
     request = logs / f"request-{run_number}.json"
     request.write_text(json.dumps(_request(table, run_number)))
     env = {**os.environ, "GCP_PROJECT_ID": PROJECT, "BIGQUERY_EMULATOR_HOST": bq_host,
@@ -128,19 +157,19 @@ def _run(table: BenchTable, bq_host: str, logs: Path, dataset: str, run_number: 
            "ETL_CHUNK_ROWS": str(chunk_rows), "ETL_PROGRESS_INTERVAL_SECONDS": "1",
            "ETL_INCREMENTAL_LAG": "0", **(faults or {})}
     argv = [sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--request", str(request)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, bq_before = resource.getrusage(resource.RUSAGE_CHILDREN), _tree_cpu_s(bq_pid)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     wall_s = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after, bq_after = resource.getrusage(resource.RUSAGE_CHILDREN), _tree_cpu_s(bq_pid)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     events = [e for e in map(_event, done.stdout.splitlines()) if e]
-    run = Run(dataset, wall_s, cpu_s, done.returncode, events)
+    run = Run(dataset, wall_s, cpu_s, bq_after - bq_before, done.returncode, events)
     killed = faults is not None
     if (done.returncode != 0) != killed or (run.completed is None) != killed:
         raise RuntimeError(f"run in {dataset} ended {done.returncode}: {done.stderr[-3000:]}")
-    print(f"  {dataset} run {run_number}: {wall_s:.1f}s wall, {cpu_s:.1f}s CPU, exit {done.returncode}",
-          flush=True)
+    print(f"  {dataset} run {run_number}: {wall_s:.1f}s wall, {cpu_s:.1f}s CPU, emulator "
+          f"{run.emulator_cpu_s:.1f}s CPU, exit {done.returncode}", flush=True)
     return run
 
 

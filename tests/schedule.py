@@ -18,6 +18,7 @@ EXPECTED_S: dict[str, float] = {
     "tests/faults/test_cdc_crashes.py::": 15.0,
     "tests/cdc/test_cdc_randomized.py::": 16.0,
     "tests/faults/test_sub_window_crashes.py::": 15.0,
+    "tests/e2e/test_big_tables.py::": 8.0,
     "tests/faults/test_merge_under_writers.py::": 29.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_sigterm_during": 25.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_two_workers": 30.0,

@@ -41,7 +41,8 @@ def build_runner(settings: Settings) -> Runner:
         cdc_wal_warning_bytes=settings.etl_cdc_wal_warning_bytes,
         chunk_rows=settings.etl_chunk_rows,
     )
-    sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings))
+    sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings),
+                                readers=settings.etl_readers_per_run)
     return Runner(build_sink(settings), sources, options, retry_policy(settings))
 
 

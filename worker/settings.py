@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "consecutive sub-windows of at most this many rows, each durable, so that a failure keeps them "
         "and the redelivery goes on after the last (docs/modes.md); 0: always one commit.",
     )
+    etl_readers_per_run: int = Field(
+        1, ge=1, le=16, validation_alias="ETL_READERS_PER_RUN",
+        description="Connections reading one PostgreSQL table in parallel, all in the run's one snapshot "
+        "(pg_export_snapshot); other databases read with one.",
+    )
     etl_spool_dir: str | None = Field(
         None, validation_alias="ETL_SPOOL_DIR", description="Directory for Parquet parts (default: tmp)."
     )

@@ -43,10 +43,13 @@ assert {phase for phase, _, _ in SCENARIOS} <= {*PHASES, *SUB_WINDOW_PHASES}
 
 
 @pytest.fixture
-def chunk_stack(pubsub_emulator: Any, bq_emulator: Any, bq_dataset: str) -> Stack:
+def chunk_stack(pubsub_emulator: Any, bq_emulator: Any, bq_dataset: str, request: pytest.FixtureRequest
+                ) -> Stack:
+    """`readers` (indirect parameter, default 1): ETL_READERS_PER_RUN."""
     env = settings_env(
         pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
         ETL_BATCH_SIZE=100, ETL_PART_ROWS=150, ETL_CHUNK_ROWS=CHUNK_ROWS, ETL_MAX_DELIVERY_ATTEMPTS=20,
+        ETL_READERS_PER_RUN=getattr(request, "param", 1),
     )
     return Stack(settings_from_env(env), env)
 
@@ -61,6 +64,27 @@ def sub_window_entries(client: bigquery.Client, dataset: str, run_id: str) -> li
 @pytest.mark.parametrize(("phase", "occurrence", "killed_committed"),
                          [pytest.param(*s, id=f"{s[0]}-{s[1]}") for s in SCENARIOS])
 def test_a_backfill_killed_between_or_inside_sub_windows_resumes_and_loads_each_row_once(
+    phase: str, occurrence: int, killed_committed: int, chunk_stack: Stack, orders_source: SeededSource,
+    workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+) -> None:
+    killed_and_resumed(phase, occurrence, killed_committed, chunk_stack, orders_source, workers, bq_client,
+                       tmp_path)
+
+
+@pytest.mark.parametrize("orders_source", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("chunk_stack", [3], indirect=True, ids=["3-readers"])
+@pytest.mark.parametrize(("phase", "occurrence", "killed_committed"),
+                         [pytest.param(*s, id=f"{s[0]}-{s[1]}") for s in (SCENARIOS[0], SCENARIOS[3])])
+def test_a_backfill_read_by_parallel_readers_and_killed_resumes_and_loads_each_row_once(
+    phase: str, occurrence: int, killed_committed: int, chunk_stack: Stack, orders_source: SeededSource,
+    workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
+) -> None:
+    killed_and_resumed(phase, occurrence, killed_committed, chunk_stack, orders_source, workers, bq_client,
+                       tmp_path)
+    assert all("with 3 COPY readers" in worker.log_text() for worker in workers)  # both deliveries
+
+
+def killed_and_resumed(
     phase: str, occurrence: int, killed_committed: int, chunk_stack: Stack, orders_source: SeededSource,
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
 ) -> None:

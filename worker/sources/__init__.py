@@ -26,15 +26,16 @@ _TITLES = {"postgresql": "PostgreSQL", "mysql": "MySQL / MariaDB", "sqlite": "SQ
 TYPES_DOC = Path(__file__).resolve().parents[2] / "docs" / "types.md"
 
 
-def get_source(source_type: str, secrets: SecretResolver | None = None) -> Source:
+def get_source(source_type: str, secrets: SecretResolver | None = None, readers: int = 1) -> Source:
     """The source for a request's `source_type`; an unknown name is a ConfigurationError.
-    `secrets` resolves password references (default: the default allow-lists, os.environ)."""
+    `secrets` resolves password references (default: the default allow-lists, os.environ);
+    `readers`: connections reading one table in parallel where the database shares a snapshot."""
     try:
         dialect = DIALECTS[source_type]
     except KeyError:
         valid = ", ".join(sorted(DIALECTS))
         raise ConfigurationError(f"unknown source type {source_type!r}; valid: {valid}") from None
-    return SqlAlchemySource(dialect(), secrets)
+    return SqlAlchemySource(dialect(), secrets, readers)
 
 
 def types_markdown() -> str:

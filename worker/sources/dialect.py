@@ -9,7 +9,7 @@ never import a dialect (docs/sources.md).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +60,16 @@ class FastRead:
     schema: pa.Schema
     batch_rows: int
     nulled: NulledValues
+    readers: Readers | None = None  # more connections may read it in parallel (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class Readers:
+    """Parallel readers of one table: how many, and how to open another connection to the same
+    database (the session's engine: same settings, same type casters)."""
+
+    count: int
+    connect: Callable[[], AbstractContextManager[sa.Connection]]
 
 
 class SqlDialect(ABC):

@@ -179,13 +179,17 @@ _PLAIN: dict[tuple[str, ReadMode], _Rule] = {
 def copy_statement(read: FastRead, columns: list[_CopyColumn]) -> str:
     """COPY (the generic SELECT) TO STDOUT, its parameters bound by psycopg2."""
     assert len(columns) == len(read.fields)  # plan_copy plans one COPY column per generic column
+    return f"COPY ({bound_select(read)}) TO STDOUT"  # text format: tab-separated, \\N for NULL
+
+
+def bound_select(read: FastRead) -> str:
+    """The generic SELECT as text, its parameters bound by psycopg2 (what COPY runs)."""
     compiled = compiled_select(read)
     cursor = _dbapi(read.conn).cursor()
     try:
-        bound = cursor.mogrify(str(compiled), compiled.params).decode("utf-8")
+        return str(cursor.mogrify(str(compiled), compiled.params).decode("utf-8"))
     finally:
         cursor.close()
-    return f"COPY ({bound}) TO STDOUT"  # text format: tab-separated, \\N for NULL
 
 
 def _dbapi(conn: sa.Connection) -> Any:
@@ -215,14 +219,19 @@ def _session(conn: sa.Connection) -> _Session:
 # --- streaming -------------------------------------------------------------------------------------
 def fast_batches(read: FastRead) -> Iterator[pa.RecordBatch] | None:
     """COPY's batches when every column can be carried exactly, else None (the generic path)."""
-    if plan_copy(read) is None:  # cheap: no query, most tables stop here or go on
-        return None
-    session = _session(read.conn)
-    columns = plan_copy(read, session.utc) if session.supported else None
+    columns = copy_columns(read)
     if columns is None:
         return None
     log.debug("reading %s with COPY", read.table.name)
     return copy_batches(read, columns)
+
+
+def copy_columns(read: FastRead) -> list[_CopyColumn] | None:
+    """How COPY carries each column in this session, or None when some column cannot be."""
+    if plan_copy(read) is None:  # cheap: no query, most tables stop here or go on
+        return None
+    session = _session(read.conn)
+    return plan_copy(read, session.utc) if session.supported else None
 
 
 def copy_batches(read: FastRead, columns: list[_CopyColumn]) -> Iterator[pa.RecordBatch]:

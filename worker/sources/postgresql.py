@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from worker.classify import DriverMarkers
 from worker.messages import ConnectionParams, EtlRunRequest, TableSpec
-from worker.sources import pg_copy
+from worker.sources import pg_copy, pg_parallel
 from worker.sources import typemap as tm
 from worker.sources.arrays import Unrepresentable
 from worker.sources.converters import finite_decimal
@@ -136,7 +136,9 @@ class PostgresDialect(SqlDialect):
             pgext.register_type(caster, dbapi_conn)
 
     def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
-        return pg_copy.fast_batches(read)  # COPY ... TO STDOUT, when every column allows it
+        # COPY ... TO STDOUT, when every column allows it: by several connections sharing the
+        # session's snapshot when ETL_READERS_PER_RUN asks for them and the table has a heap.
+        return pg_parallel.parallel_batches(read) or pg_copy.fast_batches(read)
 
     def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
                            log_from: str | None) -> AbstractContextManager[Any]:

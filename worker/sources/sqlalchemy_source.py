@@ -16,6 +16,7 @@ on every dialect, to keep that contract portable).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from worker.modes import mode_of
 from worker.names import column_names
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
-from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
+from worker.sources.dialect import Clock, FastRead, Field, Readers, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
 from worker.sources.typemap import Target, TypeTable, lookup
 from worker.window import CursorValue, Window, boundary
@@ -59,10 +60,13 @@ _PlannedBounds = tuple[CursorValue | None, CursorValue]
 class SqlAlchemySource:
     """A `Source` for one dialect."""
 
-    def __init__(self, dialect: SqlDialect, secrets: SecretResolver | None = None) -> None:
+    def __init__(self, dialect: SqlDialect, secrets: SecretResolver | None = None, readers: int = 1) -> None:
+        """`readers`: connections that may read one table in parallel, in the session's snapshot,
+        where the dialect can share it (PostgreSQL; elsewhere one connection reads)."""
         self.dialect = dialect
         self.name = dialect.name
         self._secrets = secrets or SecretResolver()
+        self._readers = readers
 
     @contextmanager
     def session(self, request: EtlRunRequest, log_from: str | None = None) -> Iterator[SqlAlchemySession]:
@@ -83,8 +87,9 @@ class SqlAlchemySource:
                 with driver_errors(self.dialect):
                     clock = self.dialect.open_snapshot(conn)
                 log.info("source snapshot open: %s (%.2fs)", self.name, time.monotonic() - started)
+                readers = Readers(self._readers, engine.connect) if self._readers > 1 else None
                 yield SqlAlchemySession(conn, self.dialect, clock, request.schema_name,
-                                        strict=request.strict_types)
+                                        strict=request.strict_types, readers=readers)
         finally:
             engine.dispose()
 
@@ -299,8 +304,9 @@ class SqlAlchemySession:
     """A `SourceSession`: one connection inside one read-only transaction, shared by its tables."""
 
     def __init__(self, conn: sa.Connection, dialect: SqlDialect, clock: Clock, schema: str | None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, readers: Readers | None = None) -> None:
         self.conn = conn
+        self.readers = readers
         self.dialect = dialect
         self.clock = clock
         self._schema = schema
@@ -410,7 +416,7 @@ class SqlAlchemyTable:
 
     def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         read = self._read_of(self._layout.fields, tuple(self._where(window)), batch_rows, self._nulled)
-        yield from self._stream(read, "rows")
+        yield from self._stream(dataclasses.replace(read, readers=self._session.readers), "rows")
         if self._nulled.counts:
             log.warning("values BigQuery cannot hold, loaded as NULL, per column of %s: %s",
                         self._layout.qualified, self._nulled.counts)
