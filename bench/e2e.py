@@ -72,7 +72,7 @@ def _run_once(table: BenchTable, bq_host: str, logs: Path, part_rows: int) -> En
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     wall_s = time.perf_counter() - started
     cpu_s = _children_cpu_s() - before
-    completed = [e for e in map(_event, done.stdout.splitlines()) if e.get("event_type") == "run.completed"]
+    completed = [e for e in map(event_of, done.stdout.splitlines()) if e.get("event_type") == "run.completed"]
     if done.returncode != 0 or not completed:
         output = done.stdout[-2000:] + done.stderr[-2000:]
         raise RuntimeError(f"end-to-end run failed ({done.returncode}): {output}")
@@ -89,7 +89,7 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _event(line: str) -> dict[str, Any]:
+def event_of(line: str) -> dict[str, Any]:
     try:
         parsed = json.loads(line)
     except ValueError:

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.datasets import BenchTable, ensure_tables
+from bench.e2e import event_of
 from bench.paths import connection_params
 
 PROJECT = "etl-bench"
@@ -163,7 +164,7 @@ def _run(table: BenchTable, target: tuple[str, int], logs: Path, dataset: str, r
     wall_s = time.perf_counter() - started
     after, bq_after = resource.getrusage(resource.RUSAGE_CHILDREN), _tree_cpu_s(bq_pid)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    events = [e for e in map(_event, done.stdout.splitlines()) if e]
+    events = [e for e in map(event_of, done.stdout.splitlines()) if e]
     run = Run(dataset, wall_s, cpu_s, bq_after - bq_before, done.returncode, events)
     killed = faults is not None
     if (done.returncode != 0) != killed or (run.completed is None) != killed:
@@ -181,14 +182,6 @@ def _request(table: BenchTable, run_number: int) -> dict[str, object]:
         "timestamp_column": "created_at", "historical_start_date": "2023-01-01",
         "connection_params": connection_params(table.url),
     }
-
-
-def _event(line: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(line)
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _index_cursor(table: BenchTable) -> None:
