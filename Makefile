@@ -36,7 +36,7 @@ test: install services ## the whole suite against real services, in parallel (PY
 test-unit: install ## only the tests that need no database or emulator (under 30 s)
 	@ETL_TEST_NO_SERVICES=1 $(PY) -m pytest -m "not services" $(PYTEST_ARGS)
 
-lint: install ## ruff + mypy (strict on worker/)
+lint: install ## ruff + strict mypy (worker/, devstack/, bench/, tests/)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 

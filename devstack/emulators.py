@@ -24,6 +24,10 @@ from devstack.pubsub_jvm import OPTS_ENV, ClassArchive, jvm_options
 
 STARTUP_TIMEOUT_S = 90.0
 STARTUP_ATTEMPTS = 3  # a port chosen by free_ports() can be taken before the emulator binds it
+STOP_TIMEOUT_S = 10.0
+# A JVM writing its class archive as it exits gets longer before SIGKILL: the dump takes a few
+# seconds on a quiet machine and far more on a loaded one, and a killed dump is thrown away.
+ARCHIVING_STOP_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Emulator:
     class_archive: tuple[ClassArchive, Path] | None = None  # written by the JVM as it exits
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, ARCHIVING_STOP_TIMEOUT_S if self.class_archive else STOP_TIMEOUT_S)
         for path in self.scratch_dirs:
             shutil.rmtree(path, ignore_errors=True)
         if self.class_archive:
@@ -59,7 +63,7 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Terminate a child and its whole process group (gcloud starts java as a grandchild).
 
     Returns once no process of the group is left, so nothing outlives the caller's fixture.
@@ -102,12 +106,13 @@ def _reap_group(pgid: int, timeout_s: float) -> None:
 
 
 def _spawn(
-    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
+    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+    stop_grace_s: float = STOP_TIMEOUT_S,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """`argv` as the leader of a new process group, behind devstack.reaper: the group goes down
     with the calling thread's process, even if that is killed before it can stop the emulator."""
     log_path = log_dir / f"{name}.log"
-    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid())]
+    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid()), f"--grace={stop_grace_s:g}"]
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*reaper, *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -180,7 +185,8 @@ def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
         scratch = (data_dir,) if data_dir else ()
         name = "pubsub-emulator" if attempt == 1 else f"pubsub-emulator-{attempt}"
         opts, archive = jvm_options(pubsub_launcher())
-        process, log_path = _spawn(name, argv, logs, {OPTS_ENV: opts})
+        grace_s = ARCHIVING_STOP_TIMEOUT_S if archive else STOP_TIMEOUT_S  # the reaper's too
+        process, log_path = _spawn(name, argv, logs, {OPTS_ENV: opts}, grace_s)
 
         def ready() -> bool:
             return "Server started" in log_path.read_text(errors="replace")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 OPTS_ENV = "CLOUD_PUBSUB_EMULATOR_OPTS"
 PUBSUB_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-CHECK_TIMEOUT_S = 30.0
+CHECK_TIMEOUT_S = 120.0  # one `java -version`; generous for a loaded machine
 
 
 @dataclass(frozen=True)

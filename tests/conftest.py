@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
+from devstack.logical_postgres import LogicalPostgres, logical_postgres
 from tests.password_postgres import PasswordPostgres, password_postgres
 from tests.schedule import expected_seconds
 from worker.sinks.bigquery_client import make_bigquery_client
@@ -34,6 +35,7 @@ MYSQL_ADMIN_URL = os.environ.get("ETL_TEST_MYSQL_URL", "mysql+mysqldb://root@127
 # Fixtures that reach a real service (directly; fixtures built on them inherit the mark).
 SERVICE_FIXTURES = frozenset({
     "pubsub_emulator", "fresh_pubsub_emulator", "bq_emulator", "pg_admin", "mysql_admin", "password_pg",
+    "logical_pg",
 })
 # Tests that reach services without such a fixture (a subprocess connects by itself).
 SERVICE_TESTS = ("tests/test_bench_smoke.py::",)
@@ -208,4 +210,12 @@ def password_pg() -> Iterator[PasswordPostgres]:
     """A throwaway PostgreSQL that checks passwords (the machine's one trusts 127.0.0.1)."""
     _require_services("the password-checking PostgreSQL")
     with password_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def logical_pg() -> Iterator[LogicalPostgres]:
+    """A throwaway PostgreSQL with wal_level=logical, for CDC (one per xdist worker)."""
+    _require_services("the logical-decoding PostgreSQL")
+    with logical_postgres() as server:
         yield server

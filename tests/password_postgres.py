@@ -42,18 +42,20 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+def _run_as_postgres(argv: list[str]) -> None:
+    subprocess.run(_as_postgres(argv), check=True, capture_output=True, timeout=120)
+
+
 @contextlib.contextmanager
 def password_postgres() -> Iterator[PasswordPostgres]:
     base = Path(tempfile.mkdtemp(prefix="etl-pg-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
     data, port = base / "data", free_port()
-    run = {"check": True, "capture_output": True, "timeout": 120}
-    subprocess.run(_as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
-                                 "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync"]), **run)
+    _run_as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+                      "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync"])
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
-                                 "-w", "start"]), **run)
+    _run_as_postgres([_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"])
     try:
         yield PasswordPostgres(port, base)
     finally:

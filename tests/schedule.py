@@ -15,6 +15,9 @@ EXPECTED_S: dict[str, float] = {
     # SIGKILL at every phase: a redelivery after the 10 s ack deadline, sometimes much later
     "tests/faults/test_crash_recovery.py::": 18.0,
     "tests/faults/test_job_crashes.py::": 25.0,
+    "tests/faults/test_cdc_crashes.py::": 15.0,
+    "tests/cdc/test_cdc_randomized.py::": 16.0,
+    "tests/faults/test_sub_window_crashes.py::": 15.0,
     "tests/faults/test_merge_under_writers.py::": 29.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_sigterm_during": 25.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_two_workers": 30.0,

@@ -1,4 +1,4 @@
-"""`make lint` is part of the suite: ruff and mypy (strict on worker/) must stay clean."""
+"""`make lint` is part of the suite: ruff, and strict mypy on worker/ devstack/ bench/ tests/, stay clean."""
 
 from __future__ import annotations
 

@@ -38,6 +38,8 @@ def build_runner(settings: Settings) -> Runner:
         incremental_lag_s=settings.etl_incremental_lag_s,
         max_run_s=settings.etl_max_run_s,
         spool_dir=settings.etl_spool_dir,
+        cdc_wal_warning_bytes=settings.etl_cdc_wal_warning_bytes,
+        chunk_rows=settings.etl_chunk_rows,
     )
     sources = functools.partial(get_source, secrets=SecretResolver.from_settings(settings))
     return Runner(build_sink(settings), sources, options, retry_policy(settings))

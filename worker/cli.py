@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="publish a request like Django does")
     publish.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
     publish.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
+    check = sub.add_parser("cdc-check", help="check a cdc request's source (wal_level, privileges, "
+                           "publication, slot) without running it")
+    check.add_argument("--request", required=True, type=Path, help="request JSON file ('-': stdin)")
     _add_operator_commands(sub)
     _add_alert_dashboard_schedule_commands(sub)
     return parser
@@ -173,6 +176,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     handler.handle(delivery, threading.Event())
     flush_history(recorded)
     return 0 if bus.last_event_type == c.RUN_COMPLETED else 1
+
+
+def cmd_cdc_check(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.commands.cdc_check import cdc_check
+    from worker.secrets import SecretResolver
+
+    return cdc_check(_read(args.request), SecretResolver.from_settings(settings), sys.stdout)
 
 
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
@@ -291,6 +301,6 @@ _NEEDS: dict[str, tuple[preflight.Service, ...]] = {
 _COMMANDS = {"serve": cmd_serve, "run": cmd_run, "setup": cmd_setup, "publish": cmd_publish,
              "replay": cmd_replay, "runs": cmd_runs, "watch": cmd_watch}
 _NEEDS |= {"notify": ("pubsub",), "dashboard": ("pubsub", "bigquery"), "schedule": (),
-           "scheduler": ("pubsub",)}
+           "scheduler": ("pubsub",), "cdc-check": ()}
 _COMMANDS |= {"notify": cmd_notify, "dashboard": cmd_dashboard, "schedule": cmd_schedule,
-              "scheduler": cmd_scheduler}
+              "scheduler": cmd_scheduler, "cdc-check": cmd_cdc_check}

@@ -36,6 +36,7 @@ RUN_OUTCOMES: Final = ("committed", "failed", "retrying", "dead-lettered", "runn
 CATALOG: Final = "catalog"
 TRANSACTIONAL: Final = "transactional"
 MERGE: Final = "merge"
+CDC: Final = "cdc"
 
 # A job's commit is ONE BigQuery transaction, which may modify at most 100 tables (BigQuery's
 # "Multi-statement transactions", Limitations); besides its destinations it writes the ledger and

@@ -118,3 +118,15 @@ class ShutdownInterrupted(TransientError):
 
 class UnexpectedError(TransientError):
     """Anything not recognised. Transient so that it ends in the dead-letter topic, not silently acked."""
+
+
+# --- change data capture (load_type cdc) -----------------------------------------------------------
+class CdcSetupError(PermanentError):
+    """A server setting, privilege or object CDC needs is missing (wal_level, REPLICATION, a
+    publication the user may not create, a table without replica identity); the message names
+    exactly what to change."""
+
+
+class UnsupportedChangeError(PermanentError):
+    """The change log holds a change the worker cannot apply faithfully (a primary key column
+    changed type, the table was dropped, an unsent TOASTed value under a changed key)."""

@@ -118,6 +118,20 @@ class Counters:
         return cls(*(sum(getattr(part, f.name) for part in parts) for f in dataclasses.fields(cls)))
 
 
+@dataclass(frozen=True)
+class SubWindowProgress:
+    """Where a run read in sub-windows is (worker/sub_windows.py), for its progress events."""
+
+    number: int  # 1-based, counted from the run's first delivery
+    low: str | None
+    high: str
+    rows_committed: int  # in earlier sub-windows, by any delivery
+
+    def fields(self) -> dict[str, Any]:
+        return {"sub_window": self.number, "sub_window_low": self.low, "sub_window_high": self.high,
+                "rows_committed": self.rows_committed}
+
+
 _ENTRY_FIELDS = {f.name for f in dataclasses.fields(LedgerEntry)}
 # run.completed fields taken from the ledger entry as they are (ids, counters, window, ...).
 _SHARED_WITH_ENTRY = tuple(name for name in RunCompleted.model_fields if name in _ENTRY_FIELDS)
@@ -198,11 +212,12 @@ class RunEvents:
 
     def progress(
         self, counters: Counters, phase: Literal["extracting", "committing"] = "extracting",
-        force: bool = False, table: str | None = None,
+        force: bool = False, table: str | None = None, sub_window: SubWindowProgress | None = None,
     ) -> None:
         """Publish if `progress_interval_s` has passed since the last one (or `force`). Best effort:
         a lost progress event must not fail a run that can still complete. `table`: the table
-        being extracted (its counters); None: the whole job (the job's counters)."""
+        being extracted (its counters); None: the whole job (the job's counters). `sub_window`: where
+        a run read in sub-windows is."""
         now = self._clock()
         if not force and now - self._last_progress < self._progress_interval_s:
             return
@@ -210,7 +225,8 @@ class RunEvents:
         expected = self._expected(table)
         try:
             self._bus.publish(RunProgress(**self._common(counters), phase=phase, rows_expected=expected,
-                                          fraction=_fraction(counters, phase, expected), table=table))
+                                          fraction=_fraction(counters, phase, expected), table=table,
+                                          **(sub_window.fields() if sub_window else {})))
         except PublishError as exc:
             log.warning("progress event not published: %s", exc)
 

@@ -5,7 +5,7 @@ here then returns at once or hands back its argument unchanged. SIGKILL, not an 
 gets to clean up, exactly as when a Cloud Run instance or a GKE node disappears.
 
 Three ways to choose where the worker dies:
-- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `crash_point`);
+- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `CDC_PHASES`, `crash_point`);
   `ETL_CRASH_OCCURRENCE=N` (default 1) kills at its N-th passage in the process (a job passes a
   table's points once per table: `table_staged` with N=2 dies between its second and third table).
 - `ETL_CRASH_AT=commit_submitted` with `ETL_COMMIT_HOLD_DIR=<dir>`: the commit job is held open on
@@ -58,6 +58,18 @@ _TABLE_URL = re.compile(r"/datasets/[^/]+/tables/([^/?]+)")
 # where they fall between staging_loaded and before_commit).
 JOB_PHASES = (
     "table_staged",  # one table of the job staged, verified and checked; the next not yet read
+)
+# Phases only a cdc run has (docs/cdc.md).
+CDC_PHASES = (
+    "cdc_planned",  # the range is fixed (a first run: its slot created, the snapshot open); unread
+    "cdc_committed",  # the BigQuery commit recorded the new position; the slot not yet advanced
+)
+
+
+# Phases only a run committed in sub-windows has (worker/sub_window_run.py), besides the ones above,
+# which it passes once per sub-window (the commit points once per sub-window's commit).
+SUB_WINDOW_PHASES = (
+    "sub_window_committed",  # a sub-window's commit finished; the next sub-window not yet read
 )
 
 

@@ -62,6 +62,16 @@ class LedgerEntry:
     quality: Mapping[str, Any] | None = None
     # The table's position in its job (0 for a one-table job; None in rows of older versions: 0).
     table_index: int | None = None
+    # A cdc run: the change log range it applied (start, end: the position the next run starts
+    # at), its inserts, updates, deletes and truncates, the newest change's commit time and lag.
+    cdc: Mapping[str, Any] | None = None
+    # A run read in sub-windows (worker/sub_windows.py). A sub-window's entry: the run it belongs
+    # to, that run's fixed overall high (where a redelivery goes on to) and its 1-based number. The
+    # run's own entry: how many sub-windows it was committed in (None: in one commit).
+    sub_window_of: str | None = None
+    run_window_high: str | None = None
+    sub_window: int | None = None
+    sub_windows: int | None = None
 
     def purpose(self) -> RunPurpose:
         return RunPurpose(self.data_source_id, self.source_table, self.dest_table, self.load_type)

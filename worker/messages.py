@@ -147,9 +147,12 @@ class QualityRule(_Request):
 def _table_rules() -> list[dict[str, Any]]:
     """A table's cross-field rules (the model validator's) as JSON Schema, for publishers that
     validate first: the windowed modes need their cursor; the merge fields are merge's alone."""
-    merge_only: dict[str, Any] = {"primary_key": False, "soft_delete_column": False,
-                                  "reconcile_deletes": {"const": False}}
+    merge_only: dict[str, Any] = {"soft_delete_column": False, "reconcile_deletes": {"const": False}}
     return [
+        {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"enum": [c.MERGE, c.CDC]}}}},
+         "then": {"properties": {"primary_key": False}}},
+        {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.CDC}}}},
+         "then": {"properties": {"cdc_slot": False, "cdc_publication": False}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"enum": [c.TRANSACTIONAL, c.MERGE]}}},
          "then": {"required": ["timestamp_column"], "properties": {"timestamp_column": {"type": "string"}}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.MERGE}}}},
@@ -161,11 +164,12 @@ def _table_schema(schema: dict[str, Any]) -> None:
     schema["allOf"] = _table_rules()
 
 
-LoadType = Literal["catalog", "transactional", "merge"]
+LoadType = Literal["catalog", "transactional", "merge", "cdc"]
 _SOURCE_TABLE_DOC = "Source table (or view) to read."
 _DEST_TABLE_DOC = "BigQuery destination table, in BIGQUERY_DATASET."
 _LOAD_TYPE_DOC = ("catalog: replace the table; transactional: append a window of the cursor; "
-                  "merge: upsert a window of the cursor by primary key (docs/modes.md).")
+                  "merge: upsert a window of the cursor by primary key; cdc: apply the change log by "
+                  "primary key (PostgreSQL; docs/modes.md, docs/cdc.md).")
 
 
 class _TableFields(_Request):
@@ -196,8 +200,15 @@ class _TableFields(_Request):
     )
     primary_key: list[SourceIdentifier] | None = Field(
         None, min_length=1, max_length=MAX_KEY_COLUMNS, json_schema_extra={"uniqueItems": True},
-        description="merge: the columns identifying a row (source names); default: the table's primary key.",
+        description="merge, cdc: the columns identifying a row (source names); default: the table's "
+        "primary key.",
     )
+    cdc_slot: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="cdc: the PostgreSQL replication slot; "
+        "default: etl_<data_source_id>_<dest_table_name> (docs/cdc.md).")
+    cdc_publication: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="cdc: the PostgreSQL publication; default: "
+        "the slot's default name.")
     soft_delete_column: SourceIdentifier | None = Field(
         None, description="merge: rows whose value here is non-NULL (and not false, for a boolean) are "
         "deleted from BigQuery.",
@@ -236,11 +247,16 @@ class _TableFields(_Request):
         windowed = self.load_type in (c.TRANSACTIONAL, c.MERGE)
         if windowed and not self.timestamp_column:
             raise ValueError(f"{self.load_type} loads need timestamp_column")
-        merge_only = {"primary_key": self.primary_key, "soft_delete_column": self.soft_delete_column,
+        merge_only = {"soft_delete_column": self.soft_delete_column,
                       "reconcile_deletes": self.reconcile_deletes or None}
         misplaced = [name for name, value in merge_only.items() if value is not None]
         if misplaced and self.load_type != c.MERGE:
             raise ValueError(f"{', '.join(misplaced)} only apply to merge loads")
+        if self.primary_key is not None and self.load_type not in (c.MERGE, c.CDC):
+            raise ValueError("primary_key only applies to merge and cdc loads")
+        cdc_only = [name for name in ("cdc_slot", "cdc_publication") if getattr(self, name) is not None]
+        if cdc_only and self.load_type != c.CDC:
+            raise ValueError(f"{', '.join(cdc_only)} only apply to cdc loads")
         if any(rule.rule == "max_cursor_age_seconds" for rule in self.quality_rules) and not windowed:
             raise ValueError("max_cursor_age_seconds needs a timestamp_column (transactional or merge)")
         if self.selected_columns:
@@ -360,6 +376,9 @@ class EtlRunRequest(_TableFields):
     def _one_form(self) -> EtlRunRequest:
         if self.source_type != "sqlite" and not self.connection_params.host:
             raise ValueError(f"{self.source_type} sources need connection_params.host")
+        loads = [spec.load_type for spec in self.tables] if self.tables is not None else [self.load_type]
+        if self.source_type != "postgresql" and c.CDC in loads:
+            raise ValueError(f"load_type cdc reads PostgreSQL's change log, not {self.source_type}'s")
         if self.tables is None:
             missing = [name for name in _IDENTITY_FIELDS if getattr(self, name) is None]
             if missing:
@@ -461,6 +480,14 @@ class RunProgress(_Event):
         None, description="While extracting: the destination table being read (a job reads its tables one "
         "after the other; the counters and fraction are that table's). Null when committing: the event is "
         "about the whole job.")
+    sub_window: int | None = Field(
+        None, ge=1, description="A run read in sub-windows (ETL_CHUNK_ROWS): the 1-based number of the "
+        "sub-window being read or committed, counted from the run's first delivery.")
+    sub_window_low: str | None = Field(None, description="That sub-window's inclusive start.")
+    sub_window_high: str | None = Field(None, description="That sub-window's exclusive end.")
+    rows_committed: int | None = Field(
+        None, ge=0, description="A run read in sub-windows: its rows already committed in earlier "
+        "sub-windows, by this delivery and earlier ones (durable whatever happens next).")
 
 
 class TableCompleted(_Frozen):
@@ -482,6 +509,12 @@ class TableCompleted(_Frozen):
     values_nulled: dict[str, int] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     quality: dict[str, Any] | None = None
+    cdc: dict[str, Any] | None = Field(
+        None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
+        "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
+        "the last per key), transactions, newest_change_at (source commit time of the newest change "
+        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+    )
 
 
 class RunCompleted(_Event):
@@ -517,6 +550,17 @@ class RunCompleted(_Event):
     quality: dict[str, Any] | None = Field(
         None, description="What the run measured on its rows: rows, null_counts (per BigQuery column, "
         "at most 500, those with NULLs), cursor_min, cursor_max, and the violated rules (docs/quality.md).",
+    )
+    cdc: dict[str, Any] | None = Field(
+        None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
+        "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
+        "the last per key), transactions, newest_change_at (source commit time of the newest change "
+        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+    )
+    sub_windows: int | None = Field(
+        None, ge=1, description="A window of more than ETL_CHUNK_ROWS rows: how many sub-windows it was "
+        "committed in, each durable on its own (a redelivery goes on after the last committed one); the "
+        "counters, window and quality are the whole run's. Null: committed in one transaction.",
     )
     tables: list[TableCompleted] = Field(
         default_factory=list, description="Every table of the job, in request order, with its counters, "

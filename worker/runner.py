@@ -30,6 +30,8 @@ from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink
 from worker.sources.base import Source, SourceSession
+from worker.sub_window_run import SubWindowedRun
+from worker.sub_windows import Resume, resumable, resume_of
 from worker.table_run import Attempt, RunOptions, TableRun, qualified_source_table
 
 log = logging.getLogger(__name__)
@@ -109,9 +111,12 @@ class _JobAttempt:
                                tables=len(self.specs))
 
     def execute(self) -> RunResult:
-        with self.source.session(self.attempt.request) as session:
+        with self.source.session(self.attempt.request, self.log_from()) as session:
             with tracing.step("plan"):
                 tables = self.plan(session)
+            if self.sub_windowed(tables):
+                entries, applied_now = SubWindowedRun(self.sink, tables[0]).execute()
+                return RunResult(entries, applied_now)
             # Staging is prepared on a thread while the first table streams (worker/background.py).
             prep = Background(lambda: self.open_staging(tables), "staging-prep")
             try:
@@ -122,6 +127,8 @@ class _JobAttempt:
                         table.stage(self.sink)
                 with tracing.step("commit", tables=len(tables)):
                     entries = self.commit(tables)
+                for table, entry in zip(tables, entries, strict=True):
+                    table.confirm(entry)  # cdc: only now may the source forget the applied changes
             finally:
                 prep.settle()  # nothing is dropped while it is still being made
                 for table in tables:
@@ -130,12 +137,21 @@ class _JobAttempt:
             return self.report(tables, entries)
 
     # --- steps -----------------------------------------------------------------------------------
+    def log_from(self) -> str | None:
+        """A cdc table's position as its last committed run recorded it (None: no such run)."""
+        spec = self.specs[0]
+        if mode_of(spec.load_type).reads != "log":
+            return None
+        return self.sink.last_log_position(self.attempt.request.data_source_id, spec.dest_table_name)
+
     def plan(self, session: SourceSession) -> list[TableRun]:
         """Every table reflected, planned and counted in the snapshot before any streams; with
         several, every destination checked before any is prepared (a refusal changes nothing)."""
         tables = []
         for index, spec in enumerate(self.specs):
             table = TableRun(self.attempt, index, spec, session.table(spec), self.counters[index])
+            if resumable(self.specs, self.attempt.options.chunk_rows):
+                table.resume = self.resume()
             table.plan(self.sink)
             tables.append(table)
         if len(tables) > 1:
@@ -146,6 +162,21 @@ class _JobAttempt:
     def open_staging(self, tables: Sequence[TableRun]) -> None:
         for table in tables:
             table.open_staging(self.sink)
+
+    def resume(self) -> Resume:
+        """What earlier deliveries (or tries) of this run committed in sub-windows, if any."""
+        resume = resume_of(self.sink.find_sub_windows(self.attempt.run_id))
+        if resume.done:
+            check_purpose(resume.done[:1], self.attempt.request, self.attempt.run_id)
+            log.info("run %s: %d sub-windows already committed (%d rows), going on from %s up to %s",
+                     self.attempt.run_id, len(resume.done), resume.rows_committed, resume.low, resume.high)
+        return resume
+
+    def sub_windowed(self, tables: Sequence[TableRun]) -> bool:
+        """A resumable run goes on in sub-windows once it has any, or when its window is too big."""
+        if not resumable(self.specs, self.attempt.options.chunk_rows):
+            return False
+        return bool(tables[0].resume.done) or tables[0].expected_rows > self.attempt.options.chunk_rows
 
     def commit(self, tables: Sequence[TableRun]) -> tuple[LedgerEntry, ...]:
         events = self.attempt.events
@@ -192,7 +223,8 @@ def check_purpose(entries: Sequence[LedgerEntry], request: EtlRunRequest, run_id
 
 
 def _windowed(request: EtlRunRequest) -> bool:
-    return any(mode_of(spec.load_type).windowed for spec in request.table_specs())
+    """Windows (and cdc ranges) start where the ledger ends: planning again may succeed."""
+    return any(mode_of(spec.load_type).reads in ("window", "log") for spec in request.table_specs())
 
 
 def _is_source_error(error: EtlError) -> bool:

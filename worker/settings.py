@@ -81,9 +81,19 @@ class Settings(BaseSettings):
         5.0, ge=0, validation_alias="ETL_INCREMENTAL_LAG",
         description="Transactional window ends this long before the source clock (late commits).",
     )
+    etl_cdc_wal_warning_bytes: int = Field(
+        1 << 30, ge=0, validation_alias="ETL_CDC_WAL_WARNING_BYTES",
+        description="A cdc run warns (log and run.completed) when its slot retains more WAL than this.",
+    )
     etl_part_rows: int = Field(
         500_000, ge=1, validation_alias="ETL_PART_ROWS",
         description="Rows per Parquet part file uploaded to staging (bounds spool disk).",
+    )
+    etl_chunk_rows: int = Field(
+        1_000_000, ge=0, validation_alias="ETL_CHUNK_ROWS",
+        description="A transactional or merge run whose window holds more rows is committed in "
+        "consecutive sub-windows of at most this many rows, each durable, so that a failure keeps them "
+        "and the redelivery goes on after the last (docs/modes.md); 0: always one commit.",
     )
     etl_spool_dir: str | None = Field(
         None, validation_alias="ETL_SPOOL_DIR", description="Directory for Parquet parts (default: tmp)."

@@ -15,16 +15,20 @@ from pathlib import Path
 
 from worker import quality, tracing
 from worker.background import Background
-from worker.errors import RunTimeoutError, ShutdownInterrupted, VerificationError
-from worker.events import Counters, RunEvents
+from worker.cdc import meta as cdc_meta
+from worker.cdc.lsn import format_lsn, parse_lsn
+from worker.columns import Column
+from worker.errors import RunTimeoutError, ShutdownInterrupted, SupersededError, VerificationError
+from worker.events import Counters, RunEvents, SubWindowProgress
 from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry
 from worker.messages import EtlRunRequest, TableSpec, utcnow
 from worker.modes import mode_of
 from worker.part_loader import BackgroundLoader
 from worker.sinks.base import MergePlan, Sink, Staging
-from worker.sources.base import SourceTable
+from worker.sources.base import ChangeLog, SourceTable
 from worker.spool import PartWriter
+from worker.sub_windows import Resume, sub_window_run_id
 from worker.window import Window
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ class RunOptions:
     incremental_lag_s: float
     max_run_s: float
     spool_dir: str | None = None
+    cdc_wal_warning_bytes: int = 1 << 30  # a cdc slot retaining more WAL is reported
+    chunk_rows: int = 0  # windows of more rows are committed in sub-windows (0: never)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,13 @@ class TableRun:
         self.measures = quality.Measures()  # measured on every batch as it streams
         self.quality_warnings: list[str] = []
         self.violations: list[quality.Violation] = []
+        self.log_warnings: list[str] = []  # a cdc slot retaining much WAL
+        # A run read in sub-windows (worker/sub_window_run.py): what earlier deliveries committed,
+        # and, on one sub-window's TableRun, its ledger identity and how its progress is reported.
+        self.resume = Resume(())
+        self.ledger_run_id = attempt.run_id
+        self.sub_window_at: SubWindowProgress | None = None
+        self.progress_base = Counters()  # rows of earlier sub-windows of this delivery
 
     @property
     def dest_table(self) -> str:
@@ -106,24 +119,42 @@ class TableRun:
         return self._staging
 
     # --- steps -----------------------------------------------------------------------------------
+    @property
+    def change_log(self) -> ChangeLog | None:
+        """A cdc table's change log (None for the other modes)."""
+        if mode_of(self.spec.load_type).reads != "log":
+            return None
+        assert isinstance(self.source, ChangeLog), "a cdc table is read by a change-log source"
+        return self.source
+
+    @property
+    def staged_columns(self) -> tuple[Column, ...]:
+        changes = self.change_log
+        return changes.staged_columns if changes is not None else self.source.columns
+
     def plan(self, sink: Sink) -> None:
         """Window, row count (announced in run.started), merge plan and key count, all in the
         snapshot, before any table of the job streams."""
-        window = self.window = self._plan_window(sink)
+        changes = self.change_log
+        window = self.window = self._plan_window(sink) if changes is None else _log_window(changes)
         self.expected_rows = self.source.count_rows(window)
+        expected = None if self._reads_changes() else self.expected_rows  # a log range has no COUNT(*)
         self.attempt.events.started(
-            self.attempt.request.source_type, self.source_table, window, self.expected_rows,
+            self.attempt.request.source_type, self.source_table, window, expected,
             {col.source_name or col.name: col.name for col in self.source.columns}, table=self.dest_table)
         log.info("run %s: %d rows to read from %s%s", self.attempt.run_id, self.expected_rows,
                  self.source_table, _window_note(window))
-        if window is not None:
+        if window is not None and changes is None:
             self.measures.cursor = self.source.column(window.column).name
         self.merge = self._merge_plan()
+        if changes is not None:
+            crash_point("cdc_planned")  # a first run: its slot exists, nothing is read yet
+            self._check_retained_wal(changes)
         if self.merge is not None and self.merge.reconcile:
             self.expected_keys = self.source.count_rows(None)
 
     def open_staging(self, sink: Sink) -> None:
-        self._staging = sink.open_staging(self.dest_table, self.source.columns, self.attempt.run_id,
+        self._staging = sink.open_staging(self.dest_table, self.source.columns, self.ledger_run_id,
                                           self.attempt.number, self.spec.load_type, self.merge)
 
     def stage(self, sink: Sink) -> None:
@@ -138,9 +169,22 @@ class TableRun:
             self.check_quality(sink)
         crash_point("table_staged")
 
+    def sub_window(self, window: Window, at: SubWindowProgress) -> TableRun:
+        """A TableRun for one sub-window of this table's window: its own counts, staging and
+        ledger identity; its progress reported after this delivery's earlier sub-windows."""
+        part = TableRun(self.attempt, self.index, self.spec, self.source, Counters())
+        part.window, part.merge, part.sub_window_at = window, self.merge, at
+        part.measures.cursor = self.measures.cursor
+        part.expected_rows = self.source.count_rows(window)
+        part.ledger_run_id = sub_window_run_id(self.attempt.run_id, window.low_key, window.high_key)
+        part.progress_base = Counters(self.counters.rows_extracted, self.counters.rows_loaded,
+                                      self.counters.batches_loaded)
+        return part
+
     def extract_and_stage(self) -> None:
+        nulled_before = self.source.values_nulled  # the source table's counts are cumulative
         with (
-            PartWriter(self.source.columns, part_rows=self.attempt.options.part_rows,
+            PartWriter(self.staged_columns, part_rows=self.attempt.options.part_rows,
                        spool_dir=self.attempt.spool_dir) as parts,
             # Parts load on a background thread while extraction goes on (worker/part_loader.py).
             # The staging is looked up on the loader thread: it may still be in preparation.
@@ -150,16 +194,20 @@ class TableRun:
                 self.attempt.check_deadlines()
                 self.counters.rows_extracted += batch.num_rows
                 self.counters.batches_loaded += 1
-                self.measures.add(batch)
+                self.measures.add(batch if batch.num_columns == len(self.source.columns)
+                                  else batch.select(range(len(self.source.columns))))
                 crash_point("extraction_started")
                 slow_point()
                 for part in parts.write(batch):
                     loader.submit(part)
-                self.attempt.events.progress(self.counters, table=self.dest_table)
+                self.attempt.events.progress(Counters.total((self.progress_base, self.counters)),
+                                             table=self.dest_table, sub_window=self.sub_window_at)
             for part in parts.finish():
                 loader.submit(part)
             loader.finish()
-        self.values_nulled = self.source.values_nulled
+        self.values_nulled = {column: count - nulled_before.get(column, 0)
+                              for column, count in self.source.values_nulled.items()
+                              if count > nulled_before.get(column, 0)}
 
     def load(self, staging: Staging, part: Path) -> None:
         crash_point("part_written")
@@ -186,7 +234,7 @@ class TableRun:
 
     def verify(self) -> None:
         got = (self.counters.rows_extracted, self.counters.rows_loaded)
-        expected = self.expected_rows
+        expected = self.expected_rows if not self._reads_changes() else got[0]  # no COUNT(*) of changes
         if got != (expected, expected):
             raise VerificationError(
                 f"row counts{self._of()} disagree: source COUNT(*) {expected}, extracted {got[0]}, "
@@ -224,6 +272,7 @@ class TableRun:
     def entry(self, completed_seq: int) -> LedgerEntry:
         """This table's ledger entry, committed with the job's other tables'."""
         window, request, counters = self.window, self.attempt.request, self.counters
+        changes = self.change_log
         return LedgerEntry(
             run_id=self.attempt.run_id, data_source_id=request.data_source_id,
             etl_run_id=request.etl_run_id, dest_table=self.dest_table,
@@ -233,17 +282,33 @@ class TableRun:
             window_low_key=window.low_key if window else None,
             window_high_key=window.high_key if window else None,
             snapshot_at=self.source.snapshot_at,
-            values_nulled=self.values_nulled, warnings=(*self.staging.warnings, *self.quality_warnings),
+            values_nulled=self.values_nulled,
+            warnings=(*self.staging.warnings, *self.log_warnings, *self.quality_warnings),
             quality={**self.measures.report(), "violations": [v.report() for v in self.violations]},
             source_table=self.source_table,
             keys_extracted=self.keys_extracted if self.spec.reconcile_deletes else None,
             context=request.context,
             rows_extracted=counters.rows_extracted, rows_loaded=counters.rows_loaded,
-            batches_loaded=counters.batches_loaded, source_row_count=self.expected_rows,
+            batches_loaded=counters.batches_loaded,
+            source_row_count=None if self._reads_changes() else self.expected_rows,
+            cdc=_cdc_report(changes) if changes is not None else None,
             attempt=self.attempt.number, completed_seq=completed_seq,
             staging_token=self.staging.token, started_at=self.attempt.started_at, committed_at=utcnow(),
             duration_seconds=round(self.attempt.events.elapsed_s, 3), table_index=self.index,
         )
+
+    def confirm(self, entry: LedgerEntry) -> None:
+        """After the commit: a cdc table's source may forget the changes before the position the
+        ledger now holds (this delivery's, or a concurrent one's that won)."""
+        changes = self.change_log
+        if changes is None or entry.window_high is None:
+            return
+        crash_point("cdc_committed")  # committed in BigQuery, the slot not yet advanced
+        try:
+            changes.confirm(parse_lsn(entry.window_high))
+        except Exception as exc:  # the run is committed: the next run advances the slot first
+            log.warning("run %s: could not advance replication slot %s (the next run does): %s",
+                        self.attempt.run_id, changes.log_range.slot, exc)
 
     def drop_staging(self) -> None:
         """Remove this table's staging (if opened); never masks the job's own outcome."""
@@ -262,12 +327,37 @@ class TableRun:
         lows = [v for v in (self.spec.last_sync_value, committed_high) if v]
         if not lows and self.spec.historical_start_date:
             lows = [self.spec.historical_start_date]
-        return self.source.plan_window(lows, self.attempt.options.incremental_lag_s)
+        window = self.source.plan_window(lows, self.attempt.options.incremental_lag_s, self.resume.high)
+        if self.resume.done and window.low_key != self.resume.low_key:
+            # Another run of the table committed past this run's last sub-window: the rest of
+            # this run's window is (partly) its; the sub-windows committed here stay.
+            raise SupersededError(
+                f"a later window of this table was committed after sub-window {len(self.resume.done)} "
+                f"of run {self.attempt.run_id} (up to {self.resume.low}); the rest is not applied")
+        return window
+
+    def _reads_changes(self) -> bool:
+        changes = self.change_log
+        return changes is not None and not changes.log_range.snapshot
+
+    def _check_retained_wal(self, changes: ChangeLog) -> None:
+        retained = changes.report().get("retained_wal_bytes")
+        limit = self.attempt.options.cdc_wal_warning_bytes
+        if isinstance(retained, int) and retained > limit:
+            warning = (f"replication slot {changes.log_range.slot} retains {retained / 2**20:.0f} MiB of WAL "
+                       f"(more than ETL_CDC_WAL_WARNING_BYTES={limit}): run this table more often, or drop "
+                       "the slot if the table is no longer loaded (docs/cdc.md)")
+            log.warning("run %s: %s", self.attempt.run_id, warning)
+            self.log_warnings.append(warning)
 
     def _merge_plan(self) -> MergePlan | None:
         """A merge table's key, cursor and delete rules, as BigQuery names (None for other modes)."""
         if not mode_of(self.spec.load_type).keyed:
             return None
+        changes = self.change_log
+        if changes is not None:  # the change order decides; a first run replaces the destination
+            return MergePlan(key=tuple(col.name for col in self.source.key_columns), cursor=cdc_meta.SEQ,
+                             empty_first=changes.log_range.snapshot)
         assert self.spec.timestamp_column is not None  # the request model requires it for merge
         soft = self.spec.soft_delete_column
         return MergePlan(
@@ -283,6 +373,34 @@ class TableRun:
 
     def _of(self) -> str:
         return f" of {self.dest_table}" if self.attempt.tables > 1 else ""
+
+
+class LogWindow(Window):
+    """A cdc run's range of the change log, its bounds printed as PostgreSQL prints LSNs."""
+
+    @property
+    def low_text(self) -> str | None:
+        return None if not isinstance(self.low, int) else format_lsn(self.low)
+
+    @property
+    def high_text(self) -> str:
+        return format_lsn(self.high) if isinstance(self.high, int) else str(self.high)
+
+
+LOG_POSITION = "lsn"  # a cdc entry's window_column
+
+
+def _log_window(changes: ChangeLog) -> Window:
+    """The ledger's overlap guard sees a cdc run as the window [start, end) of LSNs."""
+    return LogWindow(LOG_POSITION, changes.log_range.start, changes.log_range.end)
+
+
+def _cdc_report(changes: ChangeLog) -> dict[str, object]:
+    report = dict(changes.report())
+    newest = report.get("newest_change_at")
+    report["lag_seconds"] = (round((utcnow() - datetime.fromisoformat(newest)).total_seconds(), 3)
+                             if isinstance(newest, str) else None)
+    return report
 
 
 def _window_note(window: Window | None) -> str:

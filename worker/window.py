@@ -6,6 +6,7 @@ precision: ISO-8601 with microseconds, and an explicit offset for zoned values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -57,3 +58,24 @@ def cursor_text(value: CursorValue) -> str:
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def boundary(at_offset: CursorValue | None, first: CursorValue | None,
+             next_above: Callable[[CursorValue], CursorValue | None]) -> CursorValue | None:
+    """Where the next sub-window ends (exclusive), from three cheap index reads of the window:
+
+    `at_offset`: the cursor of the row at position `chunk_rows` in cursor order (None: the window
+    holds at most `chunk_rows` rows, so it is the last sub-window and nothing is split off);
+    `first`: the smallest cursor of the window; `next_above(v)`: the smallest cursor above v.
+
+    `[low, at_offset)` holds the rows before that position whose cursor is below it: at most
+    `chunk_rows` and, unless they all share one value, at least one. Rows sharing a cursor value
+    never straddle two sub-windows. When the first `chunk_rows + 1` rows all have the same cursor
+    value, that value's rows form one (larger) sub-window, ending at the next value (None: at the
+    window's end).
+    """
+    if at_offset is None:
+        return None
+    if first is None or at_offset != first:
+        return at_offset
+    return next_above(at_offset)

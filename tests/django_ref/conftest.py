@@ -40,8 +40,7 @@ from google.cloud import bigquery  # noqa: E402
 from devstack.emulators import Emulator  # noqa: E402
 from tests.conftest import PROJECT, unique  # noqa: E402
 from tests.e2e.sources import SeededSource, seed  # noqa: E402
-from tests.e2e.stack import EVENT_WAIT_S, Stack, bq_count, serving, settings_env  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from tests.e2e.stack import EVENT_WAIT_S, Stack, bq_count, serving, settings_env, settings_from_env  # noqa: E402
 
 PASSWORD_ENV = "ETL_SECRET_DJANGO_REF"  # a reference the worker resolves (trust auth ignores the value)
 NO_DATABASE = "djref_no_database_between_tests"
@@ -101,10 +100,12 @@ class Harness:
 
     def data_source(self, port: int = 5432) -> DataSource:
         url = self.source.engine.url
-        return DataSource.objects.create(
+        # Django has no type hints here (no django-stubs): its managers return Any, named below.
+        source: DataSource = DataSource.objects.create(
             name=f"pg-{port}", source_type="postgresql", host=str(url.host), port=port,
             database=str(url.database), username=str(url.username),
             password_kind="password_env", password_ref=PASSWORD_ENV)
+        return source
 
     def job(self, load_type: str, source: DataSource | None = None, **fields: Any) -> Job:
         values: dict[str, Any] = {
@@ -114,7 +115,8 @@ class Harness:
         }
         if load_type != LoadType.CATALOG:
             values.update(timestamp_column="created_at", historical_start_date="2020-01-01")
-        return Job.objects.create(**{**values, **fields})
+        job: Job = Job.objects.create(**{**values, **fields})
+        return job
 
     def consume_until(self, predicate: Callable[[], bool], timeout_s: float = EVENT_WAIT_S) -> None:
         self.consumer.process(until=predicate, max_seconds=timeout_s)
@@ -122,7 +124,8 @@ class Harness:
 
     def wait_state(self, run: Run, *states: str, timeout_s: float = EVENT_WAIT_S) -> Run:
         self.consume_until(lambda: Run.objects.get(pk=run.pk).state in states, timeout_s)
-        return Run.objects.get(pk=run.pk)
+        reached: Run = Run.objects.get(pk=run.pk)
+        return reached
 
     def states_seen(self, run: Run) -> list[str]:
         """The run's state after each event applied to it, in order (consecutive repeats folded)."""
@@ -177,7 +180,7 @@ def etl(django_db: str, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dat
         monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     env = settings_env(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset, ETL_BATCH_SIZE=100,
                        ETL_MAX_RETRIES=1, ETL_MAX_DELIVERY_ATTEMPTS=5)
-    stack = Stack(Settings(**env))  # type: ignore[arg-type]
+    stack = Stack(settings_from_env(env))
     monkeypatch.setenv(PASSWORD_ENV, "unused-with-trust-auth")
     source = seed("postgresql", pg_admin, pg_schema, 250)
     with override_settings(ETL=etl_settings(env)):

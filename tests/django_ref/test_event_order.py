@@ -11,28 +11,20 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from etl import apply
+from etl import apply, state
 from etl.models import Job, ProcessedEvent, Run, RunState
 from etl.publisher import request_run
 from google.cloud import pubsub_v1
 
 from tests.django_ref.conftest import Harness
-from tests.e2e.relay import Relay
+from tests.e2e.relay import Relay, pg_relay
 
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    relay = Relay(target_port=5432)
-    try:
-        yield relay
-    finally:
-        relay.stop()
+__all__ = ["pg_relay"]  # the fixture `relay`
 
 
 def snapshot(job: Job) -> dict[str, Any]:
@@ -88,7 +80,7 @@ def test_redelivered_and_shuffled_events_end_in_the_same_state(
     call_command("consume_events", "--subscription", feed_subscription, "--setup-only", stdout=StringIO())
     publish_in_order(etl, feed)
     # And the database fails once, inside the transaction that applies the first run's run.completed
-    real_apply = apply.apply_event
+    real_apply = state.apply_event  # what etl.apply calls, before the patch
     failures: list[str] = []
 
     def failing_once(run: Run, event: dict[str, Any]) -> bool:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
+
+import pytest
 
 from devstack.emulators import free_port
 
@@ -64,3 +67,14 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
         for sock in (src, dst):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(name="relay")
+def pg_relay() -> Iterator[Relay]:
+    """A relay to the local PostgreSQL, stopped after the test (a test that "breaks" the database
+    stops the relay and starts a new one on the same port)."""
+    relay = Relay(target_port=5432)
+    try:
+        yield relay
+    finally:
+        relay.stop()

@@ -35,7 +35,7 @@ def _env_of(stack: Stack) -> dict[str, str]:
 def history(bq_client: bigquery.Client, dataset: str) -> list[tuple[str, str, bool | None]]:
     query = (f"SELECT run_id, event_type, will_retry FROM `{PROJECT}.{dataset}._etl_runs` "
              "ORDER BY occurred_at, seq")
-    return [tuple(row.values()) for row in bq_client.query(query).result()]  # type: ignore[misc]
+    return [tuple(row.values()) for row in bq_client.query(query).result()]
 
 
 def wait_history(bq_client: bigquery.Client, dataset: str, count: int) -> list[tuple[str, str, bool | None]]:

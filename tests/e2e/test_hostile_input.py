@@ -328,7 +328,7 @@ def test_hostile_messages_through_pubsub_end_as_run_failed(
                 "schema_name": schema, "source_table_name": "x", "dest_table_name": "fuzzed",
                 "load_type": "catalog", **more}
 
-    permanent = {
+    permanent: dict[int, dict[str, Any] | bytes] = {
         1: b"\xff\xfe not json", 2: b"null", 3: b"[]",
         4: {"etl_run_id": 4, "data_source_id": 1, "source_type": "oracle"},
         5: request(5, pg, "postgresql", pg_schema, dest_table_name="A" * 1_200_000),

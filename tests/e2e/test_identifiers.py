@@ -125,7 +125,7 @@ def test_awkward_names_load_in_every_mode_and_a_new_column_maps_by_the_same_rule
     assert events[-1].event_type == "run.completed"
     started = events[0]
     assert started.event_type == "run.started"
-    assert started.column_names == dict(zip(SOURCE_COLUMNS, BQ_COLUMNS, strict=True))  # type: ignore[union-attr]
+    assert started.column_names == dict(zip(SOURCE_COLUMNS, BQ_COLUMNS, strict=True))
     schema = bq_table(bq_client, bq_dataset).schema
     assert [f.name for f in schema] == list(BQ_COLUMNS)
     described = {f.name: f.description for f in schema}
@@ -164,8 +164,8 @@ def test_two_columns_on_one_bigquery_name_fail_permanently_before_anything_is_cr
     body = awkward.request("catalog", table="twins", dest_table_name="twins")
     failed = run_once(body, "run-twins-1")[-1]
     assert failed.event_type == "run.failed"
-    assert failed.error.type == "ColumnNameError" and not failed.error.retryable  # type: ignore[union-attr]
-    assert "'Unit Price' and 'unit_price'" in failed.error.message  # type: ignore[union-attr]
+    assert failed.error.type == "ColumnNameError" and not failed.error.retryable
+    assert "'Unit Price' and 'unit_price'" in failed.error.message
     assert not [d for d in bq_client.list_datasets() if d.dataset_id == bq_dataset]  # nothing made
     # And the request's column_names settles it
     run_once({**body, "column_names": {"unit_price": "unit_price_2"}}, "run-twins-2")
@@ -207,9 +207,11 @@ PARTITIONED = {
 def test_partitioned_tables_load_like_tables(awkward: Awkward, run_once: RunOnce, bq_client: bigquery.Client,
                                             bq_dataset: str, load_type: str) -> None:
     quote = awkward.engine.dialect.identifier_preparer.quote
+    schema = awkward.schema
+    assert schema is not None  # PostgreSQL and MariaDB: both have schemas
 
     def qualified(name: str) -> str:
-        return f"{quote(awkward.schema)}.{quote(name)}"
+        return f"{quote(schema)}.{quote(name)}"
 
     create, parts = PARTITIONED[awkward.dialect]
     with awkward.engine.begin() as conn:

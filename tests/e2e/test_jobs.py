@@ -75,7 +75,7 @@ def test_a_three_table_job_is_applied_atomically(
     assert all(t.watermark for t in done.tables[:2]) and done.tables[2].watermark is None
     assert done.rows_loaded == 4 * FAMILIES and done.dest_table is None
     started = [e for e in events if e.event_type == "run.started"]
-    assert [e.table for e in started] == list(DESTINATIONS)  # type: ignore[attr-defined]
+    assert [e.table for e in started] == list(DESTINATIONS)
     # And the next job goes on from each table's own watermark
     shop.add_families(3)
     again = completed(run_once(shop.job(2), "etl-run-2"))

@@ -4,6 +4,8 @@ the destination equals the source exactly, by key, every column."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from google.cloud import bigquery
 
@@ -11,7 +13,7 @@ from tests.e2e.sources import SeededSource, normalise, orders_table
 from tests.e2e.stack import Stack, bq_rows, serving
 
 
-def dest_rows(bq_client: bigquery.Client, stack: Stack) -> list[tuple[object, ...]]:
+def dest_rows(bq_client: bigquery.Client, stack: Stack) -> list[tuple[Any, ...]]:
     return [normalise(r) for r in bq_rows(bq_client, stack.settings.bigquery_dataset, "orders", "id")]
 
 

@@ -16,7 +16,7 @@ from google.cloud import pubsub_v1
 from rich.console import Console
 
 from devstack.emulators import Emulator
-from tests.e2e.stack import make_settings, settings_env
+from tests.e2e.stack import make_settings, settings_env, settings_from_env
 from worker.app import build_handler, build_sink
 from worker.commands.replay import Selection, replay
 from worker.commands.runs import runs_table
@@ -25,7 +25,6 @@ from worker.commands.watch import watch
 from worker.errors import SourceConnectionError, SourceSchemaError
 from worker.events import Counters, MemoryEventBus, PubSubEventBus, RunEvents
 from worker.handlers.base import Delivery, Outcome
-from worker.settings import Settings
 
 
 def sqlite_source(path: Path) -> Path:
@@ -50,7 +49,7 @@ def test_runs_lists_committed_runs_newest_first_and_filters_by_data_source(
     pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str, tmp_path: Path
 ) -> None:
     env = settings_env(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset)
-    settings = Settings(**env)  # type: ignore[arg-type]
+    settings = settings_from_env(env)
     sink = build_sink(settings)
     assert sink.recent_entries(10) == []  # no ledger yet: nothing, and nothing created
     # Given three committed runs of two data sources

@@ -15,31 +15,21 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery, pubsub_v1
 
 from devstack.emulators import Emulator
-from tests.e2e.relay import Relay
+from tests.e2e.relay import Relay, pg_relay
 from tests.e2e.sources import SeededSource, normalise, seed
-from tests.e2e.stack import Stack, bq_count, bq_rows, serving, settings_env
+from tests.e2e.stack import Stack, bq_count, bq_rows, serving, settings_env, settings_from_env
 from worker.commands.topology import dead_letter_subscription
-from worker.settings import Settings
 
 PASSWORD = "Replay-Known-pw:7@x/%"  # trust auth ignores it; it must never be shown
 RUN_ID = "etl-run-601"
 
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    relay = Relay(target_port=5432)
-    try:
-        yield relay
-    finally:
-        relay.stop()
+__all__ = ["pg_relay"]  # the fixture `relay`
 
 
 def replay_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +65,7 @@ def test_dead_lettered_run_is_replayed_once_the_source_is_back(
 ) -> None:
     env = settings_env(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
                        ETL_MAX_DELIVERY_ATTEMPTS=5, ETL_MAX_RETRIES=1, ETL_BATCH_SIZE=100)
-    stack = Stack(Settings(**env))  # type: ignore[arg-type]
+    stack = Stack(settings_from_env(env))
     source: SeededSource = seed("postgresql", pg_admin, pg_schema, 250)
     request = source.request("catalog", etl_run_id=601)
     request["connection_params"].update(port=relay.port, password=PASSWORD)

@@ -27,11 +27,10 @@ import sqlalchemy as sa
 from devstack.emulators import Emulator
 from tests.conftest import unique
 from tests.e2e.sources import SeededSource, seed
-from tests.e2e.stack import Stack, serving, settings_env
+from tests.e2e.stack import Stack, serving, settings_env, settings_from_env
 from tests.e2e.test_replay import wait_dead_letters
 from tests.password_postgres import PasswordPostgres
 from worker.logs import JsonFormatter
-from worker.settings import Settings
 
 PASSWORD = "Leak-Canary:9@pw/%x"
 FORMS = (PASSWORD, quote(PASSWORD, safe=""), quote_plus(PASSWORD))
@@ -130,7 +129,7 @@ def test_a_known_password_appears_in_no_log_event_error_or_replay_output(
     # And runs through the serve loop, logged through the production formatter
     (tmp_path / "mariadb").write_text(PASSWORD + "\n")
     monkeypatch.setenv("ETL_SECRET_LEAK_TEST", PASSWORD)
-    stack = Stack(Settings(**env))  # type: ignore[arg-type]
+    stack = Stack(settings_from_env(env))
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
     handler.setFormatter(JsonFormatter())

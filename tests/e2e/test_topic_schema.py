@@ -35,7 +35,7 @@ def schema_topic(kind: Schema.Type, definition: str) -> str:
     schema = schemas.create_schema(request={
         "parent": f"projects/{PROJECT}", "schema_id": name,
         "schema": Schema(name=f"projects/{PROJECT}/schemas/{name}", type_=kind, definition=definition)})
-    topic = publisher.topic_path(PROJECT, name)
+    topic: str = publisher.topic_path(PROJECT, name)
     publisher.create_topic(request={"name": topic,
                                     "schema_settings": {"schema": schema.name, "encoding": Encoding.JSON}})
     return topic

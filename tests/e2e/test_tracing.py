@@ -20,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tests.e2e.sources import SeededSource
 from tests.e2e.stack import Stack, serving
 from worker import app, tracing
+from worker.sinks import bigquery_client
 
 JOBS_PATH = "/jobs"
 
@@ -37,6 +38,7 @@ class Telemetry:
 
     def points(self, metric: str) -> list[Any]:
         data = self.metrics.get_metrics_data()
+        assert data is not None, "no metrics were recorded"
         return [point for resource in data.resource_metrics for scope in resource.scope_metrics
                 for m in scope.metrics if m.name == metric for point in m.data.data_points]
 
@@ -64,7 +66,7 @@ def job_configurations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The configuration of every BigQuery job the worker starts, as sent over the wire (the
     emulator accepts job labels but never returns them: docs/bigquery-emulator.md)."""
     sent: list[dict[str, Any]] = []
-    real = app.make_bigquery_client
+    real = bigquery_client.make_bigquery_client  # what worker.app calls, before the patch
 
     def recording_client(*args: Any, **kwargs: Any) -> bigquery.Client:
         client = real(*args, **kwargs)

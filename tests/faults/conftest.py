@@ -9,9 +9,8 @@ import pytest
 
 from devstack.emulators import Emulator
 from tests.e2e.conftest import orders_source
-from tests.e2e.stack import Stack, settings_env
+from tests.e2e.stack import Stack, settings_env, settings_from_env
 from tests.faults.harness import CommitHold, workers
-from worker.settings import Settings
 
 __all__ = ["orders_source", "workers"]
 
@@ -23,7 +22,7 @@ def crash_stack(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: st
         ETL_BATCH_SIZE=100, ETL_PART_ROWS=150,  # 250 rows: 3 batches, 2 parts
         ETL_MAX_DELIVERY_ATTEMPTS=20,  # kills use up attempts; recovery must not dead-letter
     )
-    return Stack(Settings(**env), env)
+    return Stack(settings_from_env(env), env)
 
 
 @pytest.fixture

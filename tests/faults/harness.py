@@ -182,6 +182,11 @@ class EventLog:
             self._arrived.append(Published(json.loads(message.data), message.publish_time.timestamp()))
         message.ack()
 
+    def all(self, run_id: str) -> list[Published]:
+        """Every event of the run that has arrived so far, in arrival order."""
+        with self._lock:
+            return [p for p in self._arrived if p.event["run_id"] == run_id]
+
     def completed(self, run_id: str) -> list[Published]:
         with self._lock:
             return [p for p in self._arrived if p.event["run_id"] == run_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from google.cloud import bigquery
 
 from tests.conftest import PROJECT
 from tests.e2e.sources import normalise
+from tests.faults.background import TableWriter, running
 from tests.faults.test_windows_and_readers import (
     FLAVOURS,
     LAG_S,
@@ -44,25 +44,14 @@ def flavour_db(request: pytest.FixtureRequest) -> tuple[Flavour, sa.Engine, str]
     return flavour, request.getfixturevalue("mysql_admin"), request.getfixturevalue("mysql_db")
 
 
-class ChangingWriter(threading.Thread):
+class ChangingWriter(TableWriter):
     """Inserts, updates and deletes until stopped; counts what it did."""
 
     def __init__(self, engine: sa.Engine, table: str, clock_sql: str, rng: random.Random) -> None:
-        super().__init__(daemon=True)
-        self.engine, self.table, self.clock_sql, self.rng = engine, table, clock_sql, rng
-        self.stop = threading.Event()
-        self.next_id = 1
+        super().__init__(engine, table, clock_sql, rng)
         self.done = {"insert": 0, "update": 0, "update twice": 0, "delete": 0}
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self.change_once()
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-
-    def change_once(self) -> None:
+    def once(self) -> None:
         kind = self.rng.choice(["insert", "insert", "update", "update twice", "delete"])
         if kind != "insert" and self.next_id < 5:
             kind = "insert"
@@ -127,16 +116,11 @@ def test_merge_with_reconcile_keeps_a_changing_table_equal_to_the_source(
         return run_once(handler, body)
 
     # Given a writer inserting, updating and deleting while merge runs execute
-    writer.start()
     completions = []
-    try:
+    with running(writer):
         for run in range(1, RUNS + 1):
             time.sleep(rng.uniform(0.2, 0.6))
             completions.append(merge(run))
-    finally:
-        writer.stop.set()
-        writer.join(timeout=10)
-    assert writer.error is None, writer.error
     assert min(writer.done.values()) > 0, writer.done  # every kind of change really happened
     # When the writer has stopped and a last run covers everything up to now (past the lag)
     time.sleep(LAG_S + LATE_COMMIT_MAX_S)

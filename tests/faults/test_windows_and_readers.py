@@ -24,6 +24,7 @@ from devstack.emulators import Emulator
 from tests.conftest import PROJECT
 from tests.e2e.sources import normalise
 from tests.e2e.stack import make_settings
+from tests.faults.background import Loop, TableWriter, running
 from worker.app import build_handler
 from worker.events import MemoryEventBus
 from worker.handlers.base import Delivery
@@ -76,24 +77,10 @@ def request_body(engine: sa.Engine, schema: str, load_type: str, run: int, **ext
     return json.dumps(body).encode()
 
 
-class Writer(threading.Thread):
+class Writer(TableWriter):
     """Inserts rows until stopped: bursts sharing one timestamp, and transactions that commit late."""
 
-    def __init__(self, engine: sa.Engine, table: str, clock_sql: str, rng: random.Random) -> None:
-        super().__init__(daemon=True)
-        self.engine, self.table, self.clock_sql, self.rng = engine, table, clock_sql, rng
-        self.stop = threading.Event()
-        self.next_id = 1
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self.write_once()
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-
-    def write_once(self) -> None:
+    def once(self) -> None:
         rows = self.rng.choice([1, 1, 3, 20])  # 20: many rows tied at one timestamp
         late_s = self.rng.choice([0.0, 0.0, self.rng.uniform(0, LATE_COMMIT_MAX_S)])
         first, self.next_id = self.next_id, self.next_id + rows
@@ -139,20 +126,14 @@ def test_windows_under_concurrent_writers_load_every_row_exactly_once(
             f"CREATE TABLE {table} (id bigint PRIMARY KEY, ts {flavour.column_ddl} NOT NULL)")
     rng = random.Random(f"{SEED}-{flavour.name}")  # replay a failure with the same seed
     handler = make_handler(ETL_INCREMENTAL_LAG=LAG_S)
-    writer = Writer(engine, table, flavour.clock_sql, rng)
     # Given a writer inserting tied and late-committing rows while transactional runs execute
-    writer.start()
     completions = []
-    try:
+    with running(Writer(engine, table, flavour.clock_sql, rng)):
         for run in range(1, RUNS + 1):
             time.sleep(rng.uniform(0.2, 0.8))
             body = request_body(engine, schema, "transactional", 600 + run, timestamp_column="ts",
                                 historical_start_date="2000-01-01")
             completions.append(run_once(handler, body))
-    finally:
-        writer.stop.set()
-        writer.join(timeout=10)
-    assert writer.error is None, writer.error
     # Then consecutive windows touch without overlapping
     for earlier, later in itertools.pairwise(completions):
         assert later.window_low == earlier.window_high
@@ -177,25 +158,22 @@ def content(rows: list[tuple[Any, ...]]) -> str:
     return hashlib.sha256(repr(sorted(normalise(tuple(r)) for r in rows)).encode()).hexdigest()
 
 
-class Reader(threading.Thread):
-    """Reads the whole destination again and again, one query each time; any error ends it."""
+class Reader(Loop):
+    """Reads the whole destination again and again, one query each time; any error ends it (a
+    missing table, a failed query)."""
 
     def __init__(self, client: bigquery.Client, dataset: str) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.client, self.query = client, f"SELECT id, ts, label FROM `{PROJECT}.{dataset}.events`"
         self.seen: list[str] = []  # the fingerprint of every read, in order
         self.reads = threading.Semaphore(0)  # released once per read (started and finished)
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self.seen.append(content([tuple(r.values()) for r in self.client.query(self.query).result()]))
-                self.reads.release()
-        except BaseException as exc:  # a missing table, a failed query: surfaced by the test
-            self.error = exc
-            self.reads.release()
+    def once(self) -> None:
+        self.seen.append(content([tuple(r.values()) for r in self.client.query(self.query).result()]))
+        self.reads.release()
+
+    def ended_by_error(self) -> None:
+        self.reads.release()  # a test waiting for a read hears of the error
 
     def read_once_more(self) -> None:
         """Wait for a read that started after this call (it sees the table as it is now, or later)."""

@@ -19,14 +19,13 @@ from google.cloud import bigquery
 from devstack.emulators import Emulator
 from tests.conftest import PROJECT
 from tests.e2e.sources import SeededSource, normalise, seed
-from tests.e2e.stack import Stack, bq_rows, settings_env
+from tests.e2e.stack import Stack, bq_rows, settings_env, settings_from_env
 from tests.faults.harness import WorkerProcess, end_dead_streams, ledger_rows
-from worker.settings import Settings
 
 
 def make_stack(pubsub: Emulator, bq: Emulator, dataset: str, **overrides: Any) -> Stack:
     env = settings_env(pubsub.host_port, bq.host_port, dataset, **overrides)
-    return Stack(Settings(**env), env)
+    return Stack(settings_from_env(env), env)
 
 
 def test_sigterm_during_a_long_run_exits_in_grace_and_the_redelivery_completes(

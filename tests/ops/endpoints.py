@@ -83,7 +83,7 @@ class _Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.raw.append(envelope.content)
-            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
             self.lock.notify_all()
         return "250 Message accepted for delivery"
 
@@ -135,7 +135,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 def body_of(message: EmailMessage) -> str:
     part = message.get_body(("plain",))
     assert part is not None
-    return str(part.get_content()).replace("\r\n", "\n")  # type: ignore[attr-defined]
+    return str(part.get_content()).replace("\r\n", "\n")
 
 
 @dataclass

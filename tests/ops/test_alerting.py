@@ -13,7 +13,7 @@ import pytest
 
 from tests.ops.runs import RunScript
 from worker.commands.alert_channels import SendError
-from worker.commands.alert_rules import Rules, RulesFileError, load_rules
+from worker.commands.alert_rules import ConsecutiveFailures, Rules, RulesFileError, load_rules
 from worker.commands.alert_state import StateStore
 from worker.commands.alerting import Alert
 from worker.commands.notify import Notifier
@@ -64,8 +64,8 @@ class Setup:
         self.store = StateStore(self.dir)
         self.notifier = Notifier(self.store, self.rules, [self.channel])
 
-    def run(self, **kwargs: object) -> RunScript:
-        return RunScript(self.bus, **kwargs)  # type: ignore[arg-type]
+    def run(self, table: str = "orders", data_source_id: int = 7) -> RunScript:
+        return RunScript(self.bus, table=table, data_source_id=data_source_id)
 
 
 def test_by_default_a_permanent_failure_alerts_once_and_a_success_recovers(tmp_path: Path) -> None:
@@ -212,7 +212,8 @@ def test_rules_files_in_toml_and_json(tmp_path: Path) -> None:
     assert not rules.dead_lettered and rules.permanent_failure and rules.rules[0].kind == "slow_run"
     as_json = tmp_path / "alerts.json"
     as_json.write_text(json.dumps({"rules": [{"kind": "consecutive_failures", "count": 3}]}))
-    assert load_rules(as_json).rules[0].count == 3  # type: ignore[union-attr]
+    (rule,) = load_rules(as_json).rules
+    assert isinstance(rule, ConsecutiveFailures) and rule.count == 3
     assert load_rules(None) == Rules()
     as_json.write_text(json.dumps({"rules": [{"kind": "consecutive_failure", "count": 3}]}))
     with pytest.raises(RulesFileError, match=r"alerts\.json"):

@@ -144,6 +144,7 @@ def test_the_cli_serves_the_page_and_its_files_and_stops_on_sigterm(stack: Stack
     env = {**os.environ, **_env(stack)}
     process = subprocess.Popen([sys.executable, "-m", "worker", "dashboard", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + WAIT_S
@@ -153,7 +154,7 @@ def test_the_cli_serves_the_page_and_its_files_and_stops_on_sigterm(stack: Stack
                     assert response.read() == b"ok\n"
                 break
             except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()  # type: ignore[union-attr]
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
                 time.sleep(0.2)
         pages = {path: urllib.request.urlopen(base + path, timeout=30) for path in
                  ("/", "/static/app.js", "/static/style.css", "/api/runs")}

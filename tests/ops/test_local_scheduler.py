@@ -44,8 +44,12 @@ def job(name: str, schedule: str, time_zone: str = "Etc/UTC") -> Job:
 def test_a_short_cron_fires_on_time_on_a_fake_clock() -> None:
     jobs = [job("every-5", "*/5 * * * *"), job("hourly-berlin", "0 * * * *", "Europe/Berlin")]
     published: list[str] = []
-    scheduler = LocalScheduler(jobs, lambda j: published.append(j.name) or f"m{len(published)}",
-                               FakeClock(T0))
+
+    def publish(fired: Job) -> str:
+        published.append(fired.name)
+        return f"m{len(published)}"
+
+    scheduler = LocalScheduler(jobs, publish, FakeClock(T0))
     scheduler.run(threading.Event(), max_firings=14)
     at = [(name, when.strftime("%H:%M")) for name, when, _ in scheduler.fired]
     assert at[:3] == [("every-5", "10:05"), ("every-5", "10:10"), ("every-5", "10:15")]

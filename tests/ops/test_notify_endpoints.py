@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devstack.emulators import Emulator
+from tests.e2e.stack import settings_from_env
 from tests.ops.endpoints import SLACK_PATH, Endpoints, SmtpStandIn, body_of
 from tests.ops.runs import RunScript
 from worker.commands.alert_channels import EmailChannel, SendError, channels_from
@@ -30,7 +31,7 @@ SMTP_PASSWORD = "Smtp-Canary-77"
 
 
 def settings(env: dict[str, str], **more: str) -> Settings:
-    return Settings(GCP_PROJECT_ID="etl-test", **env, **more)  # type: ignore[arg-type]
+    return settings_from_env({"GCP_PROJECT_ID": "etl-test", **env, **more})
 
 
 def failing_run(bus: MemoryEventBus) -> RunScript:

@@ -17,7 +17,7 @@ from typing import Any
 
 from devstack.emulators import Emulator
 from tests.e2e.sources import SeededSource
-from tests.e2e.stack import Stack, serving, settings_env
+from tests.e2e.stack import Stack, serving, settings_env, settings_from_env
 from tests.e2e.test_secrets_never_leak import FORMS, PASSWORD, pg_users, request  # noqa: F401
 from tests.ops.endpoints import SLACK_PATH, Endpoints, body_of
 from tests.ops.runs import RunScript
@@ -94,7 +94,7 @@ def test_one_alert_per_incident_under_redelivery_a_failed_send_and_a_restart(
 ) -> None:
     state = tmp_path / "state"
     env = notify_env(pubsub_emulator, bq_emulator, bq_dataset, alert_endpoints, state)
-    settings = Settings(**env)  # type: ignore[arg-type]
+    settings = settings_from_env(env)
     setup(settings)
     bus = Tee(PubSubEventBus(settings.gcp_project_id, settings.etl_events_topic))
     slack, smtp = alert_endpoints.slack, alert_endpoints.smtp
@@ -112,7 +112,7 @@ def test_one_alert_per_incident_under_redelivery_a_failed_send_and_a_restart(
         assert smtp.wait(1)[0]["Subject"] == "[etl alert] orders (data source 7) failed permanently"
     # When notify restarts (a new subscription: the emulator keeps dead streams of a cancelled one)
     env2 = {**env, "ETL_NOTIFY_SUBSCRIPTION": env["ETL_NOTIFY_SUBSCRIPTION"] + "-2"}
-    settings2 = Settings(**env2)  # type: ignore[arg-type]
+    settings2 = settings_from_env(env2)
     with notifying(settings2):
         second = RunScript(bus).started().failed(SCHEMA_ERROR)  # the incident is still open
         RunScript(bus, run_id=failed.run_id).failed(SCHEMA_ERROR)  # and the first event once more
@@ -137,7 +137,7 @@ def test_a_real_failed_run_alerts_through_the_cli_without_a_secret(
                      ETL_MAX_RETRIES=1)
     rules = tmp_path / "alerts.toml"
     rules.write_text('[[rules]]\nkind = "consecutive_failures"\ncount = 1\nper = "data_source"\n')
-    stack = Stack(Settings(**env))  # type: ignore[arg-type]
+    stack = Stack(settings_from_env(env))
     stderr = tmp_path / "notify.stderr"
     with stderr.open("w") as err:
         process = subprocess.Popen(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud import scheduler_v1
 
+from tests.e2e.stack import settings_from_env
 from tests.ops.schedule_files import item_request, write_toml
 from worker.commands.schedules import ScheduleFileError, apply_command, load_schedule
 from worker.settings import Settings
@@ -22,7 +24,7 @@ TOPIC = "projects/etl-test/topics/etl-run-requested"
 class FakeScheduler:
     """Cloud Scheduler's job store, in memory; every call is recorded."""
 
-    def __init__(self, jobs: list[scheduler_v1.Job] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, jobs: Sequence[scheduler_v1.Job] = ()) -> None:
         self.jobs = {job.name: job for job in jobs}
         self.calls: list[tuple[str, Any]] = []
 
@@ -52,7 +54,7 @@ class FakeScheduler:
 
 
 def settings() -> Settings:
-    return Settings(GCP_PROJECT_ID="etl-test", ETL_SCHEDULER_LOCATION="europe-west1")  # type: ignore[call-arg]
+    return settings_from_env({"GCP_PROJECT_ID": "etl-test", "ETL_SCHEDULER_LOCATION": "europe-west1"})
 
 
 def apply(path: Path, client: FakeScheduler, *flags: str) -> str:

@@ -18,12 +18,19 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from tests.sources import UTC_PERMISSIVE, connection_of, make_request, mysql_requests, mysql_runner
+from tests.sources import (
+    UTC_PERMISSIVE,
+    connection_of,
+    make_request,
+    mysql_requests,
+    mysql_runner,
+    noting_calls,
+)
 from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
 from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
 from tests.types.golden import _FastPathSpy
 from worker.messages import EtlRunRequest
-from worker.sources import get_source, mysql_raw, pg_copy, sqlalchemy_source
+from worker.sources import fastpath, get_source, mysql_raw, pg_copy, sqlalchemy_source
 from worker.sources.arrays import column_array
 from worker.sources.mysql import MySQLDialect
 from worker.sources.postgresql import PostgresDialect
@@ -94,7 +101,7 @@ def fast_reads(monkeypatch: pytest.MonkeyPatch, reader: Any) -> list[bool]:
 def fast_columns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each column the generic path built with its own speed-ups (`fast_column_array`), per batch."""
     built: list[str] = []
-    real = sqlalchemy_source.fast_column_array
+    real = fastpath.fast_column_array  # what sqlalchemy_source calls, before any patch
 
     def spy(values: Any, column: Any, convert: Any, nulled: Any) -> pa.Array:
         built.append(column.name)
@@ -127,7 +134,9 @@ def pg(pg_admin: sa.Engine, pg_schema: str) -> Callable[[str], None]:
     def run(sql: str) -> None:
         with pg_admin.connect() as conn:
             conn.exec_driver_sql(f'SET search_path TO "{pg_schema}"')
-            conn.connection.dbapi_connection.cursor().execute(sql)  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            dbapi.cursor().execute(sql)
 
     return run
 
@@ -146,7 +155,7 @@ def test_postgres_copy_carries_every_type_it_claims(
     pg(PG_COPY_TYPES)
     copies: list[str] = []
     real_copy = pg_copy.copy_statement
-    monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
+    monkeypatch.setattr(pg_copy, "copy_statement", noting_calls(copies, real_copy))
     used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("copyable"), monkeypatch, batch_rows=700)
     assert used == [True] and copies == ["x"], "COPY did not read the table, once"
@@ -159,7 +168,12 @@ def test_postgres_timestamptz_outside_a_utc_session_stays_generic(
     pg(PG_COPY_TYPES)
     monkeypatch.setattr(pg_copy, "_session", lambda _conn: pg_copy._Session(supported=True, utc=False))
     copies: list[str] = []
-    monkeypatch.setattr(pg_copy, "copy_batches", lambda *a: copies.append("x") or iter(()))
+
+    def copy_batches(*_args: object) -> Iterator[pa.RecordBatch]:
+        copies.append("x")
+        return iter(())
+
+    monkeypatch.setattr(pg_copy, "copy_batches", copy_batches)
     used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("copyable"), monkeypatch, batch_rows=1000)
     assert used == [False] and copies == []  # asked, and declined: no COPY
@@ -199,7 +213,7 @@ def test_postgres_types_copy_cannot_carry_stay_generic(
     pg(PG_ALL_TYPES)  # arrays and time: the whole table stays on the generic path
     copies: list[str] = []
     real_copy = pg_copy.copy_statement
-    monkeypatch.setattr(pg_copy, "copy_statement", lambda *a: copies.append("x") or real_copy(*a))
+    monkeypatch.setattr(pg_copy, "copy_statement", noting_calls(copies, real_copy))
     used = fast_reads(monkeypatch, pg_copy)
     assert_same(pg_request("all_types"), monkeypatch)
     assert used == [False] and copies == []  # COPY was asked, declined, and never ran
@@ -272,7 +286,7 @@ def _raw_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records each raw read, so a test knows the raw reader (not the generic path) ran."""
     reads: list[str] = []
     real = mysql_raw.raw_statement
-    monkeypatch.setattr(mysql_raw, "raw_statement", lambda *a: reads.append("x") or real(*a))
+    monkeypatch.setattr(mysql_raw, "raw_statement", noting_calls(reads, real))
     return reads
 
 

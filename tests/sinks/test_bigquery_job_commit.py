@@ -111,5 +111,5 @@ def test_only_this_sinks_stagings_can_join_its_job(sink: BigQuerySink) -> None:
         token = "x"
 
     with pytest.raises(TypeError, match="own staging"):
-        sink.commit_job([(Foreign(), None)])  # type: ignore[list-item]
+        sink.commit_job([(Foreign(), None)])  # type: ignore[list-item]  # a foreign staging, on purpose
 

@@ -14,6 +14,7 @@ from worker.columns import Column
 from worker.constants import STAGING_PREFIX
 from worker.ledger import LedgerEntry
 from worker.sinks import bigquery_sql as sql
+from worker.sinks.base import MergePlan
 
 ID = Column("id", "integer", pa.int64(), "INT64")
 DOC = Column("doc", "jsonb", pa.string(), "JSON")
@@ -21,15 +22,14 @@ TAGS = Column("tags", "text[]", pa.list_(pa.string()), "STRING", repeated=True)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
 
-def entry(**changes: object) -> LedgerEntry:
-    base = LedgerEntry(
+def entry(window_high: str | None = None) -> LedgerEntry:
+    return LedgerEntry(
         run_id="r-1", data_source_id=7, etl_run_id=None, dest_table="orders", load_type="catalog",
-        window_column=None, window_low=None, window_high=None, rows_extracted=3, rows_loaded=3,
+        window_column=None, window_low=None, window_high=window_high, rows_extracted=3, rows_loaded=3,
         batches_loaded=1, source_row_count=3, attempt=1, completed_seq=4, staging_token="abcd1234",
         started_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
         committed_at=datetime(2024, 1, 2, 3, 4, 9, tzinfo=UTC), duration_seconds=4.5,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -164,3 +164,32 @@ def test_widened_columns_are_cast_to_the_destination_type() -> None:
 def test_script_never_truncates_or_loads() -> None:
     text = script(replace=True).upper()
     assert "TRUNCATE" not in text and "WRITE_TRUNCATE" not in text
+
+
+# --- cdc -------------------------------------------------------------------------------------------
+def _cdc_script(kept: tuple[str, ...] = (), empty_first: bool = False) -> str:
+    plan = MergePlan(key=("id",), cursor="_etl_seq", empty_first=empty_first)
+    apply = sql.Apply("changes", plan, kept=kept)
+    return sql.commit_script(dest="`p`.`d`.`t`", staging="`p`.`d`.`s`", ledger="`p`.`d`.`_etl_ledger`",
+                             columns=[ID, DOC, TAGS], dest_types={}, apply=apply)
+
+
+def test_a_cdc_commit_keeps_the_last_change_per_key_after_the_last_truncate() -> None:
+    script = _cdc_script()
+    assert "QUALIFY ROW_NUMBER() OVER (PARTITION BY `id` ORDER BY `_etl_seq` DESC) = 1" in script
+    assert "`_etl_seq` > (SELECT IFNULL(MAX(`_etl_seq`), 0) FROM `p`.`d`.`s` WHERE `_etl_op` = 'T')" in script
+    assert "IF EXISTS (SELECT 1 FROM `p`.`d`.`s` WHERE `_etl_op` = 'T') THEN" in script
+    assert "WHEN MATCHED AND s.`_etl_op` = 'D' THEN DELETE" in script
+    assert "LEFT JOIN" not in script  # no column was left unsent: no join
+    # its ranges are their own chain in the ledger, apart from the windows of transactional and merge
+    assert "load_type IN ('cdc')" in script and "'merge'" not in script
+    assert "IF TRUE THEN\n    DELETE FROM `p`.`d`.`t` WHERE TRUE;" in _cdc_script(empty_first=True)
+
+
+def test_a_column_some_change_did_not_send_takes_the_last_sent_value_else_the_destinations() -> None:
+    script = _cdc_script(kept=("doc",))
+    assert "MAX(IF(STRPOS(IFNULL(`_etl_unchanged`, ''), ',doc,') = 0, `_etl_seq`, NULL)) OVER" in script
+    assert "LEFT JOIN `p`.`d`.`s` AS k0 ON k0.`_etl_seq` = l.`_etl_src_doc`" in script
+    assert "PARSE_JSON(k0.`doc`) AS `doc`" in script
+    assert "`doc` = IF(s.`_etl_sent_doc`, s.`doc`, d.`doc`)" in script
+    assert "`tags` = s.`tags`" in script

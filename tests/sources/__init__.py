@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -36,6 +36,9 @@ def connection_of(engine: sa.Engine, **overrides: Any) -> dict[str, Any]:
     params.update(overrides)
     return params
 
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 UTC_PERMISSIVE = "SET time_zone = '+00:00', sql_mode = ''"  # zero dates allowed
 
@@ -92,3 +95,12 @@ def spy_cursors() -> Iterator[list[Execution]]:
         yield seen
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", spy)
+
+
+def noting_calls(calls: list[str], real: Callable[P, R]) -> Callable[P, R]:
+    """`real`, noting "x" in `calls` each time it runs: a test then knows that path ran, and how often."""
+    def noted(*args: P.args, **kwargs: P.kwargs) -> R:
+        calls.append("x")
+        return real(*args, **kwargs)
+
+    return noted

@@ -15,7 +15,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.types import TypeEngine
 
-from tests.sources import UTC_PERMISSIVE, mysql_requests, mysql_runner
+from tests.sources import UTC_PERMISSIVE, mysql_requests, mysql_runner, noting_calls
 from tests.sources.test_layering import FAST_READERS, SOURCES
 from worker.sources import DIALECTS, fastpath, get_source, mysql_raw
 from worker.sources import typemap as tm
@@ -49,14 +49,14 @@ def test_every_converter_in_a_type_table_declares_its_fast_forms() -> None:
 
 def test_a_converter_cannot_be_declared_without_its_fast_forms() -> None:
     with pytest.raises(TypeError):
-        Converter(str)  # type: ignore[call-arg]
+        Converter(str)  # type: ignore[call-arg]  # the missing fast forms are what this test is about
     with pytest.raises(TypeError):
-        Converter(str, columnar=None, pg_copy=None)  # type: ignore[call-arg]
+        Converter(str, columnar=None, pg_copy=None)  # type: ignore[call-arg]  # as above: no mysql_raw
 
 
 def test_a_type_table_refuses_a_bare_function() -> None:
     with pytest.raises(TypeError, match="declare its fast forms"):
-        tm.target("STRING", convert=str)  # type: ignore[arg-type]
+        tm.target("STRING", convert=str)  # type: ignore[arg-type]  # the bare function is the point
 
 
 def test_every_fast_reader_has_its_field_in_the_declaration() -> None:
@@ -96,7 +96,7 @@ def test_mysql_bit64_keeps_the_table_on_the_generic_path(
        "b'1111111111111111111111111111111111111111111111111111111111111111'), (3, NULL)")
     reads: list[str] = []
     real = mysql_raw.raw_statement
-    monkeypatch.setattr(mysql_raw, "raw_statement", lambda *a: reads.append("x") or real(*a))
+    monkeypatch.setattr(mysql_raw, "raw_statement", noting_calls(reads, real))
     with get_source("mysql").snapshot(mysql_requests(mysql_admin, mysql_db)("bits")) as snap:
         batches = list(snap.iter_batches(None, 10))
     table = pa.Table.from_batches(batches)

@@ -22,14 +22,14 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     })),
     ("fast readers", frozenset({"fastpath", "pg_copy", "mysql_raw"})),
     ("the sources: generic, and the in-memory stub", frozenset({"sqlalchemy_source", "memory"})),
-    ("dialects", frozenset({"postgresql", "mysql", "sqlite"})),
+    ("dialects, and PostgreSQL's change log", frozenset({"postgresql", "mysql", "sqlite", "pg_cdc"})),
     ("registry", frozenset({"__init__"})),
 )
 DIALECTS = LAYERS[3][1]
 FAST_READERS = LAYERS[1][1]
 # What sources may use from the rest of the worker: never the runner, sinks, transport or commands.
 OUTSIDE_ALLOWED = frozenset({
-    "worker.classify", "worker.columns", "worker.constants", "worker.errors", "worker.memory",
+    "worker.cdc", "worker.classify", "worker.columns", "worker.constants", "worker.errors", "worker.memory",
     "worker.messages", "worker.modes", "worker.names", "worker.secrets", "worker.window",
 })
 

@@ -18,7 +18,7 @@ from worker.classify import classify
 from worker.messages import EtlRunRequest
 from worker.sources import get_source
 from worker.sources.mysql import MySQLDialect
-from worker.sources.sqlalchemy_source import SqlAlchemySource
+from worker.sources.sqlalchemy_source import SqlAlchemySource, SqlAlchemyTable
 from worker.window import Window
 
 SLACK = timedelta(seconds=1)
@@ -286,4 +286,5 @@ def test_the_snapshot_is_read_only(my: Callable[[str], None], request_for: Any) 
         get_source("mysql").snapshot(request_for("t")) as snap,
         pytest.raises(sa.exc.DBAPIError, match="READ ONLY"),
     ):
-        snap._conn.execute(sa.text("INSERT INTO t VALUES (1)"))  # type: ignore[attr-defined]
+        assert isinstance(snap, SqlAlchemyTable)
+        snap._conn.execute(sa.text("INSERT INTO t VALUES (1)"))

@@ -18,7 +18,7 @@ from worker.classify import classify
 from worker.messages import EtlRunRequest
 from worker.sources import get_source
 from worker.sources.postgresql import PostgresDialect
-from worker.sources.sqlalchemy_source import INTEGER_FLOOR
+from worker.sources.sqlalchemy_source import INTEGER_FLOOR, SqlAlchemyTable
 from worker.window import Window
 
 SLACK = timedelta(seconds=1)  # clock reads on either side of the snapshot's own
@@ -344,4 +344,5 @@ def test_the_snapshot_is_read_only(pg: Callable[[str], None], request_for: Any) 
         get_source("postgresql").snapshot(request) as snap,
         pytest.raises(sa.exc.DBAPIError, match="read-only transaction"),
     ):
-        snap._conn.execute(insert)  # type: ignore[attr-defined]
+        assert isinstance(snap, SqlAlchemyTable)
+        snap._conn.execute(insert)

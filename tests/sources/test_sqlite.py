@@ -16,6 +16,7 @@ from tests.sources import make_request, read_rows, spy_cursors
 from worker import errors
 from worker.messages import EtlRunRequest
 from worker.sources import get_source
+from worker.sources.sqlalchemy_source import SqlAlchemyTable
 from worker.window import Window
 
 
@@ -163,7 +164,8 @@ def test_the_snapshot_is_read_only(db: sqlite3.Connection, request_for: Any) -> 
         get_source("sqlite").snapshot(request_for("t")) as snap,
         pytest.raises(sa.exc.OperationalError, match="readonly"),
     ):
-        snap._conn.execute(sa.text("INSERT INTO t VALUES (1)"))  # type: ignore[attr-defined]
+        assert isinstance(snap, SqlAlchemyTable)
+        snap._conn.execute(sa.text("INSERT INTO t VALUES (1)"))
 
 
 def test_datetime_cursors_stored_without_fraction_or_with_t_are_windowed_by_value(

@@ -288,7 +288,7 @@ def test_parse_cursor(text: str, kind: Any, expected: Any) -> None:
     parsed = parse_cursor(text, kind)
     assert parsed == expected and type(parsed) is type(expected)
     if isinstance(expected, datetime):
-        assert parsed.utcoffset() == expected.utcoffset()  # type: ignore[union-attr]
+        assert isinstance(parsed, datetime) and parsed.utcoffset() == expected.utcoffset()
 
 
 @pytest.mark.parametrize(

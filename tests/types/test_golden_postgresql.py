@@ -42,12 +42,14 @@ def q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def ts(*parts: int) -> datetime:
-    return datetime(*parts)  # type: ignore[arg-type]
+def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+       microsecond: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond)
 
 
-def tsz(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def tsz(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+        microsecond: int = 0) -> datetime:
+    return ts(year, month, day, hour, minute, second, microsecond).replace(tzinfo=UTC)
 
 
 GOLDEN = Golden("golden", [

@@ -46,9 +46,9 @@ class Rig:
         self.source = MemorySource({"orders": self.orders, "products": MemoryTable(ORDERS_COLUMNS)},
                                    clock=self.clock)
 
-    def runner(self, max_run_s: float = 3600, max_tries: int = 3) -> Runner:
+    def runner(self, max_run_s: float = 3600, max_tries: int = 3, chunk_rows: int = 0) -> Runner:
         options = RunOptions(batch_rows=3, part_rows=4, incremental_lag_s=0, max_run_s=max_run_s,
-                             spool_dir=str(self.tmp_path))
+                             spool_dir=str(self.tmp_path), chunk_rows=chunk_rows)
         return Runner(self.sink, lambda _type: self.source, options,
                       RetryPolicy(max_tries=max_tries, first_delay_s=0))
 

@@ -180,6 +180,10 @@ CASES = [
     Case("PublishError", errors.PublishError("run.failed not published"), errors.PublishError, TRANSIENT),
     Case("ShutdownInterrupted", errors.ShutdownInterrupted("SIGTERM"), errors.ShutdownInterrupted, TRANSIENT),
     Case("UnexpectedError", ZeroDivisionError("bug"), errors.UnexpectedError, TRANSIENT),
+    Case("CdcSetupError", errors.CdcSetupError("CDC cannot run: wal_level is replica, CDC needs logical"),
+         errors.CdcSetupError, PERMANENT),
+    Case("UnsupportedChangeError", errors.UnsupportedChangeError("key column 'id' changed type"),
+         errors.UnsupportedChangeError, PERMANENT),
 ]
 
 

@@ -14,7 +14,7 @@ from worker import faults
 @pytest.fixture
 def kills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     killed: list[int] = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: killed.append(sig))
+    monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(sig))
     monkeypatch.setattr(faults, "_passages", {})
     return killed
 

@@ -54,7 +54,7 @@ _documents = st.recursive(
 )
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list[tuple[str, Any]]):
     pass
 
 

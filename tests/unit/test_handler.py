@@ -61,7 +61,7 @@ def test_a_failure_is_reported_then_acked_if_permanent_and_nacked_if_transient(
     rig.source.failures = [Failure(failure, step="open")] * 3
     assert handle(rig, delivery(request())) is outcome
     (failed,) = terminal(rig)
-    assert failed.event_type == "run.failed" and failed.error.retryable is retryable  # type: ignore[union-attr]
+    assert failed.event_type == "run.failed" and failed.error.retryable is retryable
     assert rig.sink.ledger == []
 
 
@@ -77,7 +77,7 @@ def test_an_unreadable_request_is_reported_and_acked(rig: Rig) -> None:
     assert handle(rig, delivery(b'{"data_source_id": 9, "etl_run_id": 41, "load_type": "catalog"}')) \
         is Outcome.ACK
     (failed,) = terminal(rig)
-    assert failed.event_type == "run.failed" and failed.error.type == "MessageDecodeError"  # type: ignore[union-attr]
+    assert failed.event_type == "run.failed" and failed.error.type == "MessageDecodeError"
     assert (failed.run_id, failed.data_source_id) == ("etl-run-41", 9)
 
 
@@ -85,7 +85,7 @@ def test_an_outcome_that_cannot_be_published_is_nacked(rig: Rig) -> None:
     def refuse(event: Event) -> None:
         raise PublishError("events topic unavailable")
 
-    rig.bus.publish = refuse  # type: ignore[method-assign]
+    rig.bus.publish = refuse  # type: ignore[method-assign]  # this bus, and only it, now refuses
     assert handle(rig, delivery(request())) is Outcome.NACK
 
 
@@ -99,9 +99,9 @@ def test_a_reused_etl_run_id_fails_permanently_with_events_of_its_own(rig: Rig) 
     # Then it fails permanently, says what the id was used for, and Django cannot drop the event
     # as a duplicate of the old run's events
     failed = terminal(rig)[-1]
-    assert failed.event_type == "run.failed" and failed.error.type == "RunIdConflictError"  # type: ignore[union-attr]
-    assert "products → bq_orders (catalog)" in failed.error.message  # type: ignore[union-attr]
-    assert failed.error.retryable is False  # type: ignore[union-attr]
+    assert failed.event_type == "run.failed" and failed.error.type == "RunIdConflictError"
+    assert "products → bq_orders (catalog)" in failed.error.message
+    assert failed.error.retryable is False
     assert failed.event_id not in old_ids
     assert len(rig.sink.ledger) == 1 and len(rig.sink.tables["bq_orders"]) == 0
     # And a redelivery of the same message repeats the same event (same id: deduplicated)

@@ -40,7 +40,7 @@ def events_on(bus: Any) -> RunEvents:
 
 def test_every_event_but_progress_is_recorded_after_it_is_published() -> None:
     inner, table = MemoryEventBus(), MemoryTable()
-    bus = RecordingBus(inner, table)  # type: ignore[arg-type]
+    bus = RecordingBus(inner, table)  # type: ignore[arg-type]  # a stand-in: RecordingBus only inserts
     run = events_on(bus)
     run.started("postgresql", "public.t")
     run.progress(Counters(rows_extracted=5))
@@ -58,7 +58,7 @@ def test_a_history_that_cannot_be_written_is_a_logged_gap_never_a_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     inner = MemoryEventBus()
-    bus = RecordingBus(inner, BrokenTable())  # type: ignore[arg-type]
+    bus = RecordingBus(inner, BrokenTable())  # type: ignore[arg-type]  # a stand-in, as above
     with caplog.at_level(logging.ERROR, logger="worker.history"):
         events_on(bus).started("postgresql", "public.t")  # does not raise
         assert bus.flush()

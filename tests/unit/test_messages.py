@@ -49,7 +49,7 @@ def test_a_valid_request_decodes() -> None:
         (json.dumps(valid(load_type="transactional", timestamp_column="ts", selected_columns=["a"]))
          .encode(), "timestamp_column"),
         (json.dumps(valid(load_type="merge")).encode(), "merge loads need timestamp_column"),
-        (json.dumps(valid(primary_key=["id"])).encode(), "primary_key only apply to merge"),
+        (json.dumps(valid(primary_key=["id"])).encode(), "primary_key only applies to merge and cdc"),
         (json.dumps(valid(reconcile_deletes=True, soft_delete_column="gone")).encode(),
          "soft_delete_column, reconcile_deletes only apply to merge"),
         (json.dumps(valid(load_type="merge", timestamp_column="ts", primary_key=["id", "id"])).encode(),

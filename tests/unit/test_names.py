@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.names import ColumnNameError, bigquery_name, column_names, is_strict, names_markdown
+from worker.errors import ColumnNameError
+from worker.names import bigquery_name, column_names, is_strict, names_markdown
 
 NAMES_DOC = Path(__file__).resolve().parents[2] / "docs" / "names.md"
 

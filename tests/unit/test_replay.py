@@ -93,7 +93,7 @@ def test_first_published_falls_back_to_the_copys_publish_time() -> None:
     for text in ("", "not a time"):
         unreadable = letter("90", body(), publish_time=copied_at, **{attribute: text})
         assert describe(unreadable).first_published == copied_at
-    assert describe(letter("90", body(), **{attribute: ""})).first_published is None
+    assert describe(letter("90", body(), publish_time=None, **{attribute: ""})).first_published is None
 
 
 def test_run_id_without_etl_run_id_comes_from_the_run_id_attribute_else_the_copy() -> None:

@@ -58,21 +58,21 @@ def test_the_same_run_again_reports_the_committed_run_and_loads_nothing(rig: Rig
     assert rig.source.snapshots_opened == 1  # the second delivery never read the source
 
 
-@pytest.mark.parametrize("other", [
-    {"source_table_name": "products"},
-    {"dest_table_name": "bq_products"},
-    {"load_type": "transactional"},
-    {"data_source_id": 8},
+@pytest.mark.parametrize(("load_type", "other"), [
+    ("catalog", {"source_table_name": "products"}),
+    ("catalog", {"dest_table_name": "bq_products"}),
+    ("transactional", {}),
+    ("catalog", {"data_source_id": 8}),
 ])
 def test_a_run_id_used_by_another_table_or_mode_is_refused_and_nothing_is_loaded(
-    rig: Rig, other: dict[str, object]
+    rig: Rig, load_type: str, other: dict[str, object]
 ) -> None:
     # Given run-1 committed as a catalog run of orders → bq_orders
     rig.runner().run(request(), "run-1", rig.events("run-1"))
     before = dict(rig.sink.tables)
     # When another request arrives with the same run id (a reused etl_run_id)
     with pytest.raises(RunIdConflictError) as raised:
-        rig.runner().run(request(**{"load_type": "catalog", **other}), "run-1", rig.events("run-1", 2))
+        rig.runner().run(request(load_type, **other), "run-1", rig.events("run-1", 2))
     # Then it is refused, saying what the id was used for, and nothing changed
     assert "data source 7: orders → bq_orders (catalog)" in str(raised.value)
     assert rig.sink.tables == before and len(rig.sink.ledger) == 1

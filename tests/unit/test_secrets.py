@@ -52,7 +52,9 @@ def resolver(tmp_path: Path, environ: Mapping[str, str] | None = None,
 
 
 def params(**password: str) -> ConnectionParams:
-    return ConnectionParams(host="127.0.0.1", port=5432, database="db", username="u", **password)
+    # Validated as a publisher's request is: the password fields arrive as strings.
+    return ConnectionParams.model_validate(
+        {"host": "127.0.0.1", "port": 5432, "database": "db", "username": "u", **password})
 
 
 def test_plaintext_password_is_used_as_is(tmp_path: Path) -> None:

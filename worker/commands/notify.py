@@ -26,6 +26,7 @@ from worker.commands.alert_channels import Channel, SendError, channels_from
 from worker.commands.alert_rules import Rules, load_rules
 from worker.commands.alert_state import StateStore
 from worker.commands.alerting import decide, subjects_of
+from worker.commands.event_feed import create_events_subscription
 from worker.logs import redact
 from worker.settings import Settings
 
@@ -90,23 +91,17 @@ def _parse(data: bytes) -> dict[str, Any] | None:
 
 def ensure_subscription(subscriber: pubsub_v1.SubscriberClient, settings: Settings) -> str:
     """notify's subscription, created if missing; raises NotFound when the topic does not exist."""
-    project = settings.gcp_project_id
-    path: str = subscriber.subscription_path(project, settings.etl_notify_subscription)
+    name = settings.etl_notify_subscription
     try:
-        subscriber.create_subscription(request={
-            "name": path,
-            "topic": subscriber.topic_path(project, settings.etl_events_topic),
-            "enable_message_ordering": True,
-            "ack_deadline_seconds": 60,
-            "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_S),
-            "retry_policy": {
+        path = create_events_subscription(
+            subscriber, settings, name, RETENTION_S, ack_deadline_seconds=60,
+            retry_policy={
                 "minimum_backoff": duration_pb2.Duration(seconds=settings.etl_notify_retry_min_backoff_s),
                 "maximum_backoff": duration_pb2.Duration(seconds=MAX_BACKOFF_S)},
-            "expiration_policy": {},  # never expires
-        })
+            expiration_policy={})  # never expires
         log.info("created subscription %s on %s", path, settings.etl_events_topic)
     except gexc.AlreadyExists:
-        pass
+        path = subscriber.subscription_path(settings.gcp_project_id, name)
     return path
 
 

@@ -56,7 +56,7 @@ class Job(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,400}$")
     schedule: str = Field(..., min_length=9, max_length=200)
     time_zone: str = DEFAULT_TIME_ZONE
-    description: str | None = Field(None, max_length=400)
+    description: str | None = Field(default=None, max_length=400)
     attributes: dict[str, str] = Field(default_factory=dict)
     request: dict[str, Any]
 

@@ -33,6 +33,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from worker import constants as c
+from worker.commands.event_feed import create_events_subscription
 from worker.messages import utcnow
 from worker.settings import Settings
 
@@ -274,17 +275,10 @@ def _drain(inbox: queue.SimpleQueue[bytes], board: RunBoard) -> None:
 
 
 def create_subscription(subscriber: pubsub_v1.SubscriberClient, settings: Settings) -> str:
-    project = settings.gcp_project_id
     name = f"{settings.etl_events_topic}-watch-{uuid.uuid4().hex[:8]}"
-    path: str = subscriber.subscription_path(project, name)
-    subscriber.create_subscription(request={
-        "name": path,
-        "topic": subscriber.topic_path(project, settings.etl_events_topic),
-        "enable_message_ordering": True,
-        "ack_deadline_seconds": 10,
-        "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_S),
-        "expiration_policy": {"ttl": duration_pb2.Duration(seconds=SUBSCRIPTION_TTL_S)},
-    })
+    path = create_events_subscription(
+        subscriber, settings, name, RETENTION_S, ack_deadline_seconds=10,
+        expiration_policy={"ttl": duration_pb2.Duration(seconds=SUBSCRIPTION_TTL_S)})
     log.info("watching %s through %s", settings.etl_events_topic, path)
     return path
 

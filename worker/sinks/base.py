@@ -20,6 +20,7 @@ class MergePlan:
     cursor: str  # BigQuery name of the change cursor: a staged row replaces an older version only
     soft_delete: str | None = None  # a staged row with this set (non-NULL, not false) is deleted
     reconcile: bool = False  # every source key is staged too; destination rows of other keys go
+    empty_first: bool = False  # cdc's first run: the destination is emptied, then the snapshot applied
 
 
 class Staging(Protocol):
@@ -60,12 +61,18 @@ class Sink(Protocol):
         was never applied."""
         ...
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
         """In ONE transaction: if the ledger has no row for the run id, replace (catalog), append
         (transactional) or merge (merge) each table's staged rows into its destination and insert
-        each table's entry into the ledger; a check failing for any table changes none. Return the
-        entries in force afterwards, in job order: these when this call applied them (their
-        staging_token), or an earlier delivery's when the run was already applied."""
+        each table's entry into the ledger, and every entry of `records` (ledger rows with no rows
+        of their own: a sub-windowed run's own entry); a check failing for any table changes none.
+        Return the entries in force afterwards, in job order: these when this call applied them
+        (their staging_token), or an earlier delivery's when the run was already applied."""
+        ...
+
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        """The committed sub-window entries of `run_id` (worker/sub_windows.py), any order."""
         ...
 
     def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
@@ -75,6 +82,11 @@ class Sink(Protocol):
 
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The greatest committed window_high for this data source and destination, as stored."""
+        ...
+
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        """The change-log position (window_high) of the newest committed cdc run of this data source
+        and destination, as stored; None when there is none."""
         ...
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:

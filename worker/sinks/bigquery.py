@@ -24,6 +24,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from worker import classify, errors, tracing
+from worker.cdc.meta import CHANGE_COLUMNS
 from worker.columns import Column
 from worker.constants import HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point, hold_commit
@@ -35,6 +36,7 @@ from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
 from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sub_windows import sub_window_prefix
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,17 @@ class BigQuerySink:
         """The first table's entry of `run_id` (a one-table job's only one), if it was applied."""
         return next(iter(self.find_job(run_id)), None)
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
-        return _commit_job(self._target, [(_own_staging(staging), entry) for staging, entry in tables])
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
+        return _commit_job(self._target, [(_own_staging(staging), entry) for staging, entry in tables],
+                           records)
+
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        query = sql.find_sub_windows_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [bigquery.ScalarQueryParameter("prefix", "STRING", sub_window_prefix(run_id))]
+        rows = self._target.retry.call(f"sub-window lookup of run {run_id}", _ledger_rows, self._target,
+                                       query, params)
+        return tuple(sql.entry_from_row(row) for row in rows)
 
     def check_destination(self, dest_table: str, columns: tuple[Column, ...]) -> None:
         sql.validate_table(dest_table)
@@ -180,6 +191,15 @@ class BigQuerySink:
             bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
         ]
         rows = self._target.retry.call("ledger window lookup", _ledger_rows, self._target, query, params)
+        return str(rows[0]["window_high"]) if rows else None
+
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        query = sql.last_log_position_sql(self._target.table_sql(LEDGER_TABLE))
+        params = [
+            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
+            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
+        ]
+        rows = self._target.retry.call("ledger position lookup", _ledger_rows, self._target, query, params)
         return str(rows[0]["window_high"]) if rows else None
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
@@ -249,7 +269,9 @@ class BigQueryStaging:
         self.load_type = load_type
         self.token = token
         self.table_name = sql.staging_table_name(run_id, attempt, token)
-        self._rows = _StagedTable(self.table_name, columns, "p")
+        # A cdc run stages changes: the columns plus their order, operation and kept columns.
+        staged = (*columns, *CHANGE_COLUMNS) if (apply and apply.applies == "changes") else columns
+        self._rows = _StagedTable(self.table_name, staged, "p")
         # A merge with reconcile stages every source key in a second table.
         self._keys = _StagedTable(f"{self.table_name}_keys", key_columns, "k") if key_columns else None
         applies = apply or sql.Apply(mode_of(load_type).applies)
@@ -301,12 +323,15 @@ class BigQueryStaging:
         (in_force,) = _commit_job(self._target, [(self, entry)])
         return in_force
 
-    def script_part(self, name: str | None, prefix: str) -> sql.TableScript:
-        """This table's part of its job's commit script."""
+    def script_part(self, name: str | None, prefix: str, entry: LedgerEntry | None = None
+                    ) -> sql.TableScript:
+        """This table's part of its job's commit script (a cdc entry names the columns some change
+        did not send)."""
+        kept = tuple((entry.cdc or {}).get("kept_columns") or ()) if entry is not None else ()
         return sql.TableScript(
             dest=self._target.table_sql(self.dest_table), staging=self._target.table_sql(self.table_name),
-            columns=self._columns, dest_types=self._plan.dest_types, apply=self._apply, name=name,
-            prefix=prefix)
+            columns=self._columns, dest_types=self._plan.dest_types,
+            apply=dataclasses.replace(self._apply, kept=kept), name=name, prefix=prefix)
 
     def duplicate_count(self, columns: tuple[str, ...]) -> int:
         query = sql.duplicate_count_sql(self._target.table_sql(self.table_name), columns)
@@ -364,12 +389,13 @@ class _StagedTable:
 
 def _key_columns(columns: tuple[Column, ...], apply: sql.Apply) -> tuple[Column, ...]:
     """The merge key's columns (refused unless the plan's names are loaded columns)."""
-    if apply.applies != "merge":
+    if apply.applies not in ("merge", "changes"):
         return ()
     if apply.merge is None:
         raise errors.ConfigurationError("a merge run needs its key (MergePlan)")
     by_name = {col.name: col for col in columns}
-    missing = [name for name in (*apply.merge.key, apply.merge.cursor) if name not in by_name]
+    cursor = (apply.merge.cursor,) if apply.applies == "merge" else ()  # cdc: the staged change order
+    missing = [name for name in (*apply.merge.key, *cursor) if name not in by_name]
     if missing:
         raise errors.ConfigurationError(f"merge columns {missing} are not among the loaded columns")
     return tuple(by_name[name] for name in apply.merge.key)
@@ -389,8 +415,8 @@ def _own_staging(staging: Staging) -> BigQueryStaging:
     return staging
 
 
-def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
-                ) -> tuple[LedgerEntry, ...]:
+def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]],
+                records: Sequence[LedgerEntry] = ()) -> tuple[LedgerEntry, ...]:
     """Every table of the job in ONE script job (one transaction), under the first table's delivery
     token; then the ledger tells whether this delivery applied the run or found it applied."""
     first, _ = tables[0]
@@ -398,7 +424,7 @@ def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerE
         staging.check_entry(entry)
     started = time.monotonic()
     steps = _JobSteps(target, partial(sql.commit_job_id, first.run_id, first.attempt, first.token))
-    target.retry.call(f"commit of run {first.run_id}", _run_commit, target, steps, tables)
+    target.retry.call(f"commit of run {first.run_id}", _run_commit, target, steps, tables, records)
     in_force = target.retry.call(f"ledger lookup of run {first.run_id}", _read_job, target, first.run_id)
     if not in_force:
         raise errors.LoadError(f"commit of run {first.run_id} finished but the ledger has no entry")
@@ -411,15 +437,16 @@ def _commit_job(target: _Target, tables: Sequence[tuple[BigQueryStaging, LedgerE
     return in_force
 
 
-def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]]
-                ) -> None:
+def _run_commit(target: _Target, steps: _JobSteps, tables: Sequence[tuple[BigQueryStaging, LedgerEntry]],
+                records: Sequence[LedgerEntry] = ()) -> None:
     count = len(tables)
     script = sql.job_script(
         ledger=target.table_sql(LEDGER_TABLE), heads=target.table_sql(HEADS_TABLE),
-        tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count))
-                for index, (staging, _) in enumerate(tables)],
+        tables=[staging.script_part(staging.dest_table if count > 1 else None, sql.job_prefix(index, count),
+                                    entry) for index, (staging, entry) in enumerate(tables)],
+        records=len(records),
     )
-    params = sql.job_params([entry for _, entry in tables])
+    params = sql.job_params([entry for _, entry in tables], records)
     query, params = emulator_compat.script_query(script, params, target.emulator)
     query = hold_commit(query)  # fault injection only (ETL_FAULT_INJECTION=1); else unchanged
     config = bigquery.QueryJobConfig(query_parameters=params, labels=tracing.job_labels())

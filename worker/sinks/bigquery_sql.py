@@ -15,10 +15,11 @@ from typing import Any
 from google.cloud import bigquery
 
 from worker import errors
+from worker.cdc import meta as cdc_meta
 from worker.columns import STAGED_AS_STRING, Column
 from worker.constants import MAX_JOB_TABLES, STAGING_PREFIX
 from worker.ledger import LedgerEntry
-from worker.modes import WINDOWED, Applies
+from worker.modes import LOGGED, WINDOWED, Applies
 from worker.sinks.base import MergePlan
 
 # BigQuery's rules: dataset ids are letters, digits and underscores (1024 at most); project ids
@@ -167,7 +168,12 @@ def find_commit_sql(ledger: str) -> str:
     return f"SELECT * FROM {ledger} WHERE run_id = @run_id ORDER BY committed_at, IFNULL(table_index, 0)"
 
 
-def last_window_high_sql(ledger: str) -> str:
+def find_sub_windows_sql(ledger: str) -> str:
+    """Every committed sub-window of a run: the ledger rows whose run id starts with @prefix."""
+    return f"SELECT * FROM {ledger} WHERE STARTS_WITH(run_id, @prefix) ORDER BY window_high_key"
+
+
+def last_window_high_sql(ledger: str, modes: Sequence[str] = WINDOWED) -> str:
     """The window_high of the most recently committed transactional entry for the source + table.
 
     Runs of one source and table commit windows in order (each starts at the previous high), so the
@@ -176,14 +182,19 @@ def last_window_high_sql(ledger: str) -> str:
     return (
         f"SELECT window_high FROM {ledger} "
         "WHERE data_source_id = @data_source_id AND dest_table = @dest_table "
-        f"AND load_type IN ({_windowed_sql()}) AND window_high IS NOT NULL "
+        f"AND load_type IN ({_modes_sql(modes)}) AND window_high IS NOT NULL "
         "ORDER BY window_high_key DESC, committed_at DESC LIMIT 1"
     )
 
 
-def _windowed_sql() -> str:
-    """The windowed modes as SQL literals (constants of worker.modes, never request input)."""
-    return ", ".join(f"'{name}'" for name in WINDOWED)
+def last_log_position_sql(ledger: str) -> str:
+    """The end position of the newest committed cdc run of the source + table (its own chain)."""
+    return last_window_high_sql(ledger, LOGGED)
+
+
+def _modes_sql(modes: Sequence[str] = WINDOWED) -> str:
+    """Modes as SQL literals (constants of worker.modes, never request input)."""
+    return ", ".join(f"'{name}'" for name in modes)
 
 
 def _json_text(value: Any) -> str:
@@ -256,10 +267,18 @@ def ledger_params(entry: LedgerEntry, prefix: str = "") -> list[bigquery.ScalarQ
     ]
 
 
-def job_params(entries: Sequence[LedgerEntry]) -> list[bigquery.ScalarQueryParameter]:
-    """The parameters of `job_script`: every table's ledger parameters, under its prefix."""
+def job_params(entries: Sequence[LedgerEntry], records: Sequence[LedgerEntry] = ()
+               ) -> list[bigquery.ScalarQueryParameter]:
+    """The parameters of `job_script`: every table's ledger parameters, under its prefix, then
+    every further record's."""
     return [param for index, entry in enumerate(entries)
-            for param in ledger_params(entry, job_prefix(index, len(entries)))]
+            for param in ledger_params(entry, job_prefix(index, len(entries)))] + [
+        param for index, entry in enumerate(records) for param in ledger_params(entry, record_prefix(index))]
+
+
+def record_prefix(index: int) -> str:
+    """Parameter prefix of a job script's further ledger row (`job_script(records=...)`)."""
+    return f"r{index}_"
 
 
 def entry_from_row(row: Mapping[str, Any]) -> LedgerEntry:
@@ -302,12 +321,14 @@ def heads_schema() -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(name, bq_type) for name, bq_type in HEADS_FIELDS]
 
 
-def guard_sql(ledger: str, replace: bool, prefix: str = "", table_name: str | None = None) -> str:
+def guard_sql(ledger: str, replace: bool, prefix: str = "", table_name: str | None = None,
+              chain: Sequence[str] = WINDOWED) -> str:
     """Refuse (inside the transaction) a run that a concurrent one has overtaken.
 
     Windowed modes: a committed window of this source and table overlapping [low, high).
     Catalog: a committed snapshot of this table taken later than ours (older never wins).
-    `prefix`: of the table's parameters in a job's script; `table_name`: named in the message.
+    `prefix`: of the table's parameters in a job's script; `table_name`: named in the message;
+    `chain`: the modes whose windows this one's must not overlap (cdc ranges are their own chain).
     """
     p, this = prefix, f"table {table_name}" if table_name else "this table"
     if replace:
@@ -319,7 +340,7 @@ def guard_sql(ledger: str, replace: bool, prefix: str = "", table_name: str | No
     else:
         condition = (
             f"SELECT 1 FROM {ledger} WHERE dest_table = @{p}dest_table "
-            f"AND data_source_id = @{p}data_source_id AND load_type IN ({_windowed_sql()}) "
+            f"AND data_source_id = @{p}data_source_id AND load_type IN ({_modes_sql(chain)}) "
             f"AND (@{p}window_low_key IS NULL OR window_high_key > @{p}window_low_key) "
             f"AND (window_low_key IS NULL OR window_low_key < @{p}window_high_key)"
         )
@@ -347,6 +368,7 @@ class Apply:
     applies: Applies
     merge: MergePlan | None = None
     keys_table: str | None = None  # staged source keys (merge with reconcile)
+    kept: tuple[str, ...] = ()  # cdc: columns some staged change did not send (keep the last sent)
 
 
 @dataclass(frozen=True)
@@ -378,14 +400,17 @@ def commit_script(
                                                                       apply)])
 
 
-def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None = None) -> str:
+def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None = None,
+               records: int = 0) -> str:
     """One script, ONE transaction: verify every table's staged counts, then apply every table and
     record each one's ledger row, or do nothing (the run is already applied), or fail as a whole.
 
     The count checks sit inside the ELSE branch so that a delivery that finds the run already
     applied returns the ledger entries in force rather than failing on its own staging tables; an
     error raised for any table rolls the whole transaction back. Parameters: one per ledger column
-    and table, prefixed with the table's `prefix` (see `job_params`).
+    and table, prefixed with the table's `prefix` (see `job_params`). `records`: further ledger rows
+    inserted with the tables' (a sub-windowed run's own entry with its last sub-window), their
+    parameters prefixed `record_prefix(i)`.
     """
     if not 1 <= len(tables) <= MAX_JOB_TABLES:
         raise errors.ConfigurationError(
@@ -398,7 +423,8 @@ def job_script(*, ledger: str, tables: Sequence[TableScript], heads: str | None 
         "  ROLLBACK TRANSACTION;\n"
         "ELSE\n"
         + "".join(_table_sql(table, ledger, heads) for table in tables)
-        + _ledger_insert(ledger, [table.prefix for table in tables])
+        + _ledger_insert(ledger, [table.prefix for table in tables]
+                         + [record_prefix(index) for index in range(records)])
         + "  COMMIT TRANSACTION;\n"
         "END IF;"
     )
@@ -423,7 +449,8 @@ def _table_sql(table: TableScript, ledger: str, heads: str | None) -> str:
         + (_raise_if(f"{p}staged_keys != @{p}keys_extracted", f"FORMAT('{VERIFICATION_MARKER} staging{of} "
                      f"holds %d keys, %d were read', {p}staged_keys, @{p}keys_extracted)")
            if table.apply.keys_table else "")
-        + guard_sql(ledger, table.apply.applies == "replace", p, table.name)
+        + guard_sql(ledger, table.apply.applies == "replace", p, table.name,
+                    LOGGED if table.apply.applies == "changes" else WINDOWED)
         + bump_head
         + _apply_sql(table.dest, table.staging, table.columns, table.dest_types, table.apply)
     )
@@ -443,6 +470,10 @@ def _apply_sql(dest: str, staging: str, columns: Sequence[Column], dest_types: M
                apply: Apply) -> str:
     names = [quote_name(col.name) for col in columns]
     exprs = [select_expr(col, dest_types.get(col.name, col.bq_type)) for col in columns]
+    if apply.applies == "changes":
+        assert apply.merge is not None, "a cdc commit needs its key (MergePlan)"
+        return changes_sql(dest, staging, columns, dict(zip(names, exprs, strict=True)), apply.merge,
+                           apply.kept)
     if apply.applies == "merge":
         assert apply.merge is not None, "a merge commit needs its MergePlan"
         named = ", ".join(f"{expr} AS {name}" for expr, name in zip(exprs, names, strict=True))
@@ -496,3 +527,77 @@ def _soft_deleted(column: Column) -> str:
     """A staged row marked deleted: a boolean that is true, any other value that is not NULL."""
     name = f"s.{quote_name(column.name)}"
     return f"IFNULL({name}, FALSE)" if column.bq_type == "BOOL" else f"{name} IS NOT NULL"
+
+
+def changes_sql(dest: str, staging: str, columns: Sequence[Column], exprs: Mapping[str, str],
+                plan: MergePlan, kept: Sequence[str] = ()) -> str:
+    """A cdc run's staged changes applied by key: the last change per key wins (`_etl_seq`).
+
+    A TRUNCATE (a staged `T`), or a first run (`empty_first`), empties the destination; only the
+    changes after the last truncate then apply. `kept`: columns some change did not send (an
+    unchanged TOASTed value, a column its relation did not have yet; listed in its
+    `_etl_unchanged`): such a column takes the value of the key's last change that did send one
+    (found by a window MAX of its sequence number, then joined: no correlated subquery), else
+    keeps the destination's. `exprs`: each staged column (quoted name) as the destination takes it.
+    """
+    seq, op = quote_name(cdc_meta.SEQ), quote_name(cdc_meta.OP)
+    key = [quote_name(name) for name in plan.key]
+    partition = f"PARTITION BY {', '.join(key)}"
+    live = f"{op} != 'T' AND {seq} > (SELECT IFNULL(MAX({seq}), 0) FROM {staging} WHERE {op} = 'T')"
+    sources = "".join(f", MAX(IF({_sent_test(name)}, {seq}, NULL)) OVER ({partition}) AS {_source_of(name)}"
+                      for name in kept)
+    latest = (f"SELECT *{sources} FROM {staging} WHERE {live} QUALIFY ROW_NUMBER() OVER ({partition} "
+              f"ORDER BY {seq} DESC) = 1")
+    selected, joins = [f"l.{op} AS {op}"], list[str]()
+    for col in columns:
+        name = quote_name(col.name)
+        if col.name not in kept:
+            selected.append(f"{_qualified(exprs[name], name, 'l')} AS {name}")
+            continue
+        alias = f"k{len(joins)}"
+        joins.append(f" LEFT JOIN {staging} AS {alias} ON {alias}.{seq} = l.{_source_of(col.name)}")
+        selected += [f"{_qualified(exprs[name], name, alias)} AS {name}",
+                     f"{alias}.{seq} IS NOT NULL AS {_sent(col.name)}"]
+    source = f"SELECT {', '.join(selected)} FROM ({latest}) AS l{''.join(joins)}"
+    others = [col for col in columns if col.name not in plan.key]
+
+    def update(col: Column) -> str:
+        name = quote_name(col.name)
+        if col.name in kept:
+            return f"{name} = IF(s.{_sent(col.name)}, s.{name}, d.{name})"
+        return f"{name} = s.{name}"
+
+    updates = ", ".join(update(col) for col in others)
+    names = ", ".join(quote_name(col.name) for col in columns)
+    values = ", ".join(f"s.{quote_name(col.name)}" for col in columns)
+    null_key = " OR ".join(f"{k} IS NULL" for k in key)
+    empty = "TRUE" if plan.empty_first else f"EXISTS (SELECT 1 FROM {staging} WHERE {op} = 'T')"
+    return (
+        _raise_if(f"EXISTS (SELECT 1 FROM {staging} WHERE {op} != 'T' AND ({null_key}))",
+                  f"'{NULL_KEY_MARKER} a primary key column ({', '.join(plan.key)}) holds NULL'")
+        + f"  IF {empty} THEN\n    DELETE FROM {dest} WHERE TRUE;\n  END IF;\n"
+        + f"  MERGE {dest} AS d USING ({source}) AS s\n"
+        f"  ON {' AND '.join(f'd.{k} = s.{k}' for k in key)}\n"
+        f"  WHEN MATCHED AND s.{op} = 'D' THEN DELETE\n"
+        + (f"  WHEN MATCHED THEN UPDATE SET {updates}\n" if updates else "")
+        + f"  WHEN NOT MATCHED AND s.{op} != 'D' THEN INSERT ({names}) VALUES ({values});\n"
+    )
+
+
+def _sent_test(name: str) -> str:
+    """A staged change sent this column (it is not listed in its `_etl_unchanged`)."""
+    listed = string_literal(f",{name},")
+    return f"STRPOS(IFNULL({quote_name(cdc_meta.UNCHANGED)}, ''), {listed}) = 0"
+
+
+def _source_of(name: str) -> str:
+    return quote_name(f"_etl_src_{name}"[:300])
+
+
+def _sent(name: str) -> str:
+    return quote_name(f"_etl_sent_{name}"[:300])
+
+
+def _qualified(expr: str, quoted: str, alias: str) -> str:
+    """`expr` (of the one staged column `quoted`, see `select_expr`) read from `alias`."""
+    return expr.replace(quoted, f"{alias}.{quoted}")

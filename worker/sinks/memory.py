@@ -25,6 +25,7 @@ from worker.errors import SourceDataError, SupersededError, VerificationError
 from worker.ledger import LedgerEntry
 from worker.modes import WINDOWED, mode_of
 from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sub_windows import sub_window_prefix
 
 _tokens = itertools.count(1)
 
@@ -51,6 +52,9 @@ class MemorySink:
         latest = max(windows, key=lambda e: e.window_high_key or "", default=None)
         return None if latest is None else latest.window_high
 
+    def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
+        return None  # the memory source has no change log
+
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
         mine = [e for e in self.ledger if (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
         return max(mine, key=lambda e: e.committed_at, default=None)
@@ -67,7 +71,11 @@ class MemorySink:
         return [e for e in self.ledger if e.load_type in WINDOWED
                 and (e.data_source_id, e.dest_table) == (data_source_id, dest_table)]
 
-    def commit_job(self, tables: Sequence[TableCommit]) -> tuple[LedgerEntry, ...]:
+    def find_sub_windows(self, run_id: str) -> tuple[LedgerEntry, ...]:
+        return tuple(entry for entry in self.ledger if entry.run_id.startswith(sub_window_prefix(run_id)))
+
+    def commit_job(self, tables: Sequence[TableCommit], records: Sequence[LedgerEntry] = ()
+                   ) -> tuple[LedgerEntry, ...]:
         """The commit transaction: every table's new rows are computed first; nothing changes
         unless every check of every table passes."""
         own = [(_own_staging(staging), entry) for staging, entry in tables]
@@ -80,6 +88,7 @@ class MemorySink:
         for dest_table, rows in applied.items():
             self.tables[dest_table][:] = rows
         self.ledger.extend(entry for _, entry in own)
+        self.ledger.extend(records)
         return tuple(entry for _, entry in own)
 
     def _applied(self, staging: MemoryStaging, entry: LedgerEntry) -> list[dict[str, Any]]:

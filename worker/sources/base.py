@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
 from worker.columns import Column
 from worker.messages import EtlRunRequest, TableSpec
-from worker.window import Window
+from worker.window import CursorValue, Window
 
 
 class SourceTable(Protocol):
@@ -44,14 +45,22 @@ class SourceTable(Protocol):
         """The same moment as the session's naive wall clock (what naive cursor values mean)."""
         ...
 
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+    def plan_window(self, lows: Sequence[str], lag_s: float, high: str | None = None) -> Window:
         """Window for a transactional run.
 
         `lows` are candidate inclusive starts as text (last_sync_value, the ledger's last high,
         historical_start_date); the greatest, parsed for the cursor column's type, wins; none: no
         lower bound. `high` is the source's clock, read in this snapshot, minus `lag_s` seconds
-        (for a date or integer cursor: see the implementation's documentation).
+        (for a date or integer cursor: see the implementation's documentation); a given `high` (a
+        resumed run's fixed one, as text) is parsed instead. A high at or below the low: empty.
         """
+        ...
+
+    def split_point(self, window: Window, rows: int) -> CursorValue | None:
+        """Where the first sub-window of `window` holding at most `rows` rows ends (exclusive), or
+        None when the whole window holds at most `rows` rows (`worker.sub_windows.boundary`: rows
+        of one cursor value are never split, so a value with more rows makes a larger sub-window).
+        Read in this snapshot with index-friendly queries on the cursor (ORDER BY ... OFFSET)."""
         ...
 
     def count_rows(self, window: Window | None) -> int:
@@ -77,6 +86,38 @@ class SourceTable(Protocol):
     def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """Every row's key columns (no window: the whole table, `count_rows(None)` of them), in
         batches with schema `arrow_schema(self.key_columns)`."""
+        ...
+
+
+@dataclass(frozen=True)
+class LogRange:
+    """What a cdc run reads of the change log (positions are PostgreSQL LSNs as integers)."""
+
+    snapshot: bool  # a first run: the table from the slot's exported snapshot, not changes
+    start: int | None  # the position the ledger recorded with the last commit (None: none yet)
+    end: int  # exclusive: changes committed before it (a first run: the slot's consistent point)
+    slot: str
+    publication: str
+
+
+@runtime_checkable
+class ChangeLog(Protocol):
+    """What the table of a cdc run offers besides a SourceTable's reads (worker/sources/pg_cdc.py)."""
+
+    log_range: LogRange
+
+    @property
+    def staged_columns(self) -> tuple[Column, ...]:
+        """`columns` plus the change columns (worker/cdc/meta.py): the schema of its batches."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """The range and what was read of it (counts per operation, newest commit time), complete
+        once `iter_batches` is exhausted."""
+        ...
+
+    def confirm(self, position: int) -> None:
+        """After the commit recorded `position`: the source may forget the changes before it."""
         ...
 
 
@@ -107,8 +148,10 @@ class SourceSession(Protocol):
 class Source(Protocol):
     name: str
 
-    def session(self, request: EtlRunRequest) -> AbstractContextManager[SourceSession]:
-        """Connect and open the snapshot (no table read yet); close everything on exit."""
+    def session(self, request: EtlRunRequest, log_from: str | None = None
+                ) -> AbstractContextManager[SourceSession]:
+        """Connect and open the snapshot (no table read yet); close everything on exit. `log_from`:
+        a cdc request's position recorded by the ledger with the table's last commit."""
         ...
 
     def snapshot(self, request: EtlRunRequest) -> AbstractContextManager[SourceSnapshot]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -22,8 +22,8 @@ from sqlalchemy.types import TypeEngine
 
 from worker import classify
 from worker.columns import Column
-from worker.errors import EtlError
-from worker.messages import ConnectionParams
+from worker.errors import ConfigurationError, EtlError
+from worker.messages import ConnectionParams, EtlRunRequest, TableSpec
 from worker.sources.arrays import NulledValues
 from worker.sources.converters import loads_exact
 from worker.sources.typemap import Loss, Target, TypeExample, TypeTable
@@ -106,6 +106,12 @@ class SqlDialect(ABC):
     def reflected_column(self, info: dict[str, Any]) -> None:
         """Correct what reflection reports of a column, in place (SQLAlchemy's `column_reflect`)."""
         return None
+
+    def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                           log_from: str | None) -> AbstractContextManager[Any]:
+        """A cdc request's session (a SqlAlchemySession whose table reads the change log), from
+        `log_from`, the ledger's last position; only PostgreSQL has one."""
+        raise ConfigurationError(f"load_type cdc reads PostgreSQL's change log; not {self.name}'s")
 
     def classify_error(self, exc: BaseException) -> EtlError | None:
         """How this dialect reads its driver's error, its texts told by `error_markers`; None: not a

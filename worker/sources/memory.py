@@ -21,7 +21,7 @@ import pyarrow as pa
 from worker.columns import Column, arrow_schema, bq_arrow_type
 from worker.errors import ConfigurationError, SourceSchemaError
 from worker.messages import EtlRunRequest, TableSpec
-from worker.window import CursorValue, Window
+from worker.window import CursorValue, Window, boundary
 
 Step = Literal["open", "read"]
 
@@ -60,7 +60,7 @@ class MemorySource:
         self.on_table: Callable[[str], None] | None = None  # runs as a table is reflected (its name)
 
     @contextmanager
-    def session(self, request: EtlRunRequest) -> Iterator[MemorySession]:
+    def session(self, request: EtlRunRequest, log_from: str | None = None) -> Iterator[MemorySession]:
         self.snapshots_opened += 1
         if self.on_open is not None:
             self.on_open()
@@ -120,25 +120,37 @@ class MemorySnapshot:
         self.snapshot_at = session.snapshot_at
         self.local_clock = session.local_clock
         self.values_nulled: dict[str, int] = {}
+        self.split_reads = 0
 
     @property
     def columns(self) -> tuple[Column, ...]:
         return self._columns
 
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+    def plan_window(self, lows: Sequence[str], lag_s: float, high: str | None = None) -> Window:
         assert self._cursor is not None, "plan_window needs timestamp_column"
         integer = self._cursor_type() == "INT64"
         parsed: list[CursorValue] = [int(t) if integer else _instant(t) for t in lows if t]
         low = max(parsed) if parsed else None
-        high: CursorValue
-        if integer:
-            high = max((r[self._cursor] for r in self._rows if r[self._cursor] is not None),
+        top: CursorValue
+        if high is not None:  # a resumed run's fixed high
+            top = int(high) if integer else _instant(high)
+        elif integer:
+            top = max((r[self._cursor] for r in self._rows if r[self._cursor] is not None),
                        default=-(2**63) - 1) + 1
         else:
-            high = self._now - timedelta(seconds=lag_s)
-        if low is not None and high <= low:  # type: ignore[operator]
-            high = low
-        return Window(self._cursor, low, high)
+            top = self._now - timedelta(seconds=lag_s)
+        if low is not None and top <= low:  # type: ignore[operator]
+            top = low
+        return Window(self._cursor, low, top)
+
+    def split_point(self, window: Window, rows: int) -> CursorValue | None:
+        values = sorted(row[window.column] for row in self._selected(window))
+        self.split_reads += 1
+
+        def above(value: CursorValue) -> CursorValue | None:
+            return next((v for v in values if v > value), None)
+
+        return boundary(values[rows] if len(values) > rows else None, values[0] if values else None, above)
 
     def count_rows(self, window: Window | None) -> int:
         return len(self._selected(window))

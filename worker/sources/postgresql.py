@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql as pg
 
 from worker.classify import DriverMarkers
-from worker.messages import ConnectionParams
+from worker.messages import ConnectionParams, EtlRunRequest, TableSpec
 from worker.sources import pg_copy
 from worker.sources import typemap as tm
 from worker.sources.arrays import Unrepresentable
@@ -136,6 +137,12 @@ class PostgresDialect(SqlDialect):
 
     def fast_batches(self, read: FastRead) -> Iterator[pa.RecordBatch] | None:
         return pg_copy.fast_batches(read)  # COPY ... TO STDOUT, when every column allows it
+
+    def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                           log_from: str | None) -> AbstractContextManager[Any]:
+        from worker.sources.pg_cdc import cdc_session  # the CDC modules load for cdc requests only
+
+        return cdc_session(self, conn, request, spec, log_from)
 
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         # Must be the transaction's first statement; the snapshot is taken by the next one.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -38,7 +38,7 @@ from worker.sources.arrays import NulledValues
 from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
 from worker.sources.typemap import Target, TypeTable, lookup
-from worker.window import CursorValue, Window
+from worker.window import CursorValue, Window, boundary
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class SqlAlchemySource:
         self._secrets = secrets or SecretResolver()
 
     @contextmanager
-    def session(self, request: EtlRunRequest) -> Iterator[SqlAlchemySession]:
-        """Connect and open the snapshot; close everything on exit."""
+    def session(self, request: EtlRunRequest, log_from: str | None = None) -> Iterator[SqlAlchemySession]:
+        """Connect and open the snapshot; close everything on exit. A cdc request's session is
+        PostgreSQL's (worker/sources/pg_cdc.py), from `log_from`, the ledger's last position."""
         started = time.monotonic()
         with driver_errors(self.dialect):
             # A password reference (env, file, Secret Manager) becomes the password only here.
@@ -75,6 +76,11 @@ class SqlAlchemySource:
             with ExitStack() as closing:  # the connection stays open while the caller reads
                 with driver_errors(self.dialect):
                     conn = closing.enter_context(engine.connect())
+                spec = _cdc_spec(request)
+                if spec is not None:
+                    yield closing.enter_context(self._cdc_session(conn, request, spec, log_from))
+                    return
+                with driver_errors(self.dialect):
                     clock = self.dialect.open_snapshot(conn)
                 log.info("source snapshot open: %s (%.2fs)", self.name, time.monotonic() - started)
                 yield SqlAlchemySession(conn, self.dialect, clock, request.schema_name,
@@ -82,12 +88,29 @@ class SqlAlchemySource:
         finally:
             engine.dispose()
 
+    def _cdc_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                     log_from: str | None) -> AbstractContextManager[SqlAlchemySession]:
+        session: AbstractContextManager[SqlAlchemySession] = self.dialect.change_log_session(
+            conn, request, spec, log_from)
+        return session
+
     @contextmanager
     def snapshot(self, request: EtlRunRequest) -> Iterator[SqlAlchemyTable]:
         """A one-table request: its session and its table, reflected."""
         spec = _only_table(request)
         with self.session(request) as session:
             yield session.table(spec)
+
+
+def _cdc_spec(request: EtlRunRequest) -> TableSpec | None:
+    """The one table of a cdc request; None for the other modes (a job mixing them is refused)."""
+    specs = request.table_specs()
+    if not any(mode_of(spec.load_type).reads == "log" for spec in specs):
+        return None
+    if len(specs) != 1:
+        raise ConfigurationError("a cdc table is loaded on its own (its slot exports its own snapshot), "
+                                 "not in a job of several tables")
+    return specs[0]
 
 
 def _only_table(request: EtlRunRequest) -> TableSpec:
@@ -224,6 +247,23 @@ def parse_cursor(text: str, kind: CursorKind) -> CursorValue:
     return _parse(text, kind, _parse_zoned if kind == "zoned" else _parse_naive)
 
 
+def cursor_value(raw: object, kind: CursorKind) -> CursorValue:
+    """A cursor value as the driver returned it, in the form the window keeps (`parse_cursor`'s):
+    zoned → aware UTC (a naive value is in the session zone, UTC); naive → naive; date; integer.
+    Text (SQLite's normalised cursor expression) is parsed."""
+    if isinstance(raw, str):
+        return parse_cursor(raw, kind)
+    if kind == "integer" and isinstance(raw, int):
+        return int(raw)
+    if kind == "date" and isinstance(raw, date):
+        return raw.date() if isinstance(raw, datetime) else raw
+    if kind in ("integer", "date") or not isinstance(raw, datetime):
+        raise ConfigurationError(f"cursor value {raw!r} is not a timestamp")
+    if kind == "zoned":
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
+    return raw if raw.tzinfo is None else raw.astimezone(UTC).replace(tzinfo=None)
+
+
 def _parse(text: str, kind: CursorKind, parse: Callable[[str], _Bound]) -> _Bound:
     try:
         return parse(text.strip())
@@ -318,7 +358,7 @@ class SqlAlchemyTable:
     def local_clock(self) -> datetime:
         return self._session.local_clock
 
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
+    def plan_window(self, lows: Sequence[str], lag_s: float, high: str | None = None) -> Window:
         """Window of a transactional run: low = the greatest of `lows`; high = the clock read in
         this snapshot minus `lag_s` (zoned: UTC now; naive: the session zone's wall clock).
 
@@ -330,8 +370,8 @@ class SqlAlchemyTable:
         self._check_idle()
         texts = [text for text in lows if text]
         with driver_errors(self._dialect):
-            low, high = self._plan(cursor, texts, timedelta(seconds=lag_s))
-        window = Window(column=cursor.column.name, low=low, high=high)
+            low, top = self._plan(cursor, texts, timedelta(seconds=lag_s), high)
+        window = Window(column=cursor.column.name, low=low, high=top)
         log.info("window planned on %s: [%s, %s)", window.column, window.low_text, window.high_text)
         return window
 
@@ -340,6 +380,33 @@ class SqlAlchemyTable:
         query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._where(window))
         with driver_errors(self._dialect):
             return int(self._conn.execute(query).scalar_one())
+
+    def split_point(self, window: Window, rows: int) -> CursorValue | None:
+        """Three index reads: the cursor at position `rows` (ORDER BY cursor OFFSET rows LIMIT 1:
+        an index scan that skips `rows` entries, so splitting a window costs one pass over its
+        index, not a sort), the window's smallest cursor and, only for a value holding more than
+        `rows` rows, the next value above it. Without an index on the cursor each read sorts."""
+        self._check_idle()
+        cursor = self._require_cursor()
+        col = self._dialect.cursor_expr(_table_column(self._layout.table, self._layout.qualified,
+                                                      window.column))
+        where = self._where(window)
+
+        def scalar(query: sa.Select[Any]) -> CursorValue | None:
+            with driver_errors(self._dialect):
+                raw = self._conn.execute(query).scalar()
+            return None if raw is None else cursor_value(raw, cursor.kind)
+
+        def above(value: CursorValue) -> CursorValue | None:
+            bigger = col > self._dialect.cursor_param(value)
+            return scalar(sa.select(sa.func.min(col)).select_from(self._layout.table).where(*where, bigger))
+
+        at_offset = scalar(sa.select(col).select_from(self._layout.table).where(*where)
+                           .order_by(col).offset(rows).limit(1))
+        if at_offset is None:
+            return None
+        first = scalar(sa.select(sa.func.min(col)).select_from(self._layout.table).where(*where))
+        return boundary(at_offset, first, above)
 
     def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         read = self._read_of(self._layout.fields, tuple(self._where(window)), batch_rows, self._nulled)
@@ -389,6 +456,35 @@ class SqlAlchemyTable:
             self._session.streaming = False
             log.info("read %d %s in %d batches from %s", rows, what, batches, self._layout.qualified)
 
+    # --- for readers of other tables of the same shape (CDC's changes: worker/sources/pg_cdc.py) --
+    @property
+    def sa_table(self) -> sa.Table:
+        return self._layout.table
+
+    @property
+    def nulled(self) -> NulledValues:
+        return self._nulled
+
+    def retargeted(self, table: sa.Table) -> Iterator[Field]:
+        """The loaded fields, reading the same-named columns of `table` instead (same conversions)."""
+        source = self._layout.table
+
+        def replace(element: Any) -> Any:
+            if isinstance(element, sa.Column) and element.table is source:
+                return table.c[element.name]
+            return None
+
+        for field in self._layout.fields:
+            expr: sa.ColumnElement[Any] = sa.sql.visitors.replacement_traverse(  # type: ignore[call-overload]
+                field.expr, {}, replace)
+            yield Field(field.column, field.target, expr)
+
+    def read_batches(self, read: FastRead) -> Iterator[pa.RecordBatch]:
+        """`read` (on its own connection and table) by the dialect's fast reader or the generic one."""
+        with driver_errors(self._dialect):
+            fast = self._dialect.fast_batches(read)
+            yield from fast if fast is not None else self._generic(read)
+
     def _generic(self, read: FastRead) -> Iterator[pa.RecordBatch]:
         query = (
             sa.select(*(f.expr for f in read.fields))
@@ -396,20 +492,25 @@ class SqlAlchemyTable:
             .where(*read.where)
             .execution_options(stream_results=True, yield_per=read.batch_rows)  # server-side cursor
         )
-        with gc_paused(), self._conn.execute(query) as result:
+        with gc_paused(), read.conn.execute(query) as result:
             for partition in result.partitions():
                 yield self._to_batch(partition, read)
 
     # --- helpers ---------------------------------------------------------------------------------
-    def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta) -> _PlannedBounds:
+    def _plan(self, cursor: _Cursor, texts: list[str], lag: timedelta, high: str | None) -> _PlannedBounds:
+        """`high`: a resumed run's fixed high (text), parsed like the lows instead of the clock."""
         kind = cursor.kind
         if kind == "integer":
-            return _bounds([_parse(t, kind, int) for t in texts], self._integer_high(cursor))
+            top = _parse(high, kind, int) if high is not None else self._integer_high(cursor)
+            return _bounds([_parse(t, kind, int) for t in texts], top)
         if kind == "date":
-            return _bounds([_parse(t, kind, _parse_date) for t in texts], (self._clock.local - lag).date())
+            day = _parse(high, kind, _parse_date) if high is not None else (self._clock.local - lag).date()
+            return _bounds([_parse(t, kind, _parse_date) for t in texts], day)
         if kind == "zoned":
-            return _bounds([_parse(t, kind, _parse_zoned) for t in texts], self._clock.zoned - lag)
-        return _bounds([_parse(t, kind, _parse_naive) for t in texts], self._clock.local - lag)
+            moment = _parse(high, kind, _parse_zoned) if high is not None else self._clock.zoned - lag
+            return _bounds([_parse(t, kind, _parse_zoned) for t in texts], moment)
+        local = _parse(high, kind, _parse_naive) if high is not None else self._clock.local - lag
+        return _bounds([_parse(t, kind, _parse_naive) for t in texts], local)
 
     def _integer_high(self, cursor: _Cursor) -> int:
         top = self._conn.execute(sa.select(sa.func.max(cursor.column))).scalar_one()

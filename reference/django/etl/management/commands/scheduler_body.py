@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
-from etl.contract import InvalidRequest
-from etl.models import Job
+from etl.management.commands._job_command import JobCommand
 from etl.request_builder import scheduler_body
 
 
-class Command(BaseCommand):
+class Command(JobCommand):
     help = ("Print the request body for `gcloud scheduler jobs create pubsub ... --message-body-from-file`: "
             "no etl_run_id (each firing is its own run), the job in context (consume_events adopts it).")
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("job_id", type=int)
-
     def handle(self, *args: Any, **options: Any) -> None:
-        job = Job.objects.filter(pk=options["job_id"]).first()
-        if job is None:
-            raise CommandError(f"no job {options['job_id']}")
-        try:
-            body = scheduler_body(job)
-        except InvalidRequest as exc:
-            raise CommandError(str(exc)) from None
+        body = self.for_job(options, scheduler_body)
         self.stdout.write(json.dumps(body, indent=2))
