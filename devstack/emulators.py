@@ -106,12 +106,13 @@ def _reap_group(pgid: int, timeout_s: float) -> None:
 
 
 def _spawn(
-    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
+    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+    stop_grace_s: float = STOP_TIMEOUT_S,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """`argv` as the leader of a new process group, behind devstack.reaper: the group goes down
     with the calling thread's process, even if that is killed before it can stop the emulator."""
     log_path = log_dir / f"{name}.log"
-    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid())]
+    reaper = [sys.executable, "-m", "devstack.reaper", str(os.getpid()), f"--grace={stop_grace_s:g}"]
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*reaper, *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -184,7 +185,8 @@ def start_pubsub(project: str, log_dir: Path | None = None) -> Emulator:
         scratch = (data_dir,) if data_dir else ()
         name = "pubsub-emulator" if attempt == 1 else f"pubsub-emulator-{attempt}"
         opts, archive = jvm_options(pubsub_launcher())
-        process, log_path = _spawn(name, argv, logs, {OPTS_ENV: opts})
+        grace_s = ARCHIVING_STOP_TIMEOUT_S if archive else STOP_TIMEOUT_S  # the reaper's too
+        process, log_path = _spawn(name, argv, logs, {OPTS_ENV: opts}, grace_s)
 
         def ready() -> bool:
             return "Server started" in log_path.read_text(errors="replace")

@@ -1,5 +1,5 @@
-"""`python -m devstack.reaper PARENT_PID CMD...`: run CMD, and take its whole process group down
-when PARENT_PID dies, however it dies (SIGKILL, a crashed pytest-xdist worker, `timeout`).
+"""`python -m devstack.reaper PARENT_PID [--grace=SECONDS] CMD...`: run CMD, and take its whole
+process group down when PARENT_PID dies, however it dies (SIGKILL, a crashed pytest-xdist worker, `timeout`).
 
 The emulators start through it, each as the leader of a new session (so that `stop_process` can
 signal the group). A new session also escapes the terminal's and the test run's signals, so without
@@ -19,7 +19,7 @@ import time
 from types import FrameType
 
 PR_SET_PDEATHSIG = 1
-GRACE_S = 10.0
+GRACE_S = 10.0  # after SIGTERM, before SIGKILL (--grace: a JVM writing its class archive needs more)
 
 
 def _die_with(parent: int) -> None:
@@ -30,7 +30,9 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parent, command = int(argv[0]), argv[1:]
+    parent, command, grace_s = int(argv[0]), argv[1:], GRACE_S
+    if command and command[0].startswith("--grace="):
+        grace_s, command = float(command[0].removeprefix("--grace=")), command[1:]
     child: list[subprocess.Popen[bytes]] = []
     groups = [os.getpgid(0)]  # ours, and the child's if it makes its own (gcloud does)
     stopping: list[float] = []
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> int:
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if not stopping:
-            stopping.append(time.monotonic() + GRACE_S)
+            stopping.append(time.monotonic() + grace_s)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # our own killpg must not re-enter
             signal_groups(signal.SIGTERM)
 

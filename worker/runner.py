@@ -145,8 +145,9 @@ class _JobAttempt:
         return self.sink.last_log_position(self.attempt.request.data_source_id, spec.dest_table_name)
 
     def plan(self, session: SourceSession) -> list[TableRun]:
-        """Every table reflected, planned and counted in the snapshot before any streams; with
-        several, every destination checked before any is prepared (a refusal changes nothing)."""
+        """Every table reflected, planned and counted in the snapshot before any streams, and every
+        destination checked (read only) before any is prepared or read: a refusal changes nothing,
+        and it comes before the source's own errors while the staging is prepared on its thread."""
         tables = []
         for index, spec in enumerate(self.specs):
             table = TableRun(self.attempt, index, spec, session.table(spec), self.counters[index])
@@ -154,9 +155,8 @@ class _JobAttempt:
                 table.resume = self.resume()
             table.plan(self.sink)
             tables.append(table)
-        if len(tables) > 1:
-            for table in tables:
-                self.sink.check_destination(table.dest_table, table.source.columns)
+        for table in tables:
+            self.sink.check_destination(table.dest_table, table.source.columns)
         return tables
 
     def resume(self) -> Resume:

@@ -116,10 +116,9 @@ def test_a_primary_key_that_changes_type_is_a_permanent_typed_error(
                        "ALTER TABLE {schema}.items ALTER COLUMN id TYPE text")
     failed = run_once(cdc_source.request(), "rekey-2")[-1]
     assert isinstance(failed, RunFailed) and not failed.error.retryable
-    # Refused by the change log's relation, which the run reads before its first part is loaded
-    # (the staging, whose INT64 key could not take text either, is prepared meanwhile on its own
-    # thread and its error is never the one raised: worker/background.py)
-    assert failed.error.type == "UnsupportedChangeError" and "'id'" in failed.error.message
+    # (BigQuery's INT64 key cannot take text: refused before anything is staged; a key whose new
+    # type BigQuery could take is refused by the change log's relation: tests/unit/test_pgoutput.py)
+    assert failed.error.type == "SchemaMismatchError" and "'id'" in failed.error.message
 
 
 def test_changes_redelivered_after_a_commit_whose_slot_was_not_advanced_apply_once(
