@@ -185,32 +185,30 @@ class BigQuerySink:
     def last_window_high(self, data_source_id: int, dest_table: str) -> str | None:
         """The window_high of the most recently committed windowed run of this source + table
         (the greatest, as windows of one table are committed in order), as text; None if none."""
-        query = sql.last_window_high_sql(self._target.table_sql(LEDGER_TABLE))
-        params = [
-            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
-            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
-        ]
-        rows = self._target.retry.call("ledger window lookup", _ledger_rows, self._target, query, params)
+        rows = self._table_ledger_rows("ledger window lookup", sql.last_window_high_sql,
+                                       data_source_id, dest_table)
         return str(rows[0]["window_high"]) if rows else None
 
     def last_log_position(self, data_source_id: int, dest_table: str) -> str | None:
-        query = sql.last_log_position_sql(self._target.table_sql(LEDGER_TABLE))
-        params = [
-            bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
-            bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
-        ]
-        rows = self._target.retry.call("ledger position lookup", _ledger_rows, self._target, query, params)
+        rows = self._table_ledger_rows("ledger position lookup", sql.last_log_position_sql,
+                                       data_source_id, dest_table)
         return str(rows[0]["window_high"]) if rows else None
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
-        query = sql.last_commit_sql(self._target.table_sql(LEDGER_TABLE))
+        rows = self._table_ledger_rows("ledger lookup of the last run", sql.last_commit_sql,
+                                       data_source_id, dest_table)
+        return sql.entry_from_row(rows[0]) if rows else None
+
+    def _table_ledger_rows(self, what: str, query_of: Callable[[str], str], data_source_id: int,
+                           dest_table: str) -> list[Any]:
+        """One ledger query about a data source's destination table (@data_source_id, @dest_table)."""
+        query = query_of(self._target.table_sql(LEDGER_TABLE))
         params = [
             bigquery.ScalarQueryParameter("data_source_id", "INT64", data_source_id),
             bigquery.ScalarQueryParameter("dest_table", "STRING", dest_table),
         ]
-        rows = self._target.retry.call("ledger lookup of the last run", _ledger_rows, self._target, query,
-                                       params)
-        return sql.entry_from_row(rows[0]) if rows else None
+        rows: list[Any] = self._target.retry.call(what, _ledger_rows, self._target, query, params)
+        return rows
 
     def recent_entries(self, limit: int, data_source_id: int | None = None) -> list[LedgerEntry]:
         """The newest committed runs first (`etl-worker runs`); none when there is no ledger yet."""
