@@ -142,17 +142,24 @@ def raw_batches(read: FastRead, finishes: list[Finish]) -> Iterator[pa.RecordBat
         finally:
             dbapi.converter = converters
         with gc_paused():
-            # The next rows are fetched (the driver builds them, holding the GIL only for that)
-            # while Arrow converts these (mostly without it).
-            for rows in read_ahead(partial(cursor.fetchmany, read.batch_rows), name="mysql-fetch"):
-                yield _to_batch(rows, finishes, read)
+            # The next rows are fetched and made Arrow columns of bytes on a thread (the driver
+            # waits on the server without the GIL) while Arrow converts these (mostly without it).
+            fetch = partial(_raw_columns, cursor, read.batch_rows)
+            for raw in read_ahead(fetch, name="mysql-fetch"):
+                yield _to_batch(raw, finishes, read)
     finally:
         cursor.close()  # reads what an early stop left, so the connection stays usable
 
 
-def _to_batch(rows: Any, finishes: list[Finish], read: FastRead) -> pa.RecordBatch:
+def _raw_columns(cursor: Any, batch_rows: int) -> list[pa.Array] | None:
+    """The next rows as one binary array per column (None at the end)."""
+    rows = cursor.fetchmany(batch_rows)
+    return [pa.array(values, type=pa.binary()) for values in zip(*rows, strict=True)] if rows else None
+
+
+def _to_batch(raw: list[pa.Array], finishes: list[Finish], read: FastRead) -> pa.RecordBatch:
     arrays = [
-        finish(pa.array(values, type=pa.binary()), field, read.nulled)
-        for values, finish, field in zip(zip(*rows, strict=True), finishes, read.fields, strict=True)
+        finish(values, field, read.nulled)
+        for values, finish, field in zip(raw, finishes, read.fields, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
