@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "base", "arrays", "jsontext", "columnar", "fastjson", "converters", "typemap", "typedoc", "dialect",
         "read_ahead",
     })),
-    ("fast readers", frozenset({"fastpath", "pg_copy", "pg_parallel", "mysql_raw"})),
+    ("fast readers", frozenset({"fastpath", "pg_copy", "pg_parallel", "mysql_raw", "mysql_ranges"})),
     ("the sources: generic, and the in-memory stub", frozenset({"sqlalchemy_source", "memory"})),
     ("dialects, and PostgreSQL's change log", frozenset({"postgresql", "mysql", "sqlite", "pg_cdc"})),
     ("registry", frozenset({"__init__"})),

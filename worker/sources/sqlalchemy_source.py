@@ -421,6 +421,11 @@ class SqlAlchemyTable:
             log.warning("values BigQuery cannot hold, loaded as NULL, per column of %s: %s",
                         self._layout.qualified, self._nulled.counts)
 
+    def read_plan(self, window: Window | None, batch_rows: int) -> FastRead:
+        """What iter_batches reads (fields, window, batch size, this table's NULL tally), for a
+        reader on another connection: a chunk's key range (`mysql_ranges.range_batches`)."""
+        return self._read_of(self._layout.fields, tuple(self._where(window)), batch_rows, self._nulled)
+
     def column(self, source_name: str) -> Column:
         return self._field(source_name).column
 
