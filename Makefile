@@ -43,9 +43,11 @@ lint: install ## ruff + strict mypy (worker/, devstack/, bench/, tests/)
 schemas: install ## regenerate schemas/*.json from the message models
 	@$(PY) -m devstack.schemas
 
-bench: install services ## extraction vs the dumps, dlt and a naive loop (BENCH_ARGS=--quick; docs/performance.md)
+bench: install services ## extraction vs the dumps and dlt, parallel readers, MySQL vs its CPU floor (BENCH_ARGS=--quick)
 	@$(PY) -m pip install -q -e '.[bench]'
 	@$(PY) -m bench.extract $(BENCH_ARGS)
+	@$(PY) -m bench.parallel --rows 5000000 $(BENCH_ARGS)
+	@$(PY) -m bench.mysql_speed $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run

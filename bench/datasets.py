@@ -36,7 +36,7 @@ FROM generate_series(1, {rows}) AS g"""
 
 _MY_DDL = """
 CREATE TABLE {table} (
-  id bigint, customer_id int, amount decimal(12, 2), weight double, status varchar(16),
+  id bigint NOT NULL PRIMARY KEY, customer_id int, amount decimal(12, 2), weight double, status varchar(16),
   note varchar(64), created_at timestamp(6) NULL DEFAULT NULL, ship_date date, paid tinyint(1),
   payload json
 ) ENGINE=InnoDB CHARACTER SET utf8mb4"""
@@ -131,7 +131,7 @@ def _ensure_mysql(table: BenchTable, recreate: bool) -> bool:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{table.schema}` CHARACTER SET utf8mb4")
             conn.exec_driver_sql(f"USE `{table.schema}`")
-            if not recreate and _count(conn, table.table) == table.rows:
+            if not recreate and _count(conn, table.table) == table.rows and _has_key(conn, table):
                 return False
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.table}")
             conn.exec_driver_sql(_MY_DDL.format(table=table.table))
@@ -166,6 +166,14 @@ def _count(conn: sa.Connection, qualified: str) -> int | None:
         return int(conn.exec_driver_sql(f"SELECT count(*) FROM {qualified}").scalar_one())
     except sa.exc.DBAPIError:  # missing table
         return None
+
+
+def _has_key(conn: sa.Connection, table: BenchTable) -> bool:
+    """Whether the MariaDB table has its primary key (older bench tables had none; key ranges need it)."""
+    keys = conn.exec_driver_sql(
+        "SELECT COUNT(*) FROM information_schema.table_constraints WHERE table_schema = %s "
+        "AND table_name = %s AND constraint_type = 'PRIMARY KEY'", (table.schema, table.table)).scalar_one()
+    return bool(keys)
 
 
 def _raw(conn: sa.Connection, sql: str) -> None:

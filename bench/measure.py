@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Sample:
     seconds: float
     peak_rss_kib: int | None
     spool_part_bytes: int = 0
+    cpu_s: float | None = None  # the measured part's CPU, every thread (Python paths only)
 
 
 def peak_rss_kib(time_file: Path) -> int | None:
@@ -38,14 +40,14 @@ def peak_rss_kib(time_file: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def run_path(path: str, table: BenchTable, batch_rows: int) -> Sample:
+def run_path(path: str, table: BenchTable, batch_rows: int, extra: Sequence[str] = ()) -> Sample:
     """A Python path (bench/paths.py) in a child: it times itself from connect to last part."""
     argv = [sys.executable, "-m", "bench.paths", path, table.dialect, table.url, table.schema, table.table,
-            "--batch-rows", str(batch_rows)]
+            "--batch-rows", str(batch_rows), *extra]
     out, _seconds, rss = _run(argv, stdout_to_null=False)
     result = json.loads(out.strip().splitlines()[-1])
     return Sample(path, table.dialect, int(result["rows"]), float(result["seconds"]), rss,
-                  int(result.get("spool_part_bytes", 0)))
+                  int(result.get("spool_part_bytes", 0)), result.get("cpu_s"))
 
 
 def run_dump(table: BenchTable) -> Sample:

@@ -95,12 +95,13 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=6_000_000, help="the bench table (bench/datasets.py)")
     parser.add_argument("--readers", type=int, nargs="+", default=[1, 2, 4])
-    args = parser.parse_args()
-    (table,) = ensure_tables(args.rows, ["postgresql"])
+    parser.add_argument("--quick", action="store_true", help="10k rows: a smoke run (BENCH_ARGS=--quick)")
+    args = parser.parse_args(argv)
+    (table,) = ensure_tables(10_000 if args.quick else args.rows, ["postgresql"])
     worker_read(table, 1)  # warm the cache: every path then reads from memory
     print(f"{table.qualified}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
     print(f"{'path':8} {'readers':>7} {'rows':>9} {'wall s':>8} {'rows/s':>12} {'CPU s':>7} "

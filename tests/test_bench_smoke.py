@@ -18,3 +18,37 @@ def test_bench_quick_prints_the_table() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| rows | database | path | rows/s (median) |" in done.stdout
     assert "| 10,000 | postgresql | worker |" in done.stdout and "| 10,000 | mysql | worker |" in done.stdout
+
+
+def _smoke(*argv: str) -> str:
+    done = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_parallel_readers_bench_quick_prints_every_parallelism() -> None:
+    out = _smoke("bench.parallel", "--quick", "--readers", "1", "2")
+    assert "CPU s / 1M" in out
+    assert [line.split()[:3] for line in out.splitlines() if line.startswith(("worker ", "psql "))] == [
+        ["worker", "1", "10000"], ["psql", "1", "10000"], ["worker", "2", "10000"], ["psql", "2", "10000"]]
+
+
+def test_mysql_speed_bench_quick_prints_the_floor_and_the_ranges() -> None:
+    # --quick runs no dlt (a bench-only extra); the ranged reader must read every row once
+    out = _smoke("bench.mysql_speed", "--quick", "--readers", "1", "2")
+    assert "| rows | worker rows/s | worker s |" in out and "| 10,000 |" in out
+    ranged = [line for line in out.splitlines() if line.startswith("| worker-ranges |")]
+    assert [line.split("|")[2].strip() for line in ranged] == ["1", "2"]
+
+
+def test_the_ranged_path_reads_every_row_once() -> None:
+    import json
+
+    from bench.datasets import ensure_tables
+
+    (table,) = ensure_tables(10_000, ["mysql"])
+    for readers in ("1", "3"):
+        out = _smoke("bench.paths", "worker-ranges", "mysql", table.url, table.schema, table.table,
+                     "--readers", readers, "--batch-rows", "777")
+        assert json.loads(out.strip().splitlines()[-1])["rows"] == 10_000
