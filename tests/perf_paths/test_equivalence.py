@@ -304,6 +304,56 @@ def test_mysql_raw_reads_carry_every_type_they_claim(
     assert used == [True, True]
 
 
+def _line_forms(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per raw read, whether it read one line per row (`mysql_raw.lines_allowed`)."""
+    forms: list[bool] = []
+    real = mysql_raw.lines_allowed
+
+    def noted(read: Any) -> bool:
+        forms.append(real(read))
+        return forms[-1]
+
+    monkeypatch.setattr(mysql_raw, "lines_allowed", noted)
+    return forms
+
+
+_BYTES_COLUMNS = {"bl", "bn", "vb"}
+
+
+def test_mysql_raw_lines_carry_every_type_they_claim(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without its BLOB and BINARY columns the table is read one line per row: the same values, the
+    # same NULLs ('' and the text '\N' against NULL), the same counts
+    my(MYSQL_RAW_TYPES)
+    my("INSERT INTO raw_types (id, js) VALUES (2601, 'not json'), (2602, '{\"a\": [1, 2')")
+    everything = ["id", "b", "ti", "si", "mi", "i", "bi", "bu", "dc", "dw", "f", "d", "ch", "vc", "tx", "en",
+                  "st", "bl", "bn", "vb", "yr", "dt", "dtm", "ts", "js"]
+    names = [name for name in everything if name not in _BYTES_COLUMNS]
+    request = my_request("raw_types", selected_columns=names)
+    forms = _line_forms(monkeypatch)
+    assert_same(request, monkeypatch, batch_rows=700)
+    assert forms == [True]
+    _batches, nulled = read_all(request, 700)
+    assert nulled == {"b": 1, "dt": 2, "dtm": 1, "js": 3}
+
+
+def test_mysql_raw_lines_only_where_every_text_is_utf8(
+    my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under CONCAT_WS's binary separator a latin1 value would arrive unconverted (é as E9): such a
+    # table, or one with a BLOB, is read value by value, with the same result
+    my("CREATE TABLE lat (id int, t varchar(10) CHARACTER SET latin1, u varchar(10)) CHARACTER SET utf8mb4; "
+       "INSERT INTO lat VALUES (1, 'é ÿ', 'é'), (2, NULL, ''), (3, '', NULL); "
+       "CREATE TABLE blb (id int, b blob); INSERT INTO blb VALUES (1, x'fffe00'), (2, NULL)")
+    forms = _line_forms(monkeypatch)
+    assert_same(my_request("lat"), monkeypatch, batch_rows=2)
+    assert_same(my_request("lat", selected_columns=["id", "u"]), monkeypatch, batch_rows=2)
+    assert_same(my_request("blb"), monkeypatch)
+    assert_same(my_request("blb", selected_columns=["id"]), monkeypatch)
+    assert forms == [False, False, False, True]  # a latin1 column anywhere in the table: no lines
+
+
 def test_mysql_raw_window_is_the_generic_window(
     my: Callable[[str], None], my_request: Callable[..., EtlRunRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:

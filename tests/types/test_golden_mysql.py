@@ -196,3 +196,26 @@ def test_the_raw_fast_path_round_trips_the_same_values(
     body = golden_table | load_request(load_type)
     assert_fast_path_round_trip(run_worker, body, GOLDEN, RAW_COLUMNS, mysql_raw, monkeypatch,
                                 bq_client, bq_dataset, "golden_my")
+
+
+# Without BLOB and BINARY (where 0xFF may occur) the raw reader reads one line per row.
+LINE_COLUMNS = [name for name in RAW_COLUMNS if name not in {"bl", "bn", "vb"}]
+
+
+def test_the_line_form_round_trips_the_same_values(
+    run_worker: RunWorker, golden_table: dict[str, Any], bq_client: bigquery.Client, bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the golden table's columns the line form carries, when the worker loads them, then the
+    # raw reader read them one line per row and BigQuery holds exactly the golden values
+    forms: list[bool] = []
+    real = mysql_raw.lines_allowed
+
+    def noted(read: Any) -> bool:
+        forms.append(real(read))
+        return forms[-1]
+
+    monkeypatch.setattr(mysql_raw, "lines_allowed", noted)
+    assert_fast_path_round_trip(run_worker, golden_table | load_request("catalog"), GOLDEN, LINE_COLUMNS,
+                                mysql_raw, monkeypatch, bq_client, bq_dataset, "golden_my")
+    assert forms == [True]
