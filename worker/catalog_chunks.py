@@ -65,22 +65,19 @@ class ChunkPlan:
 
 
 def plan_of(key: Sequence[str], points: Sequence[KeyValue]) -> ChunkPlan:
-    """A plan from the key values found at every ETL_CHUNK_ROWS-th position of the key order:
-    duplicates and out-of-order points (none on a primary key; kept safe anyway) are dropped,
-    so no chunk is empty by construction and the chunks cover the key space exactly once."""
+    """A plan from the key values found at every ETL_CHUNK_ROWS-th position of the key order, as
+    the database sorted them. Their order is the database's (a text key's collation, which Python's
+    string order need not share), so it is kept as given; only a repeated point (none on a primary
+    key; kept safe anyway) is dropped, so no chunk is empty and the chunks cover the keys once."""
     if not key:
         raise ValueError("a chunked catalog run needs a key (the table's or the request's primary_key)")
     bounds: list[KeyValue] = []
     for point in points:
         if len(point) != len(key):
             raise ValueError(f"a split point has {len(point)} values for a key of {len(key)} columns")
-        if not bounds or _before(bounds[-1], point):
+        if not bounds or bounds[-1] != tuple(point):
             bounds.append(tuple(point))
     return ChunkPlan(tuple(key), tuple(bounds))
-
-
-def _before(a: KeyValue, b: KeyValue) -> bool:
-    return a < b
 
 
 def unfinished(plan: ChunkPlan, finished: Sequence[int]) -> tuple[Chunk, ...]:
