@@ -155,6 +155,11 @@ class BigQuerySink:
             api_retry=bigquery_client.api_retry(settings.bigquery_emulator_host),
         )
 
+    @property
+    def target(self) -> _Target:
+        """Where the sink talks to BigQuery (for worker/sinks/bigquery_chunks.py)."""
+        return self._target
+
     # --- Sink -----------------------------------------------------------------------------------
     def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """Reads only: no ledger yet means no commit (a run that fails before staging, e.g. on a
