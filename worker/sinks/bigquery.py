@@ -160,6 +160,10 @@ class BigQuerySink:
         """Where the sink talks to BigQuery (for worker/sinks/bigquery_chunks.py)."""
         return self._target
 
+    @property
+    def staging_expiration_s(self) -> int:
+        return self._staging_expiration_s
+
     # --- Sink -----------------------------------------------------------------------------------
     def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """Reads only: no ledger yet means no commit (a run that fails before staging, e.g. on a

@@ -48,7 +48,6 @@ class RunChunks:
     dest_table: str
     columns: tuple[Column, ...]
     attempt: int
-    expiration_s: int = 86_400
 
     @property
     def staging_table(self) -> str:
@@ -102,7 +101,7 @@ class RunChunks:
         return staging, int(count[0]["n"])
 
     def drop(self) -> None:
-        """After the final commit; a crash before leaves them to their expiration and the reaper."""
+        """After the final commit; a crash before leaves them to their expiration."""
         target = self.sink.target
         for table in (self.staging_table, self.record_table):
             target.client.delete_table(target.table_id(table), retry=target.api_retry, not_found_ok=True)
@@ -117,7 +116,8 @@ class RunChunks:
     def _create(self, name: str, fields: tuple[bigquery.SchemaField, ...]) -> None:
         target = self.sink.target
         table = bigquery.Table(target.table_id(name), schema=list(fields))
-        table.expires = datetime.now(UTC) + timedelta(seconds=self.expiration_s)  # an abandoned run's
+        # An abandoned run's tables expire like a delivery's (ETL_STAGING_EXPIRATION_S from creation).
+        table.expires = datetime.now(UTC) + timedelta(seconds=self.sink.staging_expiration_s)
         table.description = f"ETL chunked catalog staging of run {self.run_id}; dropped after commit."
         target.client.create_table(table, exists_ok=True, retry=target.api_retry)
 
