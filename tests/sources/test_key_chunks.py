@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from tests.sources import connection_of, make_request, mysql_requests, mysql_runner
 from worker.catalog_chunks import plan_of
 from worker.messages import EtlRunRequest
-from worker.sources import get_source
+from worker.sources import get_source, mysql_raw, pg_copy
 from worker.sources.sqlalchemy_source import SqlAlchemyTable
 
 ROWS = 103
@@ -64,24 +64,41 @@ def test_a_table_without_a_key_is_not_split(sqlite_path: Path) -> None:
         assert isinstance(snap, SqlAlchemyTable) and snap.chunk_key == ()
 
 
+def spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
+    """Record each call of a fast reader's batch function (the chunks must be read by it)."""
+    calls: list[str] = []
+    real = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("ddl", [SINGLE, COMPOSITE])
-def test_postgresql(pg_admin: sa.Engine, pg_schema: str, ddl: str) -> None:
+def test_postgresql(pg_admin: sa.Engine, pg_schema: str, ddl: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pg_admin.begin() as conn:
         conn.exec_driver_sql(f'SET search_path TO "{pg_schema}"')
         conn.exec_driver_sql(ddl)
         insert(conn, ddl)
+    calls = spy(monkeypatch, pg_copy, "copy_batches")
     check(make_request("postgresql", connection_of(pg_admin), "t", schema_name=pg_schema))
+    assert len(calls) == (ROWS - 1) // 10 + 1  # every chunk by COPY
 
 
 @pytest.mark.parametrize("ddl", [SINGLE, COMPOSITE])
-def test_mariadb(mysql_admin: sa.Engine, mysql_db: str, ddl: str) -> None:
+def test_mariadb(mysql_admin: sa.Engine, mysql_db: str, ddl: str, monkeypatch: pytest.MonkeyPatch) -> None:
     run: Callable[[str], None] = mysql_runner(mysql_admin, mysql_db)
     run(ddl)
     values = (",".join(f"({t}, '{c}', {v})" for t, c, v in composite_rows()) if ddl == COMPOSITE
               else ",".join(f"({i}, {i})" for i in range(ROWS)))
     run(f"INSERT INTO t VALUES {values}")
     build: Callable[..., EtlRunRequest] = mysql_requests(mysql_admin, mysql_db)
+    calls = spy(monkeypatch, mysql_raw, "raw_batches")
     check(build("t"))
+    assert len(calls) == (ROWS - 1) // 10 + 1  # every chunk by the raw reader
 
 
 def insert(conn: sa.Connection, ddl: str) -> None:
