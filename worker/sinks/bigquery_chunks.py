@@ -108,7 +108,10 @@ class RunChunks:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _stored_plan(self) -> ChunkPlan | None:
-        # Two first deliveries racing may both store a plan: the earliest is every delivery's.
+        # Two first deliveries racing may both store a plan; the earliest read_at wins for every
+        # later reader. NOT CLOSED: a delivery that read its own plan before a racing plan with an
+        # earlier job start time committed keeps its own. To close before wiring: tag every chunk
+        # mark with its plan's hash and count only the winning plan's chunks at the final commit.
         rows = self._run(f"SELECT plan FROM {self._sql(self.record_table)} WHERE chunk = 0 "
                          "ORDER BY read_at, plan LIMIT 1")
         return ChunkPlan.from_text(str(rows[0]["plan"])) if rows else None
