@@ -155,6 +155,15 @@ class BigQuerySink:
             api_retry=bigquery_client.api_retry(settings.bigquery_emulator_host),
         )
 
+    @property
+    def target(self) -> _Target:
+        """Where the sink talks to BigQuery (for worker/sinks/bigquery_chunks.py)."""
+        return self._target
+
+    @property
+    def staging_expiration_s(self) -> int:
+        return self._staging_expiration_s
+
     # --- Sink -----------------------------------------------------------------------------------
     def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """Reads only: no ledger yet means no commit (a run that fails before staging, e.g. on a

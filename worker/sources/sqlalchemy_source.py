@@ -139,6 +139,7 @@ class _Layout:
     fields: tuple[Field, ...]
     cursor: _Cursor | None
     key: tuple[str, ...] = ()  # a merge run's key columns (source names): the request's, else the PK
+    chunk_key: tuple[str, ...] = ()  # the same key for any mode: what a chunked catalog run splits
 
     @classmethod
     def reflect(cls, conn: sa.Connection, dialect: SqlDialect, schema: str | None, spec: TableSpec
@@ -160,7 +161,7 @@ class _Layout:
         mode = mode_of(spec.load_type)
         cursor = mapper.cursor(spec.timestamp_column) if mode.windowed and spec.timestamp_column else None
         key = tuple(spec.primary_key or (col.name for col in table.primary_key.columns))
-        return cls(table, qualified, fields, cursor, key if mode.keyed else ())
+        return cls(table, qualified, fields, cursor, key if mode.keyed else (), key)
 
 
 def _overrides(table: sa.Table, qualified: str, overrides: dict[str, str] | None) -> dict[str, str]:
@@ -428,6 +429,47 @@ class SqlAlchemyTable:
 
     def column(self, source_name: str) -> Column:
         return self._field(source_name).column
+
+    # --- key-range chunks (worker/catalog_chunks.py; not yet called by the runner) -----------------
+    @property
+    def chunk_key(self) -> tuple[str, ...]:
+        """The source names of the key a chunked catalog run splits by (empty: no key, not chunked)."""
+        return self._layout.chunk_key
+
+    def key_split_points(self, rows: int) -> list[tuple[Any, ...]]:
+        """The key at positions rows + 1, 2 * rows + 1, ... of the key order, in this snapshot: the
+        inner bounds of chunks of `rows` rows. One pass over the key's index (ROW_NUMBER over the
+        key order), not one OFFSET query per chunk."""
+        if rows < 1:
+            raise ValueError("rows must be at least 1")
+        self._check_idle()
+        cols = self._key_exprs()
+        number = sa.func.row_number().over(order_by=cols).label("n")
+        ranked = sa.select(*cols, number).select_from(self._layout.table).subquery()
+        picked = [ranked.c[col.name] for col in cols]
+        query = (sa.select(*picked).where(ranked.c.n > 1, (ranked.c.n - 1) % rows == 0)
+                 .order_by(*picked))
+        with driver_errors(self._dialect):
+            return [tuple(row) for row in self._conn.execute(query)]
+
+    def iter_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None,
+                       batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The rows whose key k has low <= k < high (None: unbounded), compared as a tuple so a
+        composite or text key splits like an integer one, through the same fast readers."""
+        key = sa.tuple_(*self._key_exprs())
+        where: list[sa.ColumnElement[bool]] = []
+        if low is not None:
+            where.append(key >= sa.tuple_(*(sa.literal(v) for v in low)))
+        if high is not None:
+            where.append(key < sa.tuple_(*(sa.literal(v) for v in high)))
+        read = self._read_of(self._layout.fields, tuple(where), batch_rows, self._nulled)
+        yield from self._stream(read, "rows")
+
+    def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
+        if not self._layout.chunk_key:
+            raise ConfigurationError(f"{self._layout.qualified} has no primary key to split by")
+        return [_table_column(self._layout.table, self._layout.qualified, name)
+                for name in self._layout.chunk_key]
 
     @property
     def key_columns(self) -> tuple[Column, ...]:

@@ -1,0 +1,110 @@
+"""Key-range chunks of a table (the source half of a chunked catalog run, worker/catalog_chunks.py):
+the split points read in the snapshot make chunks that, read by their key ranges through the
+dialect's own readers (PostgreSQL COPY, MariaDB's raw reader, SQLite's generic one), return every
+row exactly once, for an integer key and for a composite key with a text column."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.sources import connection_of, make_request, mysql_requests, mysql_runner
+from worker.catalog_chunks import plan_of
+from worker.messages import EtlRunRequest
+from worker.sources import get_source, mysql_raw, pg_copy
+from worker.sources.sqlalchemy_source import SqlAlchemyTable
+
+ROWS = 103
+COMPOSITE = ("CREATE TABLE t (tenant int NOT NULL, code varchar(20) NOT NULL, v int, "
+             "PRIMARY KEY (tenant, code))")
+SINGLE = "CREATE TABLE t (id int PRIMARY KEY, v int)"
+
+
+def composite_rows() -> list[tuple[int, str, int]]:
+    return [(i % 4, f"c{i:04d}" if i % 2 else f"Z{i}", i) for i in range(ROWS)]
+
+
+def chunked_read(request: EtlRunRequest, rows: int) -> tuple[int, list[list[int]]]:
+    """(number of split points, the `v` values of each chunk) read in one snapshot."""
+    with get_source(request.source_type).snapshot(request) as snap:
+        assert isinstance(snap, SqlAlchemyTable)
+        plan = plan_of(snap.chunk_key, snap.key_split_points(rows))
+        chunks = []
+        for chunk in plan.chunks():
+            values = [r["v"] for b in snap.iter_key_range(chunk.low, chunk.high, 7) for r in b.to_pylist()]
+            chunks.append(values)
+    return len(plan.bounds), chunks
+
+
+def check(request: EtlRunRequest) -> None:
+    bounds, chunks = chunked_read(request, 10)
+    assert sorted(v for chunk in chunks for v in chunk) == list(range(ROWS))  # each row once
+    assert bounds == (ROWS - 1) // 10 and all(len(chunk) == 10 for chunk in chunks[:-1])
+
+
+def test_sqlite_composite_text_key(sqlite_path: Path) -> None:
+    db = sqlite3.connect(sqlite_path)
+    db.execute(COMPOSITE)
+    db.executemany("INSERT INTO t VALUES (?, ?, ?)", composite_rows())
+    db.commit()
+    db.close()
+    check(make_request("sqlite", {"database": str(sqlite_path)}, "t"))
+
+
+def test_a_table_without_a_key_is_not_split(sqlite_path: Path) -> None:
+    db = sqlite3.connect(sqlite_path)
+    db.execute("CREATE TABLE t (v int)")
+    db.close()
+    with get_source("sqlite").snapshot(make_request("sqlite", {"database": str(sqlite_path)}, "t")) as snap:
+        assert isinstance(snap, SqlAlchemyTable) and snap.chunk_key == ()
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
+    """Record each call of a fast reader's batch function (the chunks must be read by it)."""
+    calls: list[str] = []
+    real = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("ddl", [SINGLE, COMPOSITE])
+def test_postgresql(pg_admin: sa.Engine, pg_schema: str, ddl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'SET search_path TO "{pg_schema}"')
+        conn.exec_driver_sql(ddl)
+        insert(conn, ddl)
+    calls = spy(monkeypatch, pg_copy, "copy_batches")
+    check(make_request("postgresql", connection_of(pg_admin), "t", schema_name=pg_schema))
+    assert len(calls) == (ROWS - 1) // 10 + 1  # every chunk by COPY
+
+
+@pytest.mark.parametrize("ddl", [SINGLE, COMPOSITE])
+def test_mariadb(mysql_admin: sa.Engine, mysql_db: str, ddl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run: Callable[[str], None] = mysql_runner(mysql_admin, mysql_db)
+    run(ddl)
+    values = (",".join(f"({t}, '{c}', {v})" for t, c, v in composite_rows()) if ddl == COMPOSITE
+              else ",".join(f"({i}, {i})" for i in range(ROWS)))
+    run(f"INSERT INTO t VALUES {values}")
+    build: Callable[..., EtlRunRequest] = mysql_requests(mysql_admin, mysql_db)
+    calls = spy(monkeypatch, mysql_raw, "raw_batches")
+    check(build("t"))
+    assert len(calls) == (ROWS - 1) // 10 + 1  # every chunk by the raw reader
+
+
+def insert(conn: sa.Connection, ddl: str) -> None:
+    rows: list[dict[str, Any]]
+    if ddl == COMPOSITE:
+        rows = [{"t": t, "c": c, "v": v} for t, c, v in composite_rows()]
+        conn.execute(sa.text("INSERT INTO t VALUES (:t, :c, :v)"), rows)
+    else:
+        conn.execute(sa.text("INSERT INTO t VALUES (:i, :i)"), [{"i": i} for i in range(ROWS)])

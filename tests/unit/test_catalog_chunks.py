@@ -1,0 +1,73 @@
+"""The pure part of a chunked catalog run (worker/catalog_chunks.py): chunks cover the key space
+once, the plan survives its stored form, finished chunks are skipped, names are the run's."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.catalog_chunks import (
+    CHUNK_COLUMN,
+    READ_AT_COLUMN,
+    Chunk,
+    ChunkPlan,
+    chunk_record_name,
+    final_rows_sql,
+    plan_of,
+    run_staging_name,
+    stage_chunk_sql,
+    unfinished,
+)
+from worker.constants import STAGING_PREFIX
+
+
+def test_chunks_cover_the_key_space_once() -> None:
+    plan = plan_of(("id",), [(10,), (20,)])
+    assert plan.chunks() == (Chunk(1, None, (10,)), Chunk(2, (10,), (20,)), Chunk(3, (20,), None))
+
+
+def test_no_split_point_is_one_unbounded_chunk() -> None:
+    assert plan_of(("id",), []).chunks() == (Chunk(1, None, None),)
+
+
+def test_a_repeated_point_makes_no_empty_chunk_and_the_database_order_is_kept() -> None:
+    # "Z" sorts before "b" in Python but after it in a case-insensitive collation: kept as given.
+    plan = plan_of(("a", "b"), [(1, "b"), (1, "b"), (1, "Z")])
+    assert plan.bounds == ((1, "b"), (1, "Z"))
+
+
+def test_a_point_must_match_the_key() -> None:
+    with pytest.raises(ValueError, match="2 values for a key of 1"):
+        plan_of(("id",), [(1, 2)])
+    with pytest.raises(ValueError, match="needs a key"):
+        plan_of((), [])
+
+
+def test_the_plan_survives_its_stored_text() -> None:
+    plan = plan_of(("tenant", "code"), [(1, "b"), (2, "a")])
+    assert ChunkPlan.from_text(plan.to_text()) == plan
+
+
+def test_finished_chunks_are_skipped() -> None:
+    plan = plan_of(("id",), [(10,), (20,), (30,)])
+    assert [chunk.number for chunk in unfinished(plan, [1, 3])] == [2, 4]
+    assert unfinished(plan, [1, 2, 3, 4]) == ()
+
+
+def test_the_staging_belongs_to_the_run_and_is_reaped_like_a_delivery_s() -> None:
+    name = run_staging_name("run-7/x")
+    assert name == f"{STAGING_PREFIX}run_7_x_chunks"
+    assert run_staging_name("run-7/x") == name  # every delivery finds the same table
+    assert chunk_record_name("run-7/x").startswith(STAGING_PREFIX)
+
+
+def test_a_chunk_s_rows_and_its_mark_are_one_transaction() -> None:
+    script = stage_chunk_sql("`s`", "`l`", "`r`", ["id", "name"])
+    lines = script.splitlines()
+    assert lines[0] == "BEGIN TRANSACTION;" and lines[-1] == "COMMIT TRANSACTION;"
+    assert f"DELETE FROM `s` WHERE `{CHUNK_COLUMN}` = @chunk;" in lines  # a half-staged try goes
+    assert any(line.startswith("INSERT INTO `r`") for line in lines)
+
+
+def test_the_final_rows_keep_one_version_per_key_the_newest_read() -> None:
+    query = final_rows_sql("`s`", ["id", "v"], ["id"])
+    assert "PARTITION BY `id`" in query and f"`{READ_AT_COLUMN}` DESC" in query

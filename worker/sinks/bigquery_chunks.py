@@ -1,0 +1,142 @@
+"""A chunked catalog run's own tables in BigQuery (worker/catalog_chunks.py has the rules).
+
+STATUS: built and tested on bqemulator (tests/sinks/test_run_chunks.py); the runner does not call
+it yet.
+
+`RunChunks` is the run's staging (every delivery's chunks, with their chunk number and read time)
+and its chunk record (the plan as row 0, then one row per finished chunk). A chunk's rows are
+loaded through an ordinary delivery staging table (the sink's loads, job ids and retries), then
+moved into the run's staging by ONE script with its finished mark. `final_staging` fills an
+ordinary delivery staging of the run with one row per key, which the ordinary catalog commit
+(`Sink.commit_job`) then applies with the ledger row, in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from google.cloud import bigquery
+
+from worker.catalog_chunks import (
+    CHUNK_COLUMN,
+    READ_AT_COLUMN,
+    ChunkPlan,
+    chunk_record_name,
+    final_rows_sql,
+    run_staging_name,
+    stage_chunk_sql,
+)
+from worker.columns import Column
+from worker.constants import CATALOG
+from worker.sinks import bigquery_schema as schema
+from worker.sinks import emulator_compat
+from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
+
+log = logging.getLogger(__name__)
+_RECORD_FIELDS = (("chunk", "INT64"), ("rows_staged", "INT64"), ("read_at", "TIMESTAMP"), ("plan", "STRING"))
+
+
+@dataclass
+class RunChunks:
+    sink: BigQuerySink
+    run_id: str
+    dest_table: str
+    columns: tuple[Column, ...]
+    attempt: int
+
+    @property
+    def staging_table(self) -> str:
+        return run_staging_name(self.run_id)
+
+    @property
+    def record_table(self) -> str:
+        return chunk_record_name(self.run_id)
+
+    def open(self, plan: Callable[[], ChunkPlan]) -> tuple[ChunkPlan, frozenset[int]]:
+        """Create the run's two tables if missing; the stored plan (`plan()` is called and stored
+        only by the run's first delivery) and the chunks already finished."""
+        self.sink.ensure_ledger()
+        marks = (bigquery.SchemaField(CHUNK_COLUMN, "INT64"),
+                 bigquery.SchemaField(READ_AT_COLUMN, "TIMESTAMP"))
+        staged = (*schema.schema_fields(self.columns, staging=True), *marks)
+        self._create(self.staging_table, staged)
+        self._create(self.record_table, tuple(bigquery.SchemaField(n, t) for n, t in _RECORD_FIELDS))
+        stored = self._stored_plan()
+        if stored is None:
+            self._run(f"INSERT INTO {self._sql(self.record_table)} (chunk, read_at, plan) "
+                      "VALUES (0, CURRENT_TIMESTAMP(), @plan)", plan=plan().to_text())
+            stored = self._stored_plan()
+            assert stored is not None
+        return stored, self.finished()
+
+    def finished(self) -> frozenset[int]:
+        rows = self._run(f"SELECT chunk FROM {self._sql(self.record_table)} WHERE chunk > 0")
+        return frozenset(int(row["chunk"]) for row in rows)
+
+    def chunk_staging(self, number: int) -> BigQueryStaging:
+        """An ordinary delivery staging to load one chunk's parts into (its own run id)."""
+        return self.sink.open_staging(self.dest_table, self.columns, f"{self.run_id}-c{number}",
+                                      self.attempt, CATALOG)
+
+    def finish_chunk(self, number: int, loaded: BigQueryStaging, read_at: datetime) -> None:
+        """The chunk's loaded rows into the run's staging with its finished mark: one transaction."""
+        script = stage_chunk_sql(self._sql(self.staging_table), self._sql(loaded.table_name),
+                                 self._sql(self.record_table), [col.name for col in self.columns])
+        self._run(script, chunk=number, read_at=read_at, rows=loaded.rows_loaded)
+        log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, loaded.rows_loaded)
+
+    def final_staging(self, key: Iterable[str]) -> tuple[BigQueryStaging, int]:
+        """A delivery staging of the run holding one row per key (the newest read); its row count."""
+        staging = self.sink.open_staging(self.dest_table, self.columns, self.run_id, self.attempt, CATALOG)
+        names = [col.name for col in self.columns]
+        select = final_rows_sql(self._sql(self.staging_table), names, list(key))
+        listed = ", ".join(f"`{name}`" for name in names)
+        self._run(f"INSERT INTO {self._sql(staging.table_name)} ({listed})\n{select}")
+        count = self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")
+        return staging, int(count[0]["n"])
+
+    def drop(self) -> None:
+        """After the final commit; a crash before leaves them to their expiration."""
+        target = self.sink.target
+        for table in (self.staging_table, self.record_table):
+            target.client.delete_table(target.table_id(table), retry=target.api_retry, not_found_ok=True)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _stored_plan(self) -> ChunkPlan | None:
+        # Two first deliveries racing may both store a plan; the earliest read_at wins for every
+        # later reader. NOT CLOSED: a delivery that read its own plan before a racing plan with an
+        # earlier job start time committed keeps its own. To close before wiring: tag every chunk
+        # mark with its plan's hash and count only the winning plan's chunks at the final commit.
+        rows = self._run(f"SELECT plan FROM {self._sql(self.record_table)} WHERE chunk = 0 "
+                         "ORDER BY read_at, plan LIMIT 1")
+        return ChunkPlan.from_text(str(rows[0]["plan"])) if rows else None
+
+    def _create(self, name: str, fields: tuple[bigquery.SchemaField, ...]) -> None:
+        target = self.sink.target
+        table = bigquery.Table(target.table_id(name), schema=list(fields))
+        # An abandoned run's tables expire like a delivery's (ETL_STAGING_EXPIRATION_S from creation).
+        table.expires = datetime.now(UTC) + timedelta(seconds=self.sink.staging_expiration_s)
+        table.description = f"ETL chunked catalog staging of run {self.run_id}; dropped after commit."
+        target.client.create_table(table, exists_ok=True, retry=target.api_retry)
+
+    def _sql(self, table: str) -> str:
+        return self.sink.target.table_sql(table)
+
+    def _run(self, text: str, **values: object) -> list[dict[str, Any]]:
+        kinds = {int: "INT64", str: "STRING", datetime: "TIMESTAMP"}
+        params = [bigquery.ScalarQueryParameter(name, kinds[type(value)], value)
+                  for name, value in values.items()]
+        target = self.sink.target
+        text, params = emulator_compat.script_query(text, params, target.emulator)
+        rows = target.retry.call(f"chunk tables of run {self.run_id}", target.rows, text, params)
+        return [dict(row) for row in rows]
+
+
+def load_parts(staging: BigQueryStaging, parts: Iterable[Path]) -> int:
+    """Load spooled parts into a chunk's staging; the rows loaded."""
+    return sum(staging.load_part(part) for part in parts)
