@@ -28,7 +28,7 @@ from tests.sources import (
 )
 from tests.sources.test_mysql import ALL_TYPES as MYSQL_ALL_TYPES
 from tests.sources.test_postgresql import ALL_TYPES_DDL as PG_ALL_TYPES
-from tests.types.golden import _FastPathSpy
+from tests.types.golden import _FastPathSpy, line_forms
 from worker.messages import EtlRunRequest
 from worker.sources import fastpath, get_source, mysql_raw, pg_copy, sqlalchemy_source
 from worker.sources.arrays import column_array
@@ -304,19 +304,6 @@ def test_mysql_raw_reads_carry_every_type_they_claim(
     assert used == [True, True]
 
 
-def _line_forms(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records, per raw read, whether it read one line per row (`mysql_raw.lines_allowed`)."""
-    forms: list[bool] = []
-    real = mysql_raw.lines_allowed
-
-    def noted(read: Any) -> bool:
-        forms.append(real(read))
-        return forms[-1]
-
-    monkeypatch.setattr(mysql_raw, "lines_allowed", noted)
-    return forms
-
-
 _BYTES_COLUMNS = {"bl", "bn", "vb"}
 
 
@@ -331,7 +318,7 @@ def test_mysql_raw_lines_carry_every_type_they_claim(
                   "st", "bl", "bn", "vb", "yr", "dt", "dtm", "ts", "js"]
     names = [name for name in everything if name not in _BYTES_COLUMNS]
     request = my_request("raw_types", selected_columns=names)
-    forms = _line_forms(monkeypatch)
+    forms = line_forms(monkeypatch)
     assert_same(request, monkeypatch, batch_rows=700)
     assert forms == [True]
     _batches, nulled = read_all(request, 700)
@@ -346,7 +333,7 @@ def test_mysql_raw_lines_only_where_every_text_is_utf8(
     my("CREATE TABLE lat (id int, t varchar(10) CHARACTER SET latin1, u varchar(10)) CHARACTER SET utf8mb4; "
        "INSERT INTO lat VALUES (1, 'é ÿ', 'é'), (2, NULL, ''), (3, '', NULL); "
        "CREATE TABLE blb (id int, b blob); INSERT INTO blb VALUES (1, x'fffe00'), (2, NULL)")
-    forms = _line_forms(monkeypatch)
+    forms = line_forms(monkeypatch)
     assert_same(my_request("lat"), monkeypatch, batch_rows=2)
     assert_same(my_request("lat", selected_columns=["id", "u"]), monkeypatch, batch_rows=2)
     assert_same(my_request("blb"), monkeypatch)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from google.cloud import bigquery
 
 from tests.conftest import PROJECT
 from worker.sinks.bigquery_schema import normalise_type
+from worker.sources import mysql_raw
 from worker.sources.converters import loads_exact
 
 
@@ -198,3 +200,16 @@ class _FastPathSpy:
         batches = self.fast_batches(read)
         self.used.append(batches is not None)
         return batches
+
+
+def line_forms(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per MySQL raw read, whether it read one line per row (`mysql_raw.lines_allowed`)."""
+    forms: list[bool] = []
+    real = mysql_raw.lines_allowed
+
+    def noted(read: Any) -> bool:
+        forms.append(real(read))
+        return forms[-1]
+
+    monkeypatch.setattr(mysql_raw, "lines_allowed", noted)
+    return forms

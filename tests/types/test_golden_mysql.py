@@ -27,6 +27,7 @@ from tests.types.golden import (
     Json,
     assert_fast_path_round_trip,
     assert_round_trip,
+    line_forms,
 )
 from worker.sources import mysql_raw
 
@@ -208,14 +209,7 @@ def test_the_line_form_round_trips_the_same_values(
 ) -> None:
     # Given the golden table's columns the line form carries, when the worker loads them, then the
     # raw reader read them one line per row and BigQuery holds exactly the golden values
-    forms: list[bool] = []
-    real = mysql_raw.lines_allowed
-
-    def noted(read: Any) -> bool:
-        forms.append(real(read))
-        return forms[-1]
-
-    monkeypatch.setattr(mysql_raw, "lines_allowed", noted)
+    forms = line_forms(monkeypatch)
     assert_fast_path_round_trip(run_worker, golden_table | load_request("catalog"), GOLDEN, LINE_COLUMNS,
                                 mysql_raw, monkeypatch, bq_client, bq_dataset, "golden_my")
     assert forms == [True]
