@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -112,6 +112,7 @@ def worker_ranges(args: argparse.Namespace, spool: Path) -> int:
     from worker.messages import EtlRunRequest
     from worker.sources import get_source
     from worker.sources.mysql_ranges import key_ranges, range_batches
+    from worker.sources.read_ahead import merged
     from worker.sources.sqlalchemy_source import SqlAlchemyTable
     from worker.spool import PartWriter
 
@@ -132,36 +133,6 @@ def worker_ranges(args: argparse.Namespace, spool: Path) -> int:
                 _drop_parts(parts.write(batch))
             _drop_parts(parts.finish())
     return rows
-
-
-def merged(streams: Sequence[Callable[[], Iterator[pa.RecordBatch]]]) -> Iterator[pa.RecordBatch]:
-    """The batches of every stream, each stream iterated on its own thread, in arrival order."""
-    import queue
-    import threading
-
-    out: queue.Queue[Any] = queue.Queue(maxsize=2 * len(streams))
-    done = object()
-
-    def drain(stream: Callable[[], Iterator[pa.RecordBatch]]) -> None:
-        try:
-            for batch in stream():
-                out.put(batch)
-            out.put(done)
-        except BaseException as error:  # raised by the consumer
-            out.put(error)
-
-    threads = [threading.Thread(target=drain, args=(s,), daemon=True) for s in streams]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
-    while running:
-        item = out.get()
-        if item is done:
-            running -= 1
-        elif isinstance(item, BaseException):
-            raise item
-        else:
-            yield item
 
 
 # --- the naive loop ------------------------------------------------------------------------------

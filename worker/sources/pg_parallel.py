@@ -19,11 +19,9 @@ added to the session's once it ends.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,9 +31,9 @@ import sqlalchemy as sa
 from worker.sources import pg_copy
 from worker.sources.arrays import NulledValues
 from worker.sources.dialect import FastRead, Readers
+from worker.sources.read_ahead import merged
 
 log = logging.getLogger(__name__)
-_DONE = object()  # a reader's last item on the queue
 _HEAP_KINDS = ("r", "m")  # pg_class.relkind of relations with a heap of their own
 
 
@@ -93,27 +91,14 @@ def _range_where(start: int, end: int | None) -> tuple[sa.ColumnElement[bool], .
     return (ctid >= tid(start),) if end is None else (ctid >= tid(start), ctid < tid(end))
 
 
-class _Reader(threading.Thread):
-    def __init__(self, read: FastRead, readers: Readers, columns: list[Any], snapshot: str,
-                 block_range: tuple[int, int | None], out: queue.Queue[Any], stop: threading.Event) -> None:
-        super().__init__(name=f"pg-reader-{block_range[0]}", daemon=True)
-        self._read, self._readers, self._columns = read, readers, columns
-        self._snapshot, self._range, self._out, self._halt = snapshot, block_range, out, stop
-        self.nulled = NulledValues(strict=read.nulled.strict)
-
-    def run(self) -> None:
-        try:
-            with self._readers.connect() as conn:
-                _import_snapshot(conn, self._snapshot)
-                part = dataclasses.replace(self._read, conn=conn, nulled=self.nulled, readers=None,
-                                           where=(*self._read.where, *_range_where(*self._range)))
-                for batch in pg_copy.copy_batches(part, self._columns):
-                    if self._halt.is_set():
-                        break
-                    self._out.put(batch)
-            self._out.put(_DONE)
-        except BaseException as error:  # handed to the consumer, which raises it
-            self._out.put(error)
+def _range_batches(read: FastRead, readers: Readers, columns: list[Any], snapshot: str,
+                  block_range: tuple[int, int | None], nulled: NulledValues) -> Iterator[pa.RecordBatch]:
+    """One reader: its own connection in the session's snapshot, the session's COPY of its range."""
+    with readers.connect() as conn:
+        _import_snapshot(conn, snapshot)
+        part = dataclasses.replace(read, conn=conn, nulled=nulled, readers=None,
+                                   where=(*read.where, *_range_where(*block_range)))
+        yield from pg_copy.copy_batches(part, columns)
 
 
 def _import_snapshot(conn: sa.Connection, snapshot: str) -> None:
@@ -130,28 +115,9 @@ def _import_snapshot(conn: sa.Connection, snapshot: str) -> None:
 
 def _merged(read: FastRead, readers: Readers, columns: list[Any], snapshot: str,
             ranges: list[tuple[int, int | None]]) -> Iterator[pa.RecordBatch]:
-    out: queue.Queue[Any] = queue.Queue(maxsize=2 * len(ranges))
-    stop = threading.Event()
-    threads = [_Reader(read, readers, columns, snapshot, r, out, stop) for r in ranges]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
-    try:
-        while running:
-            item = out.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-        for thread in threads:
-            for column, count in thread.nulled.counts.items():
-                read.nulled.counts[column] = read.nulled.counts.get(column, 0) + count
-    finally:
-        stop.set()
-        while any(thread.is_alive() for thread in threads):  # unblock readers waiting to put
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.1)
-        for thread in threads:
-            thread.join()
+    tallies = [NulledValues(strict=read.nulled.strict) for _ in ranges]
+    yield from merged([functools.partial(_range_batches, read, readers, columns, snapshot, r, tally)
+                       for r, tally in zip(ranges, tallies, strict=True)], name="pg-reader")
+    for tally in tallies:
+        for column, count in tally.counts.items():
+            read.nulled.counts[column] = read.nulled.counts.get(column, 0) + count

@@ -1,11 +1,12 @@
-"""A driver fetches the next rows while the last ones are converted: `read_ahead`."""
+"""A driver fetches the next rows while the last ones are converted (`read_ahead`); several readers
+feed one consumer (`merged`)."""
 
 from __future__ import annotations
 
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Generic, TypeVar
 
 _POLL_S = 0.5  # how often a blocked put() checks whether the consumer stopped
@@ -67,3 +68,65 @@ class _ReadAhead(Generic[T]):
                 return
             except queue.Full:
                 continue
+
+
+def merged(streams: Sequence[Callable[[], Iterator[T]]], *, depth_per_stream: int = 2,
+           name: str = "reader") -> Generator[T, None, None]:
+    """The items of every stream, each stream iterated on its own thread, in arrival order (no
+    order kept between streams). A stream's error is raised in the consumer; a consumer that stops
+    early (or an error) stops every thread between two items and closes its iterator (so its
+    connection) before this generator returns."""
+    out: queue.Queue[object] = queue.Queue(maxsize=depth_per_stream * max(1, len(streams)))
+    stop = threading.Event()
+    threads = [threading.Thread(target=_drain, args=(stream, out, stop), name=f"{name}-{i}", daemon=True)
+               for i, stream in enumerate(streams)]
+    for thread in threads:
+        thread.start()
+    try:
+        running = len(threads)
+        while running:
+            item = out.get()
+            if item is _STREAM_END:
+                running -= 1
+            elif isinstance(item, _Failed):
+                raise item.error
+            else:
+                yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while any(thread.is_alive() for thread in threads):  # unblock threads waiting to put
+            with contextlib.suppress(queue.Empty):
+                out.get(timeout=_POLL_S / 10)
+
+
+_STREAM_END = object()  # a stream's last item on `merged`'s queue
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _drain(stream: Callable[[], Iterator[object]], out: queue.Queue[object], stop: threading.Event) -> None:
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        items = stream()
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(_STREAM_END)
+    except BaseException as error:  # handed to the consumer, which raises it
+        put(_Failed(error))
