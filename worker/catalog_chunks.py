@@ -17,6 +17,7 @@ Pure functions only: the plan, names, and the SQL texts of the two statements th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from worker.constants import STAGING_PREFIX
 
 CHUNK_COLUMN = "_etl_chunk"  # the chunk number of a staged row (dropped by the final commit)
 READ_AT_COLUMN = "_etl_chunk_read_at"  # when its chunk's snapshot was opened (the newest wins)
+PLAN_COLUMN = "_etl_chunk_plan"  # the identity of the plan its chunk belongs to
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _RUN_CHARS = 80  # as the delivery staging names: traceable, well under BigQuery's 1024
 
@@ -57,6 +59,12 @@ class ChunkPlan:
         """The plan as stored with the run (JSON; key values as their JSON form)."""
         return json.dumps({"key": list(self.key), "bounds": [list(b) for b in self.bounds]},
                           separators=(",", ":"), default=str)
+
+    @property
+    def identity(self) -> str:
+        """A short digest of the stored plan: every staged row and finished mark carries it, so
+        chunks of a plan that lost the race of two first deliveries are never counted."""
+        return hashlib.sha256(self.to_text().encode()).hexdigest()[:16]
 
     @classmethod
     def from_text(cls, text: str) -> ChunkPlan:
@@ -99,17 +107,19 @@ def chunk_record_name(run_id: str) -> str:
 
 def stage_chunk_sql(staging: str, loaded: str, record: str, columns: Sequence[str]) -> str:
     """ONE script making a chunk durable: its earlier rows (a half-staged earlier try) deleted,
-    the rows just loaded (`loaded`, this try's table) inserted with their chunk number and read
-    time, and its finished mark written, all in one transaction: the rows and the mark become
-    durable together or not at all. Parameters: @chunk (INT64), @read_at (TIMESTAMP), @rows (INT64)."""
+    the rows just loaded (`loaded`, this try's table) inserted with their chunk number, plan and
+    read time, and its finished mark written, all in one transaction: the rows and the mark become
+    durable together or not at all. Parameters: @chunk (INT64), @plan (STRING: the plan's
+    identity), @read_at (TIMESTAMP), @rows (INT64)."""
     names = ", ".join(f"`{name}`" for name in columns)
     return (
         "BEGIN TRANSACTION;\n"
-        f"DELETE FROM {staging} WHERE `{CHUNK_COLUMN}` = @chunk;\n"
-        f"DELETE FROM {record} WHERE chunk = @chunk;\n"
-        f"INSERT INTO {staging} ({names}, `{CHUNK_COLUMN}`, `{READ_AT_COLUMN}`)\n"
-        f"  SELECT {names}, @chunk, @read_at FROM {loaded};\n"
-        f"INSERT INTO {record} (chunk, rows_staged, read_at) VALUES (@chunk, @rows, @read_at);\n"
+        f"DELETE FROM {staging} WHERE `{CHUNK_COLUMN}` = @chunk AND `{PLAN_COLUMN}` = @plan;\n"
+        f"DELETE FROM {record} WHERE chunk = @chunk AND plan_id = @plan;\n"
+        f"INSERT INTO {staging} ({names}, `{CHUNK_COLUMN}`, `{PLAN_COLUMN}`, `{READ_AT_COLUMN}`)\n"
+        f"  SELECT {names}, @chunk, @plan, @read_at FROM {loaded};\n"
+        f"INSERT INTO {record} (chunk, plan_id, rows_staged, read_at)\n"
+        "  VALUES (@chunk, @plan, @rows, @read_at);\n"
         "COMMIT TRANSACTION;\n"
     )
 
@@ -118,11 +128,12 @@ def final_rows_sql(staging: str, columns: Sequence[str], key: Sequence[str]) -> 
     """What the final commit puts into the destination: the run's staged rows, ONE per key. A row
     whose key was updated during the run from one chunk's range into another's already-read
     range could be staged twice (or, moving the other way, not at all: docs/modes.md); of two
-    versions of a key the one read last (the newest chunk snapshot) wins."""
+    versions of a key the one read last (the newest chunk snapshot) wins. Only the rows of the
+    winning plan count. Parameter: @plan (STRING: its identity)."""
     names = ", ".join(f"`{name}`" for name in columns)
     partition = ", ".join(f"`{name}`" for name in key)
     return (
-        f"SELECT {names} FROM {staging}\n"
+        f"SELECT {names} FROM {staging} WHERE `{PLAN_COLUMN}` = @plan\n"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
         f"ORDER BY `{READ_AT_COLUMN}` DESC, `{CHUNK_COLUMN}` DESC) = 1"
     )

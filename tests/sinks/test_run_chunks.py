@@ -1,6 +1,7 @@
 """A chunked catalog run's tables on bqemulator (worker/sinks/bigquery_chunks.py): the plan stored
 by the first delivery is every delivery's, a chunk staged twice counts once, the final staging
-holds one row per key and the ordinary catalog commit applies it with the ledger row."""
+holds one row per key and the ordinary catalog commit applies it with the ledger row; chunks of a
+plan that lost the race of two first deliveries never count."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from google.cloud import bigquery
 
 from tests.sinks.test_bigquery_emulator import ID, NAME, entry_for, query, sink  # noqa: F401 (fixtures)
 from worker.catalog_chunks import ChunkPlan, plan_of
 from worker.columns import arrow_schema
+from worker.errors import LoadError
 from worker.sinks.bigquery import BigQuerySink
 from worker.sinks.bigquery_chunks import RunChunks, load_parts
 from worker.spool import PartWriter
@@ -68,3 +71,35 @@ def test_a_run_s_chunks_resume_and_commit_once(
     dataset = f"{sink.target.project}.{sink.target.dataset}"
     names = {table.table_id for table in bq_client.list_tables(dataset)}
     assert chunks.staging_table not in names and chunks.record_table not in names
+
+
+def test_chunks_of_a_plan_that_lost_the_race_never_count(
+    sink: BigQuerySink, tmp_path: Path,  # noqa: F811
+    query: Callable[[str], list[dict[str, Any]]],  # noqa: F811
+) -> None:
+    # Given a first delivery that stored and read its own plan, when a racing first delivery's plan
+    # is stored with an earlier time (its job started first, committed later), then the first
+    # delivery's chunks are not counted, its final staging is refused as transient, and the next
+    # delivery follows the winning plan from its first chunk
+    mine = RunChunks(sink, "run-chunked-race", "orders", COLUMNS, attempt=1)
+    mine.open(lambda: plan_of(("id",), [(3,)]))
+    winner = plan_of(("id",), [(2,)])
+    stored = winner.to_text().replace("{", "{{").replace("}", "}}")  # query() formats {ds}
+    query(f"INSERT INTO {{ds}}.{mine.record_table} (chunk, plan_id, read_at, plan) VALUES "
+          f"(0, '{winner.identity}', TIMESTAMP '2000-01-01 00:00:00+00', '{stored}')")
+    stage(mine, tmp_path, 1, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], T1)
+    stage(mine, tmp_path, 2, [{"id": 3, "name": "c"}], T1)
+    with pytest.raises(LoadError, match="another delivery's chunk plan"):
+        mine.final_staging(("id",))
+    nxt = RunChunks(sink, "run-chunked-race", "orders", COLUMNS, attempt=2)
+    assert nxt.open(no_plan) == (winner, frozenset())
+    stage(nxt, tmp_path, 1, [{"id": 1, "name": "a"}], T2)
+    with pytest.raises(LoadError, match=r"chunks \[2\] are not staged"):
+        nxt.final_staging(("id",))
+    stage(nxt, tmp_path, 2, [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}], T2)
+    final, rows = nxt.final_staging(("id",))
+    try:
+        assert rows == 3
+    finally:
+        final.drop()
+        nxt.drop()

@@ -7,6 +7,7 @@ import pytest
 
 from worker.catalog_chunks import (
     CHUNK_COLUMN,
+    PLAN_COLUMN,
     READ_AT_COLUMN,
     Chunk,
     ChunkPlan,
@@ -64,7 +65,8 @@ def test_a_chunk_s_rows_and_its_mark_are_one_transaction() -> None:
     script = stage_chunk_sql("`s`", "`l`", "`r`", ["id", "name"])
     lines = script.splitlines()
     assert lines[0] == "BEGIN TRANSACTION;" and lines[-1] == "COMMIT TRANSACTION;"
-    assert f"DELETE FROM `s` WHERE `{CHUNK_COLUMN}` = @chunk;" in lines  # a half-staged try goes
+    # a half-staged try goes, of this plan only
+    assert f"DELETE FROM `s` WHERE `{CHUNK_COLUMN}` = @chunk AND `{PLAN_COLUMN}` = @plan;" in lines
     assert any(line.startswith("INSERT INTO `r`") for line in lines)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,21 +24,25 @@ from google.cloud import bigquery
 
 from worker.catalog_chunks import (
     CHUNK_COLUMN,
+    PLAN_COLUMN,
     READ_AT_COLUMN,
     ChunkPlan,
     chunk_record_name,
     final_rows_sql,
     run_staging_name,
     stage_chunk_sql,
+    unfinished,
 )
 from worker.columns import Column
 from worker.constants import CATALOG
+from worker.errors import LoadError
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import emulator_compat
 from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
 
 log = logging.getLogger(__name__)
-_RECORD_FIELDS = (("chunk", "INT64"), ("rows_staged", "INT64"), ("read_at", "TIMESTAMP"), ("plan", "STRING"))
+_RECORD_FIELDS = (("chunk", "INT64"), ("plan_id", "STRING"), ("rows_staged", "INT64"),
+                  ("read_at", "TIMESTAMP"), ("plan", "STRING"))
 
 
 @dataclass
@@ -48,6 +52,7 @@ class RunChunks:
     dest_table: str
     columns: tuple[Column, ...]
     attempt: int
+    _plan: ChunkPlan | None = field(default=None, init=False)  # the one this delivery follows
 
     @property
     def staging_table(self) -> str:
@@ -61,21 +66,26 @@ class RunChunks:
         """Create the run's two tables if missing; the stored plan (`plan()` is called and stored
         only by the run's first delivery) and the chunks already finished."""
         self.sink.ensure_ledger()
-        marks = (bigquery.SchemaField(CHUNK_COLUMN, "INT64"),
+        marks = (bigquery.SchemaField(CHUNK_COLUMN, "INT64"), bigquery.SchemaField(PLAN_COLUMN, "STRING"),
                  bigquery.SchemaField(READ_AT_COLUMN, "TIMESTAMP"))
         staged = (*schema.schema_fields(self.columns, staging=True), *marks)
         self._create(self.staging_table, staged)
         self._create(self.record_table, tuple(bigquery.SchemaField(n, t) for n, t in _RECORD_FIELDS))
         stored = self._stored_plan()
         if stored is None:
-            self._run(f"INSERT INTO {self._sql(self.record_table)} (chunk, read_at, plan) "
-                      "VALUES (0, CURRENT_TIMESTAMP(), @plan)", plan=plan().to_text())
+            mine = plan()
+            self._run(f"INSERT INTO {self._sql(self.record_table)} (chunk, plan_id, read_at, plan) "
+                      "VALUES (0, @plan_id, CURRENT_TIMESTAMP(), @plan)", plan_id=mine.identity,
+                      plan=mine.to_text())
             stored = self._stored_plan()
             assert stored is not None
+        self._plan = stored
         return stored, self.finished()
 
     def finished(self) -> frozenset[int]:
-        rows = self._run(f"SELECT chunk FROM {self._sql(self.record_table)} WHERE chunk > 0")
+        """The chunks of this delivery's plan with a finished mark (another plan's never count)."""
+        rows = self._run(f"SELECT chunk FROM {self._sql(self.record_table)} WHERE chunk > 0 "
+                         "AND plan_id = @plan", plan=self._followed().identity)
         return frozenset(int(row["chunk"]) for row in rows)
 
     def chunk_staging(self, number: int) -> BigQueryStaging:
@@ -87,16 +97,26 @@ class RunChunks:
         """The chunk's loaded rows into the run's staging with its finished mark: one transaction."""
         script = stage_chunk_sql(self._sql(self.staging_table), self._sql(loaded.table_name),
                                  self._sql(self.record_table), [col.name for col in self.columns])
-        self._run(script, chunk=number, read_at=read_at, rows=loaded.rows_loaded)
+        self._run(script, chunk=number, plan=self._followed().identity, read_at=read_at,
+                  rows=loaded.rows_loaded)
         log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, loaded.rows_loaded)
 
     def final_staging(self, key: Iterable[str]) -> tuple[BigQueryStaging, int]:
-        """A delivery staging of the run holding one row per key (the newest read); its row count."""
+        """A delivery staging of the run holding one row per key (the newest read); its row count.
+        Refused (transient: the redelivery goes on with the stored plan) when this delivery's plan
+        lost the race of two first deliveries, or a chunk of it is not finished."""
+        plan = self._followed()
+        winner = self._stored_plan()
+        if winner is None or winner.identity != plan.identity:
+            raise LoadError(f"run {self.run_id}: another delivery's chunk plan was stored first; "
+                            "the redelivery reads that plan's chunks")
+        if missing := unfinished(plan, sorted(self.finished())):
+            raise LoadError(f"run {self.run_id}: chunks {[chunk.number for chunk in missing]} are not staged")
         staging = self.sink.open_staging(self.dest_table, self.columns, self.run_id, self.attempt, CATALOG)
         names = [col.name for col in self.columns]
         select = final_rows_sql(self._sql(self.staging_table), names, list(key))
         listed = ", ".join(f"`{name}`" for name in names)
-        self._run(f"INSERT INTO {self._sql(staging.table_name)} ({listed})\n{select}")
+        self._run(f"INSERT INTO {self._sql(staging.table_name)} ({listed})\n{select}", plan=plan.identity)
         count = self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")
         return staging, int(count[0]["n"])
 
@@ -108,13 +128,18 @@ class RunChunks:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _stored_plan(self) -> ChunkPlan | None:
-        # Two first deliveries racing may both store a plan; the earliest read_at wins for every
-        # later reader. NOT CLOSED: a delivery that read its own plan before a racing plan with an
-        # earlier job start time committed keeps its own. To close before wiring: tag every chunk
-        # mark with its plan's hash and count only the winning plan's chunks at the final commit.
+        # Two first deliveries racing may both store a plan; the earliest (read_at, plan) wins for
+        # every reader that comes after both. A delivery that read its own plan before the winner
+        # was stored stages chunks under its own plan's identity: they are never counted, and its
+        # final_staging refuses (a transient error), so the run commits one plan's chunks only.
         rows = self._run(f"SELECT plan FROM {self._sql(self.record_table)} WHERE chunk = 0 "
                          "ORDER BY read_at, plan LIMIT 1")
         return ChunkPlan.from_text(str(rows[0]["plan"])) if rows else None
+
+    def _followed(self) -> ChunkPlan:
+        if self._plan is None:
+            raise RuntimeError("RunChunks.open() first: it fixes the plan this delivery follows")
+        return self._plan
 
     def _create(self, name: str, fields: tuple[bigquery.SchemaField, ...]) -> None:
         target = self.sink.target
