@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from bench.datasets import BenchTable, ensure_tables
-from bench.paths import connection_params
-from worker.messages import EtlRunRequest
+from bench.paths import catalog_request
 from worker.sources import get_source
 from worker.sources.pg_parallel import block_ranges
 
@@ -43,10 +42,7 @@ class Sample:
 
 
 def worker_read(table: BenchTable, readers: int) -> Sample:
-    request = EtlRunRequest.model_validate({
-        "data_source_id": 1, "source_type": "postgresql", "connection_params": connection_params(table.url),
-        "schema_name": table.schema, "source_table_name": table.table, "dest_table_name": "bench",
-        "load_type": "catalog"})
+    request = catalog_request("postgresql", table.url, table.schema, table.table)
     before, started = _self_cpu_s(), time.perf_counter()
     rows = 0
     with get_source("postgresql", readers=readers).snapshot(request) as snap:

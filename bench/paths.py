@@ -17,11 +17,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from worker.messages import EtlRunRequest
 
 BATCH_ROWS = 10_000  # the worker's default ETL_BATCH_SIZE
 PART_ROWS = 500_000  # the worker's default ETL_PART_ROWS
@@ -35,16 +38,11 @@ def worker_extract(args: argparse.Namespace, spool: Path, measured: bool = False
     """Request → finished Parquet parts, exactly as the runner does (snapshot, COUNT(*), batches,
     PartWriter), each finished part deleted as the loader would after loading it. `measured`: also
     the data-quality measures every run takes on its batches (NULL counts, the cursor's range)."""
-    from worker.messages import EtlRunRequest
     from worker.quality import Measures
     from worker.sources import get_source
     from worker.spool import PartWriter
 
-    request = EtlRunRequest.model_validate({
-        "data_source_id": 1, "source_type": args.dialect, "schema_name": args.schema,
-        "source_table_name": args.table, "dest_table_name": "bench", "load_type": "catalog",
-        "connection_params": connection_params(args.url),
-    })
+    request = catalog_request(args.dialect, args.url, args.schema, args.table)
     measures = Measures(cursor="created_at" if measured else None)
     with get_source(args.dialect).snapshot(request) as snapshot:
         expected = snapshot.count_rows(None)
@@ -87,6 +85,16 @@ def worker_keys(args: argparse.Namespace, spool: Path) -> int:
     return keys
 
 
+def catalog_request(dialect: str, url: str, schema: str, table: str) -> EtlRunRequest:
+    """The request every extraction bench reads its table with: a catalog run of the whole table."""
+    from worker.messages import EtlRunRequest
+
+    return EtlRunRequest.model_validate({
+        "data_source_id": 1, "source_type": dialect, "schema_name": schema, "source_table_name": table,
+        "dest_table_name": "bench", "load_type": "catalog", "connection_params": connection_params(url),
+    })
+
+
 def connection_params(url_text: str) -> dict[str, Any]:
     url = sa.make_url(url_text)
     if url.get_backend_name() == "sqlite":
@@ -109,18 +117,13 @@ def worker_ranges(args: argparse.Namespace, spool: Path) -> int:
     (`mysql_ranges.key_ranges`), each read by the raw reader on its own connection and snapshot in
     a thread, every batch written to Parquet parts as the runner would. No COUNT(*): a chunked run
     counts per chunk, and the paths it is set against (dlt) count nothing."""
-    from worker.messages import EtlRunRequest
     from worker.sources import get_source
     from worker.sources.mysql_ranges import key_ranges, range_batches
     from worker.sources.read_ahead import merged
     from worker.sources.sqlalchemy_source import SqlAlchemyTable
     from worker.spool import PartWriter
 
-    request = EtlRunRequest.model_validate({
-        "data_source_id": 1, "source_type": args.dialect, "schema_name": args.schema,
-        "source_table_name": args.table, "dest_table_name": "bench", "load_type": "catalog",
-        "connection_params": connection_params(args.url),
-    })
+    request = catalog_request(args.dialect, args.url, args.schema, args.table)
     rows = 0
     with get_source(args.dialect).snapshot(request) as snapshot:
         assert isinstance(snapshot, SqlAlchemyTable)

@@ -26,15 +26,10 @@ CURSOR = "created_at"
 
 
 def read_batches(table: BenchTable, batch_rows: int) -> tuple[list[pa.RecordBatch], float]:
-    from bench.paths import connection_params
-    from worker.messages import EtlRunRequest
+    from bench.paths import catalog_request
     from worker.sources import get_source
 
-    request = EtlRunRequest.model_validate({
-        "data_source_id": 1, "source_type": table.dialect, "schema_name": table.schema,
-        "source_table_name": table.table, "dest_table_name": "bench", "load_type": "catalog",
-        "connection_params": connection_params(table.url),
-    })
+    request = catalog_request(table.dialect, table.url, table.schema, table.table)
     started = time.perf_counter()
     with get_source(table.dialect).snapshot(request) as snapshot:
         batches = list(snapshot.iter_batches(None, batch_rows))
