@@ -63,11 +63,13 @@ def measure_floor(table: BenchTable, pid: int) -> Floor:
     """The server CPU of the worker's two statements, in one snapshot on one connection."""
     import MySQLdb
 
+    from worker.sources import mysql_raw
+
     statement = worker_statement(table)
     conn = MySQLdb.connect(**_connect_args(table), conv={})
     try:
-        conn.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        conn.query("SET time_zone = '+00:00'")
+        conn.query(mysql_raw.START_SNAPSHOT_SQL)  # as the worker's session
+        conn.query(mysql_raw.UTC_SESSION_SQL)
         before = server_cpu_s(pid)
         conn.query(f"SELECT COUNT(*) FROM `{table.schema}`.`{table.table}`")
         (count,) = conn.store_result().fetch_row()[0]
@@ -87,15 +89,11 @@ def measure_floor(table: BenchTable, pid: int) -> Floor:
 
 def worker_statement(table: BenchTable) -> str:
     """The SELECT the worker's raw reader runs on this table (compiled by SQLAlchemy, bound)."""
-    from bench.paths import connection_params
-    from worker.messages import EtlRunRequest
+    from bench.paths import catalog_request
     from worker.sources import get_source, mysql_raw
     from worker.sources.sqlalchemy_source import SqlAlchemyTable
 
-    request = EtlRunRequest.model_validate({
-        "data_source_id": 1, "source_type": "mysql", "schema_name": table.schema,
-        "source_table_name": table.table, "dest_table_name": "bench", "load_type": "catalog",
-        "connection_params": connection_params(table.url)})
+    request = catalog_request("mysql", table.url, table.schema, table.table)
     with get_source("mysql").snapshot(request) as snapshot:
         assert isinstance(snapshot, SqlAlchemyTable)
         read = snapshot.read_plan(None, BATCH_ROWS)

@@ -196,9 +196,9 @@ class MySQLDialect(SqlDialect):
         return {"connect_args": self.connect_args(), "isolation_level": "REPEATABLE READ"}
 
     def open_snapshot(self, conn: sa.Connection) -> Clock:
-        conn.execute(sa.text("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
+        conn.execute(sa.text(mysql_raw.START_SNAPSHOT_SQL))
         utc_now, local_now = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6), NOW(6)")).one()
-        conn.execute(sa.text("SET time_zone = '+00:00'"))
+        conn.execute(sa.text(mysql_raw.UTC_SESSION_SQL))
         return Clock(zoned=utc_now.replace(tzinfo=UTC), local=local_now)
 
     def refine_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, TypeEngine[Any]]:

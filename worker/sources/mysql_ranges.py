@@ -79,8 +79,8 @@ def range_read(read: FastRead, conn: sa.Connection, key_range: KeyRange,
 def open_range_snapshot(conn: sa.Connection) -> None:
     """The session's snapshot statements (`MySQLDialect.open_snapshot`), on a range's connection:
     a consistent read-only snapshot, TIMESTAMP read in UTC."""
-    conn.execute(sa.text("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
-    conn.execute(sa.text("SET time_zone = '+00:00'"))
+    conn.execute(sa.text(mysql_raw.START_SNAPSHOT_SQL))
+    conn.execute(sa.text(mysql_raw.UTC_SESSION_SQL))
 
 
 def range_batches(engine: sa.Engine, read: FastRead, key_range: KeyRange,
@@ -89,13 +89,11 @@ def range_batches(engine: sa.Engine, read: FastRead, key_range: KeyRange,
     `key_range`, read by the raw reader on a new connection of `engine` (the source's engine: its
     isolation level and charset) in a consistent snapshot of its own. A table the raw reader cannot
     carry exactly is refused (ConfigurationError): it reads unchunked through the generic path."""
-    if mysql_raw.plan_raw(read) is None:
+    finishes = mysql_raw.plan_raw(read)
+    if finishes is None:
         raise ConfigurationError(f"{read.table.name}: a column the raw reader cannot carry; "
                                  "read the table in one snapshot")
     with engine.connect() as conn:
         open_range_snapshot(conn)
-        part = range_read(read, conn, key_range, nulled)
-        batches = mysql_raw.fast_batches(part)
-        assert batches is not None  # planned above
-        yield from batches
+        yield from mysql_raw.raw_batches(range_read(read, conn, key_range, nulled), finishes)
         conn.rollback()  # read only: nothing to keep

@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 Finish = Callable[[pa.Array, Field, NulledValues], pa.Array]
 
 
+# The statements that open a consistent, read-only snapshot reading TIMESTAMP in UTC: the session's
+# (`MySQLDialect.open_snapshot`, which reads its clock between the two) and every key range's
+# (`mysql_ranges`): one text, so a range reads each value exactly as the session does.
+START_SNAPSHOT_SQL = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
+UTC_SESSION_SQL = "SET time_zone = '+00:00'"
+
+
 # --- conversions -----------------------------------------------------------------------------------
 def _text(raw: pa.Array) -> pa.Array:
     return raw.cast(pa.string())  # validates UTF-8 as mysqlclient's decoding would
