@@ -50,17 +50,18 @@ class BinlogPosition:
 
 
 def file_sequence(name: str) -> int:
-    found = _SEQUENCE.match(name)
-    if not found:
-        raise ConfigurationError(f"not a binlog file name: {name!r}")
-    return int(found.group("number"))
+    return int(_file_name(name).group("number"))
 
 
 def file_base(name: str) -> str:
+    return _file_name(name).group("base")
+
+
+def _file_name(name: str) -> re.Match[str]:
     found = _SEQUENCE.match(name)
     if not found:
         raise ConfigurationError(f"not a binlog file name: {name!r}")
-    return found.group("base")
+    return found
 
 
 def decode_position(value: int, base: str, digits: int = 6) -> BinlogPosition:

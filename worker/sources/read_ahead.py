@@ -4,6 +4,7 @@ feed one consumer (`merged`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -62,12 +63,18 @@ class _ReadAhead(Generic[T]):
         self._put(self._END)
 
     def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
+        _put_unless_stopped(self._queue, item, self._stop)
+
+
+def _put_unless_stopped(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put `item`, waiting for room, unless the consumer stops first (False: it did, item dropped)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def merged(streams: Sequence[Callable[[], Iterator[T]]], *, depth_per_stream: int = 2,
@@ -108,15 +115,7 @@ class _Failed:
 
 
 def _drain(stream: Callable[[], Iterator[object]], out: queue.Queue[object], stop: threading.Event) -> None:
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
+    put = functools.partial(_put_unless_stopped, out, stop=stop)
     try:
         items = stream()
         try:
