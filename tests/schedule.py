@@ -12,12 +12,13 @@ prefix wins, anything unlisted counts as 0. Rough is fine: only the order matter
 from __future__ import annotations
 
 EXPECTED_S: dict[str, float] = {
-    # SIGKILL at every phase: a redelivery after the 10 s ack deadline, sometimes much later
-    "tests/faults/test_crash_recovery.py::": 18.0,
-    "tests/faults/test_job_crashes.py::": 25.0,
-    "tests/faults/test_cdc_crashes.py::": 15.0,
+    # SIGKILL at every phase: two worker processes, the killed lease handed back (the few scenarios
+    # that wait for its 10 s expiry take ~5 s more)
+    "tests/faults/test_crash_recovery.py::": 9.0,
+    "tests/faults/test_job_crashes.py::": 13.0,
+    "tests/faults/test_cdc_crashes.py::": 10.0,
     "tests/cdc/test_cdc_randomized.py::": 16.0,
-    "tests/faults/test_sub_window_crashes.py::": 15.0,
+    "tests/faults/test_sub_window_crashes.py::": 8.0,
     "tests/e2e/test_big_tables.py::": 8.0,
     "tests/faults/test_merge_under_writers.py::": 29.0,
     "tests/lifecycle/test_shutdown_timeout_scale.py::test_sigterm_during": 25.0,

@@ -16,6 +16,9 @@ Three ways to choose where the worker dies:
   confirmed; confirmed). Categories: `job-wait` (polls of load and commit jobs), `ledger-read`
   (queries of the ledger), `staging-drop`, `publish`, and `any` (every moment).
 `ETL_FAULT_TRACE=<file>` appends every moment's label to the file (how the suite's bounds were found).
+`ETL_FAULT_ACK_FILE=<file>` appends each delivery's ack id, so the suite can hand a killed worker's
+lease back (`modify_ack_deadline` 0: the redelivery Pub/Sub makes at lease expiry, attempt + 1) instead
+of waiting out the ack deadline in every scenario.
 """
 
 from __future__ import annotations
@@ -85,6 +88,14 @@ def slow_point() -> None:
     """Make each batch take ETL_SLOW_BATCH_SECONDS (a long run, for shutdown and timeout tests)."""
     if _enabled() and os.environ.get("ETL_SLOW_BATCH_SECONDS"):
         time.sleep(float(os.environ["ETL_SLOW_BATCH_SECONDS"]))
+
+
+def note_delivery(ack_id: str) -> None:
+    """Under ETL_FAULT_ACK_FILE: record a delivery's ack id before anything can kill the worker."""
+    path = os.environ.get("ETL_FAULT_ACK_FILE")
+    if _enabled() and path:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(f"{ack_id}\n")
 
 
 def crash_point(phase: str) -> None:

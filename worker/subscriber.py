@@ -15,7 +15,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
-from worker.faults import crash_point
+from worker.faults import crash_point, note_delivery
 from worker.handlers.base import Delivery, Handler, Outcome
 from worker.logs import log_context, redact
 
@@ -91,6 +91,7 @@ class Worker:
         with self._active_lock:
             self._active += 1
         try:
+            note_delivery(message.ack_id)
             delivery = Delivery(
                 data=message.data, message_id=message.message_id,
                 attributes=dict(message.attributes), delivery_attempt=message.delivery_attempt,

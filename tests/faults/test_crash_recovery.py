@@ -13,7 +13,9 @@ emulator when the worker dies (held open past the redelivery, then completing or
 seeded random moments between the phases: set ETL_FAULT_SEED to replay other draws (the drawn
 moments are in the test ids and printed).
 
-Before the fresh worker subscribes, the emulator is made to drop the killed worker's stream
+The killed worker's lease is handed back at once (`hand_back_leases`) except in the LEASE_EXPIRY
+scenarios, which wait for it to expire as production does. Before the fresh worker subscribes, the
+emulator is made to drop the killed worker's stream
 (`end_dead_streams`): left alone, it takes about half of the redeliveries and holds each one for an
 ack deadline. Each scenario has its own run id, so its jobs can be found by id.
 """
@@ -99,14 +101,15 @@ class Recovery:
 def crash_and_recover(
     stack: Stack, source: SeededSource, load_type: str, faults: dict[str, str],
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
-    while_redelivered: Callable[[WorkerProcess, str], None] | None = None,
+    while_redelivered: Callable[[WorkerProcess, str], None] | None = None, wait_for_lease: bool = False,
     **request_fields: Any,
 ) -> Recovery:
     """Kill a worker as `faults` says, recover with a fresh one, check exactly-once; the outcome."""
     number = uuid.uuid4().int % 10**12
     run_id = f"etl-run-{number}"
     body = source.request(load_type, etl_run_id=number, **request_fields)
-    takeover = kill_then_redeliver(stack, body, run_id, faults, workers, tmp_path, while_redelivered)
+    takeover = kill_then_redeliver(stack, body, run_id, faults, workers, tmp_path, while_redelivered,
+                                   wait_for_lease)
     context = takeover.context
     # Then its run.completed has arrived
     completed = takeover.events.wait_completed_after(run_id, takeover.killed_at)
@@ -132,7 +135,13 @@ def test_a_worker_killed_at_any_phase_loses_and_duplicates_nothing(
     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    killed_at_phase(phase, load_type, crash_stack, orders_source, workers, bq_client, tmp_path, request)
+    killed_at_phase(phase, load_type, crash_stack, orders_source, workers, bq_client, tmp_path, request,
+                    wait_for_lease=(load_type, phase) in LEASE_EXPIRY)
+
+
+# Scenarios whose killed lease is left to expire (one ack deadline) as in production; the others
+# hand it back at once (`hand_back_leases`: the same redelivery, attempt + 1, ten seconds sooner).
+LEASE_EXPIRY = {("catalog", "extraction_started"), ("transactional", "after_completed")}
 
 
 # merge (with reconcile_deletes: a keys table is staged too) at every phase, the sources taking turns
@@ -151,7 +160,8 @@ def test_a_merge_worker_killed_at_any_phase_loses_and_duplicates_nothing(
 
 def killed_at_phase(phase: str, load_type: str, crash_stack: Stack, orders_source: SeededSource,
                     workers: list[WorkerProcess], bq_client: bigquery.Client, tmp_path: Path,
-                    request: pytest.FixtureRequest, **request_fields: Any) -> None:
+                    request: pytest.FixtureRequest, wait_for_lease: bool = False,
+                    **request_fields: Any) -> None:
     """Kill at a named phase, recover, and check which delivery's commit is in force."""
     faults = {"ETL_CRASH_AT": phase}
     redelivered = None
@@ -160,7 +170,7 @@ def killed_at_phase(phase: str, load_type: str, crash_stack: Stack, orders_sourc
         faults["ETL_COMMIT_HOLD_DIR"] = str(hold.directory)
         redelivered = release_once_redelivered(hold, fail=False)
     recovery = crash_and_recover(crash_stack, orders_source, load_type, faults, workers, bq_client,
-                                 tmp_path, redelivered, **request_fields)
+                                 tmp_path, redelivered, wait_for_lease, **request_fields)
     assert recovery.died_at.startswith(phase)
     # Then the commit in force is the killed delivery's when it had reached BigQuery, else the fresh one's
     committer = recovery.killed_attempt if phase in COMMITTED_BY_THE_KILLED else recovery.fresh.attempt

@@ -19,7 +19,8 @@ COMMIT = (
     "  INSERT INTO d SELECT 1;\n  COMMIT TRANSACTION;\nEND IF;"
 )
 BQ = "http://bq/bigquery/v2/projects/p"
-VARIABLES = ("ETL_FAULT_INJECTION", "ETL_CRASH_AT", "ETL_KILL_AT", "ETL_FAULT_TRACE", "ETL_COMMIT_HOLD_DIR")
+VARIABLES = ("ETL_FAULT_INJECTION", "ETL_CRASH_AT", "ETL_KILL_AT", "ETL_FAULT_TRACE", "ETL_COMMIT_HOLD_DIR",
+             "ETL_FAULT_ACK_FILE")
 
 
 class FakeSession:
@@ -54,9 +55,9 @@ def _no_fault_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("env", [{}, {"ETL_CRASH_AT": "commit_submitted", "ETL_KILL_AT": "any:1"}])
 def test_without_fault_injection_nothing_is_changed(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
-    for name, value in env.items():  # even with the other variables set
+    for name, value in {**env, "ETL_FAULT_ACK_FILE": str(tmp_path / "acks")}.items():  # even when set
         monkeypatch.setenv(name, value)
     client, publisher = FakeClient(), FakePublisher()
     assert faults.hold_commit(COMMIT) is COMMIT
@@ -64,6 +65,16 @@ def test_without_fault_injection_nothing_is_changed(
     assert faults.instrument_publisher(publisher) is publisher and "publish" not in vars(publisher)
     for phase in faults.PHASES:
         faults.crash_point(phase)  # returns: still alive
+    faults.note_delivery("ack-1")
+    assert not (tmp_path / "acks").exists()
+
+
+def test_each_delivery_ack_id_is_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL_FAULT_INJECTION", "1")
+    monkeypatch.setenv("ETL_FAULT_ACK_FILE", str(tmp_path / "acks"))
+    faults.note_delivery("ack-1")
+    faults.note_delivery("ack-2")
+    assert (tmp_path / "acks").read_text().split() == ["ack-1", "ack-2"]
 
 
 def test_the_held_commit_waits_just_before_its_commit_and_can_be_failed(
