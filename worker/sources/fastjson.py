@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -97,37 +97,40 @@ def json_texts(values: Sequence[Any], column: Column, nulled: NulledValues) -> p
 def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
                 values: Sequence[Any] | None = None) -> pa.Array:
     """json_text of each of these texts (NULL and counted when it says None): a document whose
-    compacted text is provably json_text's output keeps it; the others go through fast_json_text."""
-    if values is None:
-        values = texts.to_pylist()
+    compacted text is provably json_text's output keeps it; the others go through fast_json_text.
+    The proof stays in Arrow (no Python string per document) until a document needs converting."""
     compact = pc.replace_substring(pc.replace_substring(texts, ", ", ","), ": ", ":")
-    exact = _compact_is_exact(values, texts, compact.to_pylist())
-    others = [i for i, keep in enumerate(exact) if not keep and values[i] is not None]
+    exact = _compact_is_exact(texts, compact)
+    if all(exact):
+        return compact
+    others = [i for i, keep in enumerate(exact) if not keep and texts[i].is_valid]
     if not others:
         return compact
     converted: list[str | None] = []
-    mask = [False] * len(values)
+    mask = [False] * len(texts)
     for i in others:
-        converted.append(fast_json_text(values[i]))
+        value = values[i] if values is not None else texts[i].as_py()
+        converted.append(fast_json_text(value))
         if converted[-1] is None:
-            nulled.record(column, values[i])
+            nulled.record(column, value)
         mask[i] = True
     return pc.replace_with_mask(compact, pa.array(mask), pa.array(converted, type=pa.string()))
 
 
-def _compact_is_exact(values: Sequence[str | None], texts: pa.Array, compact: list[str | None]) -> list[bool]:
+def _compact_is_exact(texts: pa.Array, compact: pa.Array) -> list[bool]:
     """Per document: is its compacted text what json_text returns? (False: json_text decides.)"""
     risky = pc.or_(pc.match_substring_regex(texts, pattern=_RISKY_JSON), maybe_too_deep(texts))
-    plain: list[bool] = pc.fill_null(pc.invert(risky), False).to_pylist()
-    if all(plain):  # the common case: no list to build
-        return _canonical_mask(cast(list[str], values), cast(list[str], compact))
-    chosen = [i for i, keep in enumerate(plain) if keep]
-    if not chosen:
-        return plain
-    exact = _canonical_mask([cast(str, values[i]) for i in chosen], [cast(str, compact[i]) for i in chosen])
-    for i, keep in zip(chosen, exact, strict=True):
-        plain[i] = keep
-    return plain
+    plain = pc.fill_null(pc.invert(risky), False)
+    if pc.all(plain).as_py() is not False:  # the common case (or no document): no list to build
+        return _canonical_mask(texts, compact)
+    chosen = pc.indices_nonzero(plain)
+    if not len(chosen):
+        return [False] * len(texts)
+    exact = _canonical_mask(texts.take(chosen), compact.take(chosen))
+    mask = [False] * len(texts)
+    for i, keep in zip(chosen.to_pylist(), exact, strict=True):
+        mask[i] = keep
+    return mask
 
 
 def maybe_too_deep(texts: pa.Array) -> pa.Array:
@@ -149,7 +152,7 @@ _SENTINEL_TEXT = ',"\\u0000",'
 _SMALLEST_SPLIT = 8
 
 
-def _canonical_mask(docs: list[str], compacted: list[str]) -> list[bool]:
+def _canonical_mask(docs: pa.Array, compacted: pa.Array) -> list[bool]:
     """Per document: does orjson parse it and write back its compacted text, digits aside? A block
     that fails is halved until the documents that fail are found one by one."""
     if _all_canonical(docs, compacted):
@@ -157,14 +160,17 @@ def _canonical_mask(docs: list[str], compacted: list[str]) -> list[bool]:
     if len(docs) == 1:
         return [False]
     if len(docs) <= _SMALLEST_SPLIT:
-        return [_all_canonical([doc], [text]) for doc, text in zip(docs, compacted, strict=True)]
+        return [_all_canonical(docs.slice(i, 1), compacted.slice(i, 1)) for i in range(len(docs))]
     half = len(docs) // 2
-    return _canonical_mask(docs[:half], compacted[:half]) + _canonical_mask(docs[half:], compacted[half:])
+    return (_canonical_mask(docs.slice(0, half), compacted.slice(0, half))
+            + _canonical_mask(docs.slice(half), compacted.slice(half)))
 
 
-def _all_canonical(docs: list[str], compacted: list[str]) -> bool:
+def _all_canonical(docs: pa.Array, compacted: pa.Array) -> bool:
+    if not len(docs):
+        return True
     try:
-        parsed = orjson.loads("[" + _SENTINEL_TEXT.join(docs) + "]")
+        parsed = orjson.loads(_json_array(docs))
     except orjson.JSONDecodeError:
         return False
     # Each document one value: the sentinels sit exactly between them (a document like `1,2` or
@@ -175,5 +181,14 @@ def _all_canonical(docs: list[str], compacted: list[str]) -> bool:
         canonical = orjson.dumps(parsed)
     except orjson.JSONEncodeError:
         return False
-    written = ("[" + _SENTINEL_TEXT.join(compacted) + "]").encode()
+    written = _json_array(compacted)
     return canonical.translate(None, _NUMBER_CHARS) == written.translate(None, _NUMBER_CHARS)
+
+
+def _json_array(texts: pa.Array) -> bytes:
+    """`[` + the texts joined by the sentinel + `]`, joined by Arrow (one bytes object, no per-text
+    Python string). Only documents without NULL get here (a NULL is never plain)."""
+    whole = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    joined = pc.binary_join(whole, pa.scalar(_SENTINEL_TEXT, texts.type))[0]
+    body: bytes = joined.as_buffer().to_pybytes()
+    return b"[" + body + b"]"
