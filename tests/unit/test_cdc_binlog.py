@@ -3,6 +3,10 @@ statements, and which transactions a run keeps (only by where their closing even
 
 from __future__ import annotations
 
+import pymysql
+import pytest
+
+from worker.cdc import binlog_stream
 from worker.cdc.binlog import (
     Begin,
     BinlogCollector,
@@ -10,12 +14,13 @@ from worker.cdc.binlog import (
     Commit,
     Rows,
     Statement,
-    TableShape,
     decode_position,
     default_server_id,
     storable,
     truncated_table,
 )
+from worker.cdc.changes import TableShape
+from worker.errors import SourceConnectionError
 
 SHAPE = TableShape("test", "items", ("id", "name"), ("id",))
 
@@ -65,3 +70,24 @@ def test_only_transactions_ending_in_the_range_are_kept_whole() -> None:
     assert [c.seq for c in changes] == sorted({c.seq for c in changes})
     assert (collector.counts.skipped, collector.counts.transactions) == (1, 2)
     assert collector.counts.report() == {"inserts": 1, "updates": 1, "deletes": 0, "truncates": 1}
+
+
+def test_the_stream_gets_one_connection_and_a_reconnect_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # python-mysql-replication reconnects by itself after 2006/2013 (#367): a second stream
+    # connection must fail the run instead, so that the redelivery reads again from the ledger
+    opened: list[dict[str, object]] = []
+    monkeypatch.setattr(pymysql, "connect", lambda **settings: opened.append(settings))
+    factory = binlog_stream._OneStream()
+    factory(host="h")
+    factory(host="h", db="information_schema")  # the library's ctl connection
+    with pytest.raises(SourceConnectionError, match="dropped"):
+        factory(host="h")
+    assert len(opened) == 2
+
+
+def test_the_librarys_nones_become_the_values_they_were() -> None:
+    row = {"values": {"id": 1, "d": None, "s": None, "n": None, "gone": None},
+           "none_sources": {"d": "out of date range", "s": "empty set", "n": "null", "gone": "cols bitmap"}}
+    assert binlog_stream._row(row)["values"] == {"id": 1, "d": binlog_stream.ZERO_DATE, "s": "", "n": None}

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from worker.cdc.changes import DELETE, INSERT, TRUNCATE, UPDATE, Counts, Op
+from worker.cdc.changes import DELETE, INSERT, TRUNCATE, UPDATE, Change, Counts, Op, TableShape
 from worker.errors import ConfigurationError, UnsupportedChangeError
 
 FILE_SHIFT: Final = 32
@@ -96,24 +96,9 @@ def truncated_table(query: str, default_schema: str) -> tuple[str, str] | None:
     return schema, _unquote(found.group("table"))
 
 
-@dataclass(frozen=True)
-class RowChange:
-    """One change to stage: the values it sets (source column → the library's Python value, made
-    storable again by `storable`) and the columns whose destination value it keeps (a column the
-    row event did not have: added to the table after the change)."""
-
-    seq: int
-    op: Op
-    values: Mapping[str, object]
-    unchanged: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TableShape:
-    schema: str
-    name: str
-    columns: tuple[str, ...]  # the loaded source columns
-    key: tuple[str, ...]
+# A binlog change carries the library's Python values, made storable again by `storable`; a
+# column the row event did not have (added to the table after the change) is `unchanged`.
+RowChange = Change[object]
 
 
 # --- events, as the reader hands them over --------------------------------------------------------
@@ -171,11 +156,11 @@ class BinlogCollector:
         if isinstance(event, Begin):
             self._pending, self._pending_gtid = [], event.gtid
         elif isinstance(event, Rows):
-            if (event.schema, event.table) == (self.shape.schema, self.shape.name):
+            if (event.schema, event.table) == (self.shape.namespace, self.shape.name):
                 self._pending.extend((event.op, row) for row in event.rows)
         elif isinstance(event, Statement):
             target = truncated_table(event.query, event.schema)
-            if target == (self.shape.schema, self.shape.name):
+            if target == (self.shape.namespace, self.shape.name):
                 self._pending.append((TRUNCATE, {}))
         else:
             yield from self._commit(event)
@@ -228,11 +213,11 @@ class BinlogCollector:
         missing = [name for name in self.shape.key if name not in values]
         if missing:
             raise UnsupportedChangeError(
-                f"a row event of {self.shape.schema}.{self.shape.name} has no key column {missing} "
+                f"a row event of {self.shape.namespace}.{self.shape.name} has no key column {missing} "
                 "(dropped or renamed since): reload the table (docs/cdc.md, 'Starting over')")
         if any(values[name] is None for name in self.shape.key):
             raise UnsupportedChangeError(
-                f"a change of {self.shape.schema}.{self.shape.name} has no value for key "
+                f"a change of {self.shape.namespace}.{self.shape.name} has no value for key "
                 f"{list(self.shape.key)}")
 
     def _next(self, op: Op, values: Mapping[str, object], unchanged: Sequence[str] = ()) -> RowChange:
