@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
@@ -19,6 +20,7 @@ from tests.cdc.binlog_source import BinlogSource, binlog_source
 from tests.e2e.oneshot import RunOnce
 from tests.e2e.sources import normalise
 from tests.e2e.stack import bq_rows
+from worker.cdc import mysql as cdc_mysql
 from worker.handlers.base import Outcome
 from worker.messages import Event, RunCompleted, RunFailed
 
@@ -282,3 +284,27 @@ def test_cdc_check_says_ready_on_a_binlog_server(binlog_source: BinlogSource, tm
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ready: a cdc run can start" in checked.stdout
     assert "server_id 4242" in checked.stdout and "binlog now at binlog." in checked.stdout
+
+
+def test_on_mysql_a_user_without_reload_is_told_to_grant_it(
+    binlog_source: BinlogSource, run_once: RunOnce, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given MySQL (no binlog_snapshot_position: the snapshot opens under FLUSH TABLES WITH READ
+    # LOCK) and a user with every binlog grant but RELOAD
+    monkeypatch.setattr(cdc_mysql.Server, "mariadb", property(lambda self: False))
+    user = f"etl_{binlog_source.schema}"[:32]
+    admin = binlog_source.server.admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%'"))
+        conn.execute(sa.text(f"GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"))
+        conn.execute(sa.text(f"GRANT SELECT, CREATE TEMPORARY TABLES ON `{binlog_source.schema}`.* "
+                             f"TO '{user}'@'%'"))
+    try:
+        params = {**binlog_source.request()["connection_params"], "username": user}
+        error = failed(run_once(binlog_source.request(connection_params=params), "no-reload")).error
+        # Then the one problem is RELOAD, with its grant
+        assert error.type == "CdcSetupError" and error.message.count("; ") == 0, error.message
+        assert f"GRANT RELOAD ON *.* TO {user}@%" in error.message
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))

@@ -2,7 +2,8 @@
 in one transaction), re-keys and deletes rows, keeps a long transaction open across runs and
 truncates the table, while cdc runs go on, the first one included (its snapshot and the binlog
 position it matches must meet without gap or overlap); after the last run the destination equals
-the source, by key, every column.
+the source, by key, every column. Run twice: with MariaDB's snapshot position, and as MySQL
+opens its snapshot (under FLUSH TABLES WITH READ LOCK, at SHOW MASTER STATUS).
 
 ETL_CDC_SEED replays another draw of the writer's operations (the interleaving with the runs is
 the machine's); the size is WRITER_TRANSACTIONS transactions over RUNS runs (printed)."""
@@ -16,12 +17,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
 from tests.cdc.binlog_source import BinlogSource, binlog_source
 from tests.cdc.test_cdc_mariadb import cdc, completed, dest, seed, source_rows
 from tests.e2e.oneshot import RunOnce
+from worker.cdc import mysql as cdc_mysql
 
 __all__ = ["binlog_source"]
 SEED = int(os.environ.get("ETL_CDC_SEED", "20261202"))
@@ -104,9 +107,13 @@ class Writer(threading.Thread):
                             name=f"u{self.rng.randint(0, 999)}")
 
 
+@pytest.mark.parametrize("server", ["mariadb", "mysql"])
 def test_binlog_cdc_runs_during_random_writes_end_with_the_source_exactly(
-    binlog_source: BinlogSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str
+    server: str, binlog_source: BinlogSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if server == "mysql":  # MySQL's snapshot: under a brief global read lock, at SHOW MASTER STATUS
+        monkeypatch.setattr(cdc_mysql.Server, "mariadb", property(lambda self: False))
     # Given a table of 100 rows and a writer changing it at random from before the first cdc run
     seed(binlog_source, 100)
     writer = Writer(binlog_source, SEED)
@@ -128,4 +135,5 @@ def test_binlog_cdc_runs_during_random_writes_end_with_the_source_exactly(
     assert [r["start"] for r in reports[1:]] == [r["end"] for r in reports[:-1]]
     assert sum(r["truncates"] for r in reports) == 1
     changes = sum(r["inserts"] + r["updates"] + r["deletes"] for r in reports[1:])
-    print(f"seed {SEED}: {writer.transactions} transactions, {changes} changes in {len(reports)} runs")
+    print(f"{server}, seed {SEED}: {writer.transactions} transactions, {changes} changes in "
+          f"{len(reports)} runs")

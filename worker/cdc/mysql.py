@@ -8,6 +8,7 @@ the server keeps is `BinlogPurgedError`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ from worker.messages import EtlRunRequest, TableSpec
 RESNAPSHOT_HOW = ('load the table again from a fresh snapshot: send its request once with '
                   '"cdc_resnapshot": true (e.g. etl-worker run --request FILE), then run it more often '
                   'than the binlog retention (binlog_expire_logs_seconds)')
-_SETTINGS = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "version")
+LOCK_WAIT_S = 10
+_SETTINGS = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "version",
+             "binlog_transaction_compression", "log_bin_compress")
+# Compressed row events (MySQL's transaction payloads, MariaDB's compressed events) are not read.
+_UNCOMPRESSED = ("binlog_transaction_compression", "log_bin_compress")
 _GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<target>\S+) TO ", re.IGNORECASE)
 
 
@@ -67,13 +72,11 @@ def _privileges(grants: Sequence[str], targets: Sequence[str]) -> frozenset[str]
 
 def readiness(conn: sa.Connection, database: str | None, spec: TableSpec, server_id: int) -> Readiness:
     """The binlog settings and the privileges binlog CDC needs, each with its fix."""
-    server = server_facts(conn, database)
+    return readiness_of(conn, server_facts(conn, database), database, server_id)
+
+
+def readiness_of(conn: sa.Connection, server: Server, database: str | None, server_id: int) -> Readiness:
     problems = [*_setting_problems(server), *_privilege_problems(server, database)]
-    if not server.mariadb:
-        problems.append(
-            "this is MySQL, not MariaDB: MySQL cannot say which binlog position a consistent snapshot "
-            "matches (MariaDB's binlog_snapshot_position), and the worker will not block writers with "
-            "FLUSH TABLES WITH READ LOCK, so binlog CDC runs on MariaDB only (use merge on MySQL)")
     notes = [f"server_id {server_id} (cdc_server_id): must differ from every other replica's"]
     monitor = server.has("BINLOG MONITOR", "REPLICATION CLIENT", "SUPER")
     if server.settings.get("log_bin", "").upper() == "ON" and monitor:
@@ -97,6 +100,10 @@ def _setting_problems(server: Server) -> Iterator[str]:
             yield (f"{name} is {current}, CDC needs {value}: run SET GLOBAL {name} = '{value}' and set it in "
                    f"my.cnf (Cloud SQL: the database flag {name}={value.lower()}); sessions opened "
                    "before keep the old value")
+    for name in _UNCOMPRESSED:
+        if settings.get(name, "OFF").upper() == "ON":
+            yield (f"{name} is ON: the worker does not read compressed binlog events; run SET GLOBAL "
+                   f"{name} = OFF and set it in my.cnf")
 
 
 def _privilege_problems(server: Server, database: str | None) -> Iterator[str]:
@@ -107,6 +114,10 @@ def _privilege_problems(server: Server, database: str | None) -> Iterator[str]:
                if not server.has(name, *aliases)]
     if missing:
         yield f"user {who} lacks {' and '.join(missing)}: run GRANT {', '.join(missing)} ON *.* TO {who}"
+    if not server.mariadb and not server.has("RELOAD", "FLUSH_TABLES"):
+        yield (f"user {who} lacks RELOAD: on MySQL a first run (and a cdc_resnapshot) opens its snapshot "
+               "under FLUSH TABLES WITH READ LOCK, held only while it reads the binlog position (MariaDB "
+               f"needs no lock): run GRANT RELOAD ON *.* TO {who}")
     if not server.has("CREATE TEMPORARY TABLES", database=True):
         target = f"`{database}`.*" if database else "the database"
         yield (f"user {who} lacks CREATE TEMPORARY TABLES (changes are converted in a temporary table of "
@@ -124,6 +135,19 @@ def current_position(conn: sa.Connection) -> BinlogPosition:
     if row is None:
         raise CdcSetupError("SHOW MASTER STATUS shows no binary log: start the server with log_bin")
     return BinlogPosition(str(row[0]), int(row[1]))
+
+
+@contextlib.contextmanager
+def global_read_lock(conn: sa.Connection) -> Iterator[None]:
+    """MySQL's way to a snapshot matching a binlog position (mysqldump --single-transaction
+    --source-data does the same): commits stop while the snapshot opens and the position is read.
+    A lock not granted within LOCK_WAIT_S (a long statement running) fails the run transiently."""
+    conn.execute(sa.text(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_S}"))
+    conn.execute(sa.text("FLUSH TABLES WITH READ LOCK"))
+    try:
+        yield
+    finally:
+        conn.execute(sa.text("UNLOCK TABLES"))  # releases the global lock; the snapshot stays open
 
 
 def snapshot_position(conn: sa.Connection) -> BinlogPosition:

@@ -1,11 +1,13 @@
-"""A MariaDB binlog CDC session (`load_type: cdc`): the table from a consistent snapshot and the
-binlog position it matches (a first run), or its changes from the ledger's position up to the
+"""A MySQL/MariaDB binlog CDC session (`load_type: cdc`): the table from a consistent snapshot and
+the binlog position it matches (a first run), or its changes from the ledger's position up to the
 binlog's end fixed now (every later run). There is no slot: the ledger is the position.
 
 The snapshot: `START TRANSACTION WITH CONSISTENT SNAPSHOT`, then MariaDB's
 `binlog_snapshot_file` / `binlog_snapshot_position` (no lock: the server records them atomically
-with the snapshot). Changes: one non-blocking binlog dump (worker/cdc/binlog_stream.py), whose
-transactions are kept whole by where they end (worker/cdc/binlog.py).
+with the snapshot); MySQL has no such status, so there the snapshot opens and SHOW MASTER STATUS
+is read under a brief FLUSH TABLES WITH READ LOCK (as mysqldump --single-transaction does).
+Changes: one non-blocking binlog dump (worker/cdc/binlog_stream.py), whose transactions are kept
+whole by where they end (worker/cdc/binlog.py).
 
 Row events come as the library's Python values. Rather than a second type system, a slice of
 changes is written into a temporary table of the source columns' own types (on a second
@@ -54,23 +56,35 @@ def cdc_session(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest
     server_id = cdc_my.server_id_of(request, spec)
     database = request.schema_name or request.connection_params.database
     with driver_errors(dialect):
-        cdc_my.readiness(conn, database, spec, server_id).raise_if_any()
+        server = cdc_my.server_facts(conn, database)
+        cdc_my.readiness_of(conn, server, database, server_id).raise_if_any()
         conn.rollback()
     committed = parse_lsn(log_from) if log_from else None
     with driver_errors(dialect):
-        clock = dialect.open_snapshot(conn)  # a consistent snapshot; the session reads TIMESTAMP in UTC
         if committed is not None and not spec.cdc_resnapshot:
+            clock = dialect.open_snapshot(conn)  # consistent; the session reads TIMESTAMP in UTC
             end = cdc_my.current_position(conn)
             start = cdc_my.ledger_position(conn, committed, end)
             log_range = LogRange(False, committed, max(end.encoded(), committed), _name(server_id), "")
             positions = (start, end)
         else:
-            end = cdc_my.snapshot_position(conn)
+            clock, end = _snapshot(dialect, conn, server.mariadb)
             log_range = LogRange(True, committed, end.encoded(), _name(server_id), "")
             positions = (end, end)
     log.info("binlog cdc of %s: %s from %s to %s", spec.source_table_name,
              "snapshot" if log_range.snapshot else "changes", positions[0], positions[1])
     yield BinlogSession(conn, dialect, clock, request, log_range, server_id, positions)
+
+
+def _snapshot(dialect: SqlDialect, conn: sa.Connection, mariadb: bool) -> tuple[Clock, BinlogPosition]:
+    """A consistent snapshot and the binlog position it holds every transaction up to: MariaDB
+    records it with the snapshot (no lock); MySQL cannot, so commits wait while it opens."""
+    if mariadb:
+        clock = dialect.open_snapshot(conn)
+        return clock, cdc_my.snapshot_position(conn)
+    with cdc_my.global_read_lock(conn):
+        clock = dialect.open_snapshot(conn)
+        return clock, cdc_my.current_position(conn)
 
 
 def _name(server_id: int) -> str:
