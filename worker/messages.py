@@ -523,7 +523,8 @@ class TableCompleted(_Frozen):
         None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
         "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
         "the last per key), transactions, newest_change_at (source commit time of the newest change "
-        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+        "applied), lag_seconds (from it to the commit); PostgreSQL: slot, publication, retained_wal_bytes; "
+        "MySQL/MariaDB: binlog_start, binlog_end (file:offset), server_id (docs/cdc.md).",
     )
 
 
@@ -565,7 +566,8 @@ class RunCompleted(_Event):
         None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
         "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
         "the last per key), transactions, newest_change_at (source commit time of the newest change "
-        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+        "applied), lag_seconds (from it to the commit); PostgreSQL: slot, publication, retained_wal_bytes; "
+        "MySQL/MariaDB: binlog_start, binlog_end (file:offset), server_id (docs/cdc.md).",
     )
     sub_windows: int | None = Field(
         None, ge=1, description="A window of more than ETL_CHUNK_ROWS rows: how many sub-windows it was "
