@@ -70,14 +70,15 @@ def cdc_session(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest
                 log_from: str | None) -> Iterator[CdcSession]:
     """Check the server, then fix the end position (the slot follows the ledger), or start over
     from a new slot's exported snapshot (a first run, or a slot lost, dropped or moved on).
-    `log_from`: the position the ledger recorded with this table's last cdc commit."""
+    `log_from`: the position the ledger recorded with this table's last cdc commit; a request with
+    `cdc_resnapshot` starts over whatever the slot holds."""
     found = _check(dialect, conn, request, spec)
     committed = parse_lsn(log_from) if log_from else None
-    if found.follows(committed):
+    if found.follows(committed) and not spec.cdc_resnapshot:
         assert committed is not None
         yield _follow(dialect, conn, request, found, committed)
         return
-    if committed is not None:
+    if committed is not None and not spec.cdc_resnapshot:
         state = "missing" if found.slot is None else "moved on or lost"
         log.warning("replication slot %s no longer holds the changes after %s (%s): loading %s again",
                     found.names.slot, format_lsn(committed), state, spec.source_table_name)
