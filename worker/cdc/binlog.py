@@ -195,7 +195,7 @@ class BinlogCollector:
             old_key, change = self._key_of(row["before_values"]), self._row(UPDATE, row["after_values"])
             if old_key != {name: change.values.get(name) for name in self.shape.key}:
                 yield self._next(DELETE, old_key)  # the key changed: the old key's row goes
-                change = RowChange(self._next_seq(), UPDATE, change.values, change.unchanged)
+                change = Change(self._next_seq(), UPDATE, change.values, change.unchanged)
             yield change
 
     def _row(self, op: Op, values: Mapping[str, Any]) -> RowChange:
@@ -221,7 +221,7 @@ class BinlogCollector:
                 f"{list(self.shape.key)}")
 
     def _next(self, op: Op, values: Mapping[str, object], unchanged: Sequence[str] = ()) -> RowChange:
-        return RowChange(self._next_seq(), op, values, tuple(unchanged))
+        return Change(self._next_seq(), op, values, tuple(unchanged))  # not the alias: its call is slow
 
     def _next_seq(self) -> int:
         self._seq += 1
