@@ -100,7 +100,7 @@ def _events(stream: BinLogStreamReader) -> Iterator[Event]:
 
 def _translated(event: Any, log_file: str) -> Iterator[Event]:
     if isinstance(event, (MariadbGtidEvent, GtidEvent)):
-        yield Begin(str(event.gtid))
+        yield Begin(str(event.gtid), _end(event, log_file))
     elif isinstance(event, XidEvent):
         yield _commit(event, log_file)
     elif isinstance(event, QueryEvent):
@@ -109,15 +109,19 @@ def _translated(event: Any, log_file: str) -> Iterator[Event]:
         yield Rows(event.schema, event.table, _OPS[type(event)], [_row(row) for row in event.rows])
 
 
+def _end(event: Any, log_file: str) -> BinlogPosition:
+    return BinlogPosition(log_file, int(event.packet.log_pos))
+
+
 def _commit(event: Any, log_file: str) -> Commit:
-    return Commit(BinlogPosition(log_file, int(event.packet.log_pos)), int(event.timestamp))
+    return Commit(_end(event, log_file), int(event.timestamp))
 
 
 def _query(event: Any, log_file: str) -> Iterator[Event]:
     query = str(event.query).strip()
     keyword = query.upper()
     if keyword == "BEGIN":
-        yield Begin(None)
+        yield Begin(None, _end(event, log_file))
     elif keyword in ("COMMIT", "ROLLBACK"):  # ROLLBACK closes a group whose non-transactional rows stay
         yield _commit(event, log_file)
     elif not keyword.startswith(_INSIDE):  # DDL (TRUNCATE among them): its own transaction
