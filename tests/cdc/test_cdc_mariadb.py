@@ -308,3 +308,12 @@ def test_on_mysql_a_user_without_reload_is_told_to_grant_it(
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
+
+
+def test_a_missing_table_or_key_is_named(binlog_source: BinlogSource, run_once: RunOnce) -> None:
+    binlog_source.execute("CREATE TABLE {schema}.events (at datetime, what text)")
+    missing = failed(run_once(binlog_source.request(source_table_name="nope"), "no-table")).error
+    assert missing.type == "CdcSetupError" and "source table 'nope' not found" in missing.message
+    keyless = failed(run_once(binlog_source.request(source_table_name="events", dest_table_name="events"),
+                              "no-key")).error
+    assert keyless.type == "CdcSetupError" and "events has no primary key" in keyless.message

@@ -71,12 +71,14 @@ def _privileges(grants: Sequence[str], targets: Sequence[str]) -> frozenset[str]
 
 
 def readiness(conn: sa.Connection, database: str | None, spec: TableSpec, server_id: int) -> Readiness:
-    """The binlog settings and the privileges binlog CDC needs, each with its fix."""
-    return readiness_of(conn, server_facts(conn, database), database, server_id)
+    """The binlog settings, the privileges and the table binlog CDC needs, each with its fix."""
+    return readiness_of(conn, server_facts(conn, database), database, spec, server_id)
 
 
-def readiness_of(conn: sa.Connection, server: Server, database: str | None, server_id: int) -> Readiness:
-    problems = [*_setting_problems(server), *_privilege_problems(server, database)]
+def readiness_of(conn: sa.Connection, server: Server, database: str | None, spec: TableSpec,
+                 server_id: int) -> Readiness:
+    problems = [*_setting_problems(server), *_privilege_problems(server, database),
+                *_table_problems(conn, database, spec)]
     notes = [f"server_id {server_id} (cdc_server_id): must differ from every other replica's"]
     monitor = server.has("BINLOG MONITOR", "REPLICATION CLIENT", "SUPER")
     if server.settings.get("log_bin", "").upper() == "ON" and monitor:
@@ -122,6 +124,18 @@ def _privilege_problems(server: Server, database: str | None) -> Iterator[str]:
         target = f"`{database}`.*" if database else "the database"
         yield (f"user {who} lacks CREATE TEMPORARY TABLES (changes are converted in a temporary table of "
                f"the source's types): run GRANT CREATE TEMPORARY TABLES ON {target} TO {who}")
+
+
+def _table_problems(conn: sa.Connection, database: str | None, spec: TableSpec) -> Iterator[str]:
+    keys = conn.execute(sa.text(
+        "SELECT COUNT(*), SUM(COLUMN_KEY = 'PRI') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+        "COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"),
+        {"schema": database, "table": spec.source_table_name}).one()
+    if not keys[0]:
+        yield f"source table {spec.source_table_name!r} not found in database {database!r}"
+    elif not keys[1] and not spec.primary_key:
+        yield (f"{spec.source_table_name} has no primary key, so no change can be applied by key: add "
+               "one, or name the columns that identify a row in the request's primary_key")
 
 
 # --- positions -------------------------------------------------------------------------------------

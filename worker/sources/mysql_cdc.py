@@ -57,7 +57,7 @@ def cdc_session(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest
     database = request.schema_name or request.connection_params.database
     with driver_errors(dialect):
         server = cdc_my.server_facts(conn, database)
-        cdc_my.readiness_of(conn, server, database, server_id).raise_if_any()
+        cdc_my.readiness_of(conn, server, database, spec, server_id).raise_if_any()
         conn.rollback()
     committed = parse_lsn(log_from) if log_from else None
     with driver_errors(dialect):
