@@ -1,18 +1,22 @@
 """CDC end to end: changes per second from the change log to BigQuery (`load_type: cdc`).
 
-Starts its own PostgreSQL with wal_level=logical (the machine's runs with replica) and a BigQuery
-emulator, loads a table with a first cdc run (the slot's exported snapshot), makes CHANGES changes
-(inserts, updates, deletes in a few large transactions), then times ONE cdc run that applies them
-all: peek and decode, convert, stage, MERGE with the ledger row in one transaction, advance the
-slot. The figure is changes / the run's own duration (run.completed's duration_seconds).
+Starts its own server (PostgreSQL with wal_level=logical, or MariaDB with a ROW binlog: the
+machine's servers have neither) and a BigQuery emulator, loads a table with a first cdc run (the
+snapshot), makes CHANGES changes (inserts, updates, deletes in transactions of at most 100k),
+then times ONE cdc run that applies them all: read the change log (PostgreSQL: peek and decode
+pgoutput; MariaDB: one binlog dump), convert through the source's types, stage, MERGE with the
+ledger row in one transaction (PostgreSQL: then advance the slot). The figure is changes / the
+run's own duration (run.completed's duration_seconds).
 
-    .venv/bin/python -m bench.cdc                 # 1M changes
-    .venv/bin/python -m bench.cdc --changes 20000 # quick
+    .venv/bin/python -m bench.cdc                      # PostgreSQL, 1M changes
+    .venv/bin/python -m bench.cdc --dialect mariadb    # MariaDB's binlog, 1M changes
+    .venv/bin/python -m bench.cdc --quick              # 10k changes (tests/test_bench_smoke.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -20,42 +24,95 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 PROJECT = "etl-bench"
-_DDL = """CREATE TABLE bench.items (
-  id bigint PRIMARY KEY, customer_id integer, amount numeric(12, 2), status text, note varchar(64),
-  created_at timestamptz, payload jsonb)"""
-_ROW = ("g, g % 10000, (g % 100000) / 100.0, (ARRAY['new', 'paid', 'shipped', 'done'])[g % 4 + 1], "
-        "'note ' || md5(g::text), timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', "
-        "jsonb_build_object('sku', 'S' || g % 5000, 'qty', g % 7)")
+QUICK_CHANGES = 10_000
+STEP = 100_000  # changes per source transaction at most
+BASE = 10**8  # ids of the inserted rows start above it
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one database makes the bench table and its changes."""
+
+    source_type: str
+    ddl: str
+    row: str  # the SELECT list of a generated row, of `n`
+    rows_from: str  # FROM ... generating n in [{low}, {high}]
+    status: str  # the status expression of row n
+
+
+POSTGRESQL = Dialect(
+    "postgresql",
+    "CREATE TABLE bench.items (id bigint PRIMARY KEY, customer_id integer, amount numeric(12, 2), "
+    "status text, note varchar(64), created_at timestamptz, payload jsonb)",
+    "n, n % 10000, (n % 100000) / 100.0, {status}, 'note ' || md5(n::text), "
+    "timestamptz '2024-01-01 00:00:00+00' + n * interval '1 second', "
+    "jsonb_build_object('sku', 'S' || n % 5000, 'qty', n % 7)",
+    "generate_series({low}, {high}) n", "(ARRAY['new', 'paid', 'shipped', 'done'])[n % 4 + 1]")
+MARIADB = Dialect(
+    "mysql",
+    "CREATE TABLE bench.items (id bigint PRIMARY KEY, customer_id int, amount decimal(12, 2), "
+    "status varchar(16), note varchar(64), created_at timestamp(6) NULL, payload json)",
+    "n, n % 10000, (n % 100000) / 100.0, {status}, CONCAT('note ', MD5(n)), "
+    "TIMESTAMP'2024-01-01 00:00:00' + INTERVAL n SECOND, "
+    "JSON_OBJECT('sku', CONCAT('S', n % 5000), 'qty', n % 7)",
+    "(SELECT seq AS n FROM seq_{low}_to_{high}) g", "ELT(n % 4 + 1, 'new', 'paid', 'shipped', 'done')")
+DIALECTS = {"postgresql": POSTGRESQL, "mariadb": MARIADB}
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    params: dict[str, Any]
+
+
+@contextlib.contextmanager
+def server(name: str) -> Iterator[Server]:
+    if name == "postgresql":
+        from devstack.logical_postgres import logical_postgres
+
+        with logical_postgres() as pg:
+            yield Server(pg.url, pg.connection_params())
+        return
+    from devstack.binlog_mariadb import binlog_mariadb
+
+    with binlog_mariadb() as maria:
+        yield Server(maria.url, {**maria.connection_params(), "database": "bench"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.cdc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bench.cdc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=1_000_000, help="changes to apply in the timed run")
+    parser.add_argument("--dialect", choices=sorted(DIALECTS), default="postgresql")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_CHANGES:,} changes")
     args = parser.parse_args(argv)
     from devstack.emulators import start_bigquery
-    from devstack.logical_postgres import logical_postgres
 
+    changes = QUICK_CHANGES if args.quick else args.changes
+    dialect = DIALECTS[args.dialect]
     logs = Path(tempfile.mkdtemp(prefix="etl-bench-cdc-"))
-    with logical_postgres() as server:
+    with server(args.dialect) as source:
         emulator = start_bigquery(PROJECT, logs)
         try:
-            engine = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
-            inserts, updates, deletes = _split(args.changes)
-            _create(engine, updates + deletes)
+            engine = sa.create_engine(source.url, isolation_level="AUTOCOMMIT")
+            inserts, updates, deletes = _split(changes)
+            _create(engine, dialect, updates + deletes)
             env = _env(emulator.host_port)
-            request = {"data_source_id": 1, "source_type": "postgresql", "schema_name": "bench",
-                       "connection_params": server.connection_params(), "source_table_name": "items",
+            request = {"data_source_id": 1, "source_type": dialect.source_type, "schema_name": "bench",
+                       "connection_params": source.params, "source_table_name": "items",
                        "dest_table_name": "items", "load_type": "cdc"}
             _run(request, env, logs)  # the first run: the snapshot
             started = time.perf_counter()
-            _change(engine, inserts, updates, deletes)
-            print(f"made {args.changes} changes ({inserts} inserts, {updates} updates, {deletes} deletes) "
+            _change(engine, dialect, inserts, updates, deletes)
+            print(f"made {changes} changes ({inserts} inserts, {updates} updates, {deletes} deletes) "
                   f"in {time.perf_counter() - started:.1f}s")
             event, wall_s = _run(request, env, logs)
         finally:
@@ -63,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     cdc = event["cdc"]
     applied = cdc["inserts"] + cdc["updates"] + cdc["deletes"]
     run_s = float(event["duration_seconds"])
-    print(f"cdc run: {applied} changes applied in {run_s:.1f}s (wall {wall_s:.1f}s): "
+    print(f"{args.dialect} cdc run: {applied} changes applied in {run_s:.1f}s (wall {wall_s:.1f}s): "
           f"{applied / run_s:,.0f} changes/s end to end")
-    return 0 if applied == args.changes else 1
+    return 0 if applied == changes else 1
 
 
 def _split(changes: int) -> tuple[int, int, int]:
@@ -74,24 +131,29 @@ def _split(changes: int) -> tuple[int, int, int]:
     return inserts, changes - inserts - deletes, deletes
 
 
-def _create(engine: sa.Engine, rows: int) -> None:
+def _rows(dialect: Dialect, low: int, high: int, offset: int = 0) -> str:
+    row = dialect.row.format(status=dialect.status)
+    if offset:
+        row = row.replace("n, ", f"n + {offset}, ", 1)
+    return f"SELECT {row} FROM {dialect.rows_from.format(low=low, high=high)}"
+
+
+def _create(engine: sa.Engine, dialect: Dialect, rows: int) -> None:
     with engine.connect() as conn:
         conn.execute(sa.text("CREATE SCHEMA bench"))
-        conn.execute(sa.text(_DDL))
-        conn.execute(sa.text(f"INSERT INTO bench.items SELECT {_ROW} FROM generate_series(1, {rows}) g"))
+        conn.execute(sa.text(dialect.ddl))
+        for low in range(0, rows, STEP):
+            conn.execute(sa.text(f"INSERT INTO bench.items {_rows(dialect, low + 1, min(low + STEP, rows))}"))
 
 
-def _change(engine: sa.Engine, inserts: int, updates: int, deletes: int) -> None:
-    """Each in transactions of at most 100k changes (a realistic log, not one giant transaction)."""
-    step = 100_000
-    base = 10**8
+def _change(engine: sa.Engine, dialect: Dialect, inserts: int, updates: int, deletes: int) -> None:
+    """Each in transactions of at most STEP changes (a realistic log, not one giant transaction)."""
     with engine.connect() as conn:
-        for low in range(0, inserts, step):
-            high = min(low + step, inserts)
-            conn.execute(sa.text(f"INSERT INTO bench.items SELECT {_ROW.replace('g,', f'g + {base},', 1)} "
-                                 f"FROM generate_series({low + 1}, {high}) g"))
-        for low in range(0, updates, step):
-            high = min(low + step, updates)
+        for low in range(0, inserts, STEP):
+            high = min(low + STEP, inserts)
+            conn.execute(sa.text(f"INSERT INTO bench.items {_rows(dialect, low + 1, high, BASE)}"))
+        for low in range(0, updates, STEP):
+            high = min(low + STEP, updates)
             conn.execute(sa.text("UPDATE bench.items SET status = 'changed', amount = amount + 1 "
                                  f"WHERE id > {low} AND id <= {high}"))
         conn.execute(sa.text(f"DELETE FROM bench.items WHERE id > {updates} AND id <= {updates + deletes}"))

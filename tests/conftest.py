@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
+from devstack.binlog_mariadb import BinlogMariaDB, binlog_mariadb
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
 from devstack.logical_postgres import LogicalPostgres, logical_postgres
 from tests.password_postgres import PasswordPostgres, password_postgres
@@ -35,7 +36,7 @@ MYSQL_ADMIN_URL = os.environ.get("ETL_TEST_MYSQL_URL", "mysql+mysqldb://root@127
 # Fixtures that reach a real service (directly; fixtures built on them inherit the mark).
 SERVICE_FIXTURES = frozenset({
     "pubsub_emulator", "fresh_pubsub_emulator", "bq_emulator", "pg_admin", "mysql_admin", "password_pg",
-    "logical_pg",
+    "logical_pg", "binlog_maria",
 })
 # Tests that reach services without such a fixture (a subprocess connects by itself).
 SERVICE_TESTS = ("tests/test_bench_smoke.py::",)
@@ -218,4 +219,12 @@ def logical_pg() -> Iterator[LogicalPostgres]:
     """A throwaway PostgreSQL with wal_level=logical, for CDC (one per xdist worker)."""
     _require_services("the logical-decoding PostgreSQL")
     with logical_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def binlog_maria() -> Iterator[BinlogMariaDB]:
+    """A throwaway MariaDB with a ROW binlog, for binlog CDC (one per xdist worker)."""
+    _require_services("the binlog MariaDB")
+    with binlog_mariadb() as server:
         yield server

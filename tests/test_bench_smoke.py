@@ -52,3 +52,9 @@ def test_the_ranged_path_reads_every_row_once() -> None:
         out = _smoke("bench.paths", "worker-ranges", "mysql", table.url, table.schema, table.table,
                      "--readers", readers, "--batch-rows", "777")
         assert json.loads(out.strip().splitlines()[-1])["rows"] == 10_000
+
+
+def test_cdc_bench_quick_applies_every_change_on_both_change_logs() -> None:
+    for dialect in ("postgresql", "mariadb"):
+        out = _smoke("bench.cdc", "--quick", "--dialect", dialect)
+        assert f"{dialect} cdc run: 10000 changes applied" in out, out

@@ -124,7 +124,8 @@ def _dbapi_kind(exc: BaseException) -> type[saexc.DBAPIError] | None:
     return next((kind for name, kind in _DBAPI_KINDS if name in names), None)
 
 
-_DBAPI_MODULES = frozenset({"psycopg2", "MySQLdb", "_mysql_exceptions", "sqlite3"})
+# pymysql: the binlog stream's driver (python-mysql-replication)
+_DBAPI_MODULES = frozenset({"psycopg2", "MySQLdb", "_mysql_exceptions", "sqlite3", "pymysql"})
 
 
 def remember(exc: BaseException, error: errors.EtlError) -> None:

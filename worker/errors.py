@@ -130,3 +130,8 @@ class CdcSetupError(PermanentError):
 class UnsupportedChangeError(PermanentError):
     """The change log holds a change the worker cannot apply faithfully (a primary key column
     changed type, the table was dropped, an unsent TOASTed value under a changed key)."""
+
+
+class BinlogPurgedError(PermanentError):
+    """The MySQL/MariaDB binary log no longer holds the changes after the ledger's position (purged
+    by retention or PURGE BINARY LOGS): the table must be loaded again from a fresh snapshot."""

@@ -152,7 +152,8 @@ def _table_rules() -> list[dict[str, Any]]:
         {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"enum": [c.MERGE, c.CDC]}}}},
          "then": {"properties": {"primary_key": False}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.CDC}}}},
-         "then": {"properties": {"cdc_slot": False, "cdc_publication": False}}},
+         "then": {"properties": {"cdc_slot": False, "cdc_publication": False, "cdc_server_id": False,
+                                 "cdc_resnapshot": {"const": False}}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"enum": [c.TRANSACTIONAL, c.MERGE]}}},
          "then": {"required": ["timestamp_column"], "properties": {"timestamp_column": {"type": "string"}}}},
         {"if": {"required": ["load_type"], "properties": {"load_type": {"not": {"const": c.MERGE}}}},
@@ -169,7 +170,7 @@ _SOURCE_TABLE_DOC = "Source table (or view) to read."
 _DEST_TABLE_DOC = "BigQuery destination table, in BIGQUERY_DATASET."
 _LOAD_TYPE_DOC = ("catalog: replace the table; transactional: append a window of the cursor; "
                   "merge: upsert a window of the cursor by primary key; cdc: apply the change log by "
-                  "primary key (PostgreSQL; docs/modes.md, docs/cdc.md).")
+                  "primary key (PostgreSQL, MySQL/MariaDB; docs/modes.md, docs/cdc.md).")
 
 
 class _TableFields(_Request):
@@ -209,6 +210,13 @@ class _TableFields(_Request):
     cdc_publication: str | None = Field(
         None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="cdc: the PostgreSQL publication; default: "
         "the slot's default name.")
+    cdc_server_id: int | None = Field(
+        None, ge=1, le=2**32 - 1, description="cdc: the replica server_id the worker reads a MySQL/MariaDB "
+        "binlog as, unique among the server's replicas; default: derived from data_source_id and "
+        "dest_table_name, in [1000000000, 4294967295) (docs/cdc.md).")
+    cdc_resnapshot: bool = Field(
+        False, description="cdc: load the table again from a fresh snapshot, replacing the destination, "
+        "whatever the ledger's position (e.g. after the binlog was purged past it); send it once.")
     soft_delete_column: SourceIdentifier | None = Field(
         None, description="merge: rows whose value here is non-NULL (and not false, for a boolean) are "
         "deleted from BigQuery.",
@@ -254,7 +262,8 @@ class _TableFields(_Request):
             raise ValueError(f"{', '.join(misplaced)} only apply to merge loads")
         if self.primary_key is not None and self.load_type not in (c.MERGE, c.CDC):
             raise ValueError("primary_key only applies to merge and cdc loads")
-        cdc_only = [name for name in ("cdc_slot", "cdc_publication") if getattr(self, name) is not None]
+        cdc_only = [name for name in ("cdc_slot", "cdc_publication", "cdc_server_id")
+                    if getattr(self, name) is not None] + (["cdc_resnapshot"] if self.cdc_resnapshot else [])
         if cdc_only and self.load_type != c.CDC:
             raise ValueError(f"{', '.join(cdc_only)} only apply to cdc loads")
         if any(rule.rule == "max_cursor_age_seconds" for rule in self.quality_rules) and not windowed:
@@ -377,8 +386,9 @@ class EtlRunRequest(_TableFields):
         if self.source_type != "sqlite" and not self.connection_params.host:
             raise ValueError(f"{self.source_type} sources need connection_params.host")
         loads = [spec.load_type for spec in self.tables] if self.tables is not None else [self.load_type]
-        if self.source_type != "postgresql" and c.CDC in loads:
-            raise ValueError(f"load_type cdc reads PostgreSQL's change log, not {self.source_type}'s")
+        if self.source_type not in ("postgresql", "mysql") and c.CDC in loads:
+            raise ValueError(f"load_type cdc reads PostgreSQL's or MySQL's change log, not "
+                             f"{self.source_type}'s")
         if self.tables is None:
             missing = [name for name in _IDENTITY_FIELDS if getattr(self, name) is None]
             if missing:
@@ -513,7 +523,8 @@ class TableCompleted(_Frozen):
         None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
         "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
         "the last per key), transactions, newest_change_at (source commit time of the newest change "
-        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+        "applied), lag_seconds (from it to the commit); PostgreSQL: slot, publication, retained_wal_bytes; "
+        "MySQL/MariaDB: binlog_start, binlog_end (file:offset), server_id (docs/cdc.md).",
     )
 
 
@@ -555,7 +566,8 @@ class RunCompleted(_Event):
         None, description="A cdc run: snapshot (the first run's load), start and end (change-log positions: "
         "the next run starts at end), inserts, updates, deletes, truncates (changes read, before keeping "
         "the last per key), transactions, newest_change_at (source commit time of the newest change "
-        "applied), lag_seconds (from it to the commit), slot, publication, retained_wal_bytes (docs/cdc.md).",
+        "applied), lag_seconds (from it to the commit); PostgreSQL: slot, publication, retained_wal_bytes; "
+        "MySQL/MariaDB: binlog_start, binlog_end (file:offset), server_id (docs/cdc.md).",
     )
     sub_windows: int | None = Field(
         None, ge=1, description="A window of more than ETL_CHUNK_ROWS rows: how many sub-windows it was "

@@ -261,3 +261,19 @@ def test_a_dropped_source_table_is_a_permanent_typed_error(cdc_source: CdcSource
     failed = run_once(cdc_source.request(), "dropped-2")[-1]
     assert isinstance(failed, RunFailed) and not failed.error.retryable
     assert failed.error.type == "CdcSetupError" and "source table 'items' not found" in failed.error.message
+
+
+def test_a_resnapshot_request_loads_the_table_again_from_a_new_slot(
+    cdc_source: CdcSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str
+) -> None:
+    cdc_source.execute("INSERT INTO {schema}.items (id, qty) SELECT g, 0 FROM generate_series(1, 5) g")
+    completed(run_once(cdc_source.request(), "again-1"))
+    cdc_source.execute("UPDATE {schema}.items SET qty = 1 WHERE id = 1")
+    # When a request asks for a fresh snapshot, then the table is loaded again from a new slot
+    again = completed(run_once(cdc_source.request(cdc_resnapshot=True), "again-2"))
+    assert again.cdc is not None and again.cdc["snapshot"] is True and again.cdc["inserts"] == 5
+    # And the next run goes on from its consistent point
+    cdc_source.execute("DELETE FROM {schema}.items WHERE id = 2")
+    after = completed(run_once(cdc_source.request(), "again-3"))
+    assert after.cdc is not None and after.cdc["start"] == again.cdc["end"] and after.cdc["deletes"] == 1
+    assert dest(bq_client, bq_dataset) == source_rows(cdc_source)

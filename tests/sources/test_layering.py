@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     })),
     ("fast readers", frozenset({"fastpath", "pg_copy", "pg_parallel", "mysql_raw", "mysql_ranges"})),
     ("the sources: generic, and the in-memory stub", frozenset({"sqlalchemy_source", "memory"})),
-    ("dialects, and PostgreSQL's change log", frozenset({"postgresql", "mysql", "sqlite", "pg_cdc"})),
+    ("dialects, and their change logs", frozenset({"postgresql", "mysql", "sqlite", "cdc_table", "pg_cdc",
+                                                   "mysql_cdc"})),
     ("registry", frozenset({"__init__"})),
 )
 DIALECTS = LAYERS[3][1]

@@ -184,6 +184,8 @@ CASES = [
          errors.CdcSetupError, PERMANENT),
     Case("UnsupportedChangeError", errors.UnsupportedChangeError("key column 'id' changed type"),
          errors.UnsupportedChangeError, PERMANENT),
+    Case("BinlogPurgedError", errors.BinlogPurgedError("the binlog no longer holds the changes after ..."),
+         errors.BinlogPurgedError, PERMANENT),
 ]
 
 

@@ -58,6 +58,10 @@ REFUSED = {
     "a control character": body(source_table_name="a\x00b"),
     "a 129-character identifier": body(source_table_name="x" * 129),
     "an unknown field": body(surprise=1),
+    "a cdc field on merge": body(load_type="merge", timestamp_column="ts", cdc_server_id=5),
+    "a resnapshot on catalog": body(cdc_resnapshot=True),
+    "server_id 0": body(source_type="mysql", load_type="cdc", cdc_server_id=0),
+    "server_id past 32 bits": body(source_type="mysql", load_type="cdc", cdc_server_id=2**32),
 }
 ACCEPTED = {
     "catalog": body(),
@@ -65,6 +69,8 @@ ACCEPTED = {
     "merge with its fields": body(load_type="merge", timestamp_column="ts", primary_key=["id"],
                                   soft_delete_column="gone", reconcile_deletes=True),
     "reconcile false on catalog": body(reconcile_deletes=False),
+    "mysql cdc with its fields": body(source_type="mysql", load_type="cdc", primary_key=["id"],
+                                      cdc_server_id=4_000_000_000, cdc_resnapshot=True),
     "awkward identifiers": body(source_table_name="Order Lines-ä", selected_columns=["Unit Price", "größe"]),
 }
 

@@ -9,7 +9,11 @@ row event's (python-mysql-replication issue #618: on MariaDB those are not the e
 
 A run keeps the transactions whose closing event ends in `(start, end]`: one that ended at or
 before `start` is already applied (the stream may hand back events from before the requested
-position, #618), one that ends after `end` committed after the run began.
+position, #618), one that ends after `end` committed after the run began. A transaction's events
+are contiguous in the binlog and both bounds are transaction ends, so where its first event (GTID
+or BEGIN) ends tells the same: the collector decides there and streams the transaction's changes
+as they come (memory stays bounded whatever a transaction's size), and checks the closing event
+agrees.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from worker.cdc.changes import DELETE, INSERT, TRUNCATE, UPDATE, Counts, Op
+from worker.cdc.changes import DELETE, INSERT, TRUNCATE, UPDATE, Change, Counts, Op, TableShape
 from worker.errors import ConfigurationError, UnsupportedChangeError
 
 FILE_SHIFT: Final = 32
@@ -96,32 +100,18 @@ def truncated_table(query: str, default_schema: str) -> tuple[str, str] | None:
     return schema, _unquote(found.group("table"))
 
 
-@dataclass(frozen=True)
-class RowChange:
-    """One change to stage: the values it sets (source column → the library's Python value, made
-    storable again by `storable`) and the columns whose destination value it keeps (a column the
-    row event did not have: added to the table after the change)."""
-
-    seq: int
-    op: Op
-    values: Mapping[str, object]
-    unchanged: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TableShape:
-    schema: str
-    name: str
-    columns: tuple[str, ...]  # the loaded source columns
-    key: tuple[str, ...]
+# A binlog change carries the library's Python values, made storable again by `storable`; a
+# column the row event did not have (added to the table after the change) is `unchanged`.
+RowChange = Change[object]
 
 
 # --- events, as the reader hands them over --------------------------------------------------------
 @dataclass(frozen=True)
 class Begin:
-    """A transaction's GTID event (MariaDB: domain-server-sequence), or BEGIN."""
+    """A transaction's GTID event (MariaDB: domain-server-sequence), or BEGIN, and where it ends."""
 
     gtid: str | None
+    position: BinlogPosition
 
 
 @dataclass(frozen=True)
@@ -152,48 +142,63 @@ Event = Begin | Rows | Statement | Commit
 @dataclass
 class BinlogCollector:
     """Feed it the stream's events in order; it yields the table's changes of the transactions
-    that end in (start, end]. A transaction's changes are held until its closing event: a
-    transaction is applied whole or not at all, and kept or skipped only by where it ends."""
+    that end in (start, end], in commit order. A transaction is kept or skipped whole, decided by
+    where its first event ends (see the module's docstring); a DDL statement (its own
+    transaction, which MySQL opens with no event the reader sees) by where it ends."""
 
     shape: TableShape
     start: BinlogPosition
     end: BinlogPosition
     counts: Counts = field(default_factory=Counts)
     gtid: str | None = None  # of the last transaction applied
-    _pending: list[tuple[Op, Mapping[str, Any]]] = field(default_factory=list)
-    _pending_gtid: str | None = None
+    _open: Begin | None = None  # the transaction being read
+    _statement: bool = False  # the DDL being read truncates the table
     _seq: int = 0
 
     def done(self, position: BinlogPosition) -> bool:
         return position >= self.end
 
     def feed(self, event: Event) -> Iterator[RowChange]:
-        if isinstance(event, Begin):
-            self._pending, self._pending_gtid = [], event.gtid
+        if isinstance(event, Begin):  # MySQL: a GTID event, then BEGIN (which opens it)
+            gtid = event.gtid or (self._open.gtid if self._open is not None else None)
+            self._open, self._statement = Begin(gtid, event.position), False
         elif isinstance(event, Rows):
-            if (event.schema, event.table) == (self.shape.schema, self.shape.name):
-                self._pending.extend((event.op, row) for row in event.rows)
+            if (event.schema, event.table) == (self.shape.namespace, self.shape.name):
+                yield from self._rows(event)
         elif isinstance(event, Statement):
-            target = truncated_table(event.query, event.schema)
-            if target == (self.shape.schema, self.shape.name):
-                self._pending.append((TRUNCATE, {}))
+            self._statement = truncated_table(event.query, event.schema) == (self.shape.namespace,
+                                                                            self.shape.name)
         else:
             yield from self._commit(event)
 
+    def _in_range(self, position: BinlogPosition) -> bool:
+        return self.start < position <= self.end
+
+    def _rows(self, rows: Rows) -> Iterator[RowChange]:
+        if self._open is None:
+            raise UnsupportedChangeError(
+                f"a row event of {self.shape.namespace}.{self.shape.name} outside a transaction: the binlog "
+                "was not read from a transaction boundary")
+        if self._in_range(self._open.position):
+            for row in rows.rows:
+                yield from self._changes(rows.op, row)
+
     def _commit(self, commit: Commit) -> Iterator[RowChange]:
-        pending, self._pending = self._pending, []
+        opened, truncates = self._open, self._statement
+        self._open, self._statement = None, False
+        kept = self._in_range(commit.position)
+        if opened is not None and self._in_range(opened.position) != kept:
+            raise UnsupportedChangeError(
+                f"a transaction of the binlog begins at {opened.position} and ends at {commit.position}, "
+                f"across a bound of ({self.start}, {self.end}]: positions were not transaction ends")
         if commit.position <= self.start:
             self.counts.skipped += 1
-            return
-        if commit.position > self.end:  # committed after the run began: the next run's
-            return
-        self.counts.transactions += 1
-        if not pending:
-            return
-        self.gtid = self._pending_gtid or self.gtid
-        self.counts.newest_commit = datetime.fromtimestamp(commit.timestamp, UTC)
-        for op, row in pending:
-            yield from self._changes(op, row)
+        elif kept:
+            self.counts.transactions += 1
+            self.gtid = opened.gtid if opened is not None and opened.gtid else self.gtid
+            self.counts.newest_commit = datetime.fromtimestamp(commit.timestamp, UTC)
+            if truncates:
+                yield from self._changes(TRUNCATE, {})
 
     def _changes(self, op: Op, row: Mapping[str, Any]) -> Iterator[RowChange]:
         if op == TRUNCATE:
@@ -210,7 +215,7 @@ class BinlogCollector:
             old_key, change = self._key_of(row["before_values"]), self._row(UPDATE, row["after_values"])
             if old_key != {name: change.values.get(name) for name in self.shape.key}:
                 yield self._next(DELETE, old_key)  # the key changed: the old key's row goes
-                change = RowChange(self._next_seq(), UPDATE, change.values, change.unchanged)
+                change = Change(self._next_seq(), UPDATE, change.values, change.unchanged)
             yield change
 
     def _row(self, op: Op, values: Mapping[str, Any]) -> RowChange:
@@ -228,15 +233,15 @@ class BinlogCollector:
         missing = [name for name in self.shape.key if name not in values]
         if missing:
             raise UnsupportedChangeError(
-                f"a row event of {self.shape.schema}.{self.shape.name} has no key column {missing} "
+                f"a row event of {self.shape.namespace}.{self.shape.name} has no key column {missing} "
                 "(dropped or renamed since): reload the table (docs/cdc.md, 'Starting over')")
         if any(values[name] is None for name in self.shape.key):
             raise UnsupportedChangeError(
-                f"a change of {self.shape.schema}.{self.shape.name} has no value for key "
+                f"a change of {self.shape.namespace}.{self.shape.name} has no value for key "
                 f"{list(self.shape.key)}")
 
     def _next(self, op: Op, values: Mapping[str, object], unchanged: Sequence[str] = ()) -> RowChange:
-        return RowChange(self._next_seq(), op, values, tuple(unchanged))
+        return Change(self._next_seq(), op, values, tuple(unchanged))  # not the alias: its call is slow
 
     def _next_seq(self) -> int:
         self._seq += 1

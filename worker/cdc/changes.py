@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 from worker.cdc import pgoutput as pg
 from worker.errors import CdcSetupError, UnsupportedChangeError
@@ -24,27 +24,33 @@ DELETE: Final = "D"
 TRUNCATE: Final = "T"
 
 
+V = TypeVar("V")
+
+
 @dataclass(frozen=True)
-class Change:
-    """One change to stage: the values it sets (source column → text or NULL) and the columns
-    whose destination value it keeps (a TOASTed value pgoutput did not resend, or a column the
-    row's relation did not have yet)."""
+class Change(Generic[V]):
+    """One change to stage: the values it sets (source column → a value: pgoutput's text or NULL,
+    a binlog row event's Python value) and the columns whose destination value it keeps (a
+    TOASTed value pgoutput did not resend, or a column the row's change did not have yet)."""
 
     seq: int
     op: Op
-    values: Mapping[str, bytes | None]
+    values: Mapping[str, V]
     unchanged: tuple[str, ...] = ()
+
+
+PgChange = Change[bytes | None]
 
 
 @dataclass(frozen=True)
 class TableShape:
     """The table as the run reflected it: what a change must be read against."""
 
-    namespace: str  # as pgoutput names it: '' for pg_catalog
+    namespace: str  # the schema (pgoutput names pg_catalog '')
     name: str
     columns: tuple[str, ...]  # the loaded source columns
     key: tuple[str, ...]  # the columns identifying a row (a subset of `columns`)
-    key_types: Mapping[str, int]  # key column → type oid now (a change of type is refused)
+    key_types: Mapping[str, int] = field(default_factory=dict)  # PostgreSQL: key column → type oid now
 
 
 @dataclass
@@ -75,7 +81,7 @@ class ChangeCollector:
     _in_range: bool = False
     _seq: int = 0
 
-    def feed(self, message: pg.Message) -> Iterator[Change]:
+    def feed(self, message: pg.Message) -> Iterator[PgChange]:
         if isinstance(message, pg.Begin):
             self._begin(message)
         elif isinstance(message, pg.Relation):
@@ -111,7 +117,7 @@ class ChangeCollector:
                     "destination; reload the table (docs/cdc.md, 'Starting over')")
         self._relations[relation.oid] = relation
 
-    def _change(self, message: pg.Message) -> Iterator[Change]:
+    def _change(self, message: pg.Message) -> Iterator[PgChange]:
         if isinstance(message, pg.Truncate):
             if any(oid in self._relations for oid in message.oids):
                 self.counts.truncates += 1
@@ -130,7 +136,7 @@ class ChangeCollector:
             self.counts.deletes += 1
             yield self._deleted(relation, message.old)
 
-    def _update(self, relation: pg.Relation, update: pg.Update) -> Iterator[Change]:
+    def _update(self, relation: pg.Relation, update: pg.Update) -> Iterator[PgChange]:
         new = update.new
         if update.old_kind == "O" and update.old is not None:  # REPLICA IDENTITY FULL: the old row
             new = tuple(o if n is pg.UNCHANGED else n for o, n in zip(update.old, new, strict=True))
@@ -148,7 +154,7 @@ class ChangeCollector:
                 change = Change(self._next_seq(), UPDATE, change.values)
         yield change
 
-    def _row(self, op: Op, relation: pg.Relation, values: pg.Values) -> Change:
+    def _row(self, op: Op, relation: pg.Relation, values: pg.Values) -> PgChange:
         by_name = dict(zip((col.name for col in relation.columns), values, strict=True))
         kept: dict[str, bytes | None] = {}
         unchanged = []
@@ -164,7 +170,7 @@ class ChangeCollector:
         self.counts.kept.update(unchanged)
         return self._next(op, kept, tuple(unchanged))
 
-    def _deleted(self, relation: pg.Relation, old: pg.Values) -> Change:
+    def _deleted(self, relation: pg.Relation, old: pg.Values) -> PgChange:
         return self._next(DELETE, self._key_of(relation, old))
 
     def _key_of(self, relation: pg.Relation, values: pg.Values) -> dict[str, bytes | None]:
@@ -180,8 +186,8 @@ class ChangeCollector:
                 "IDENTITY USING INDEX) or FULL (docs/cdc.md)")
         return key
 
-    def _next(self, op: Op, values: Mapping[str, bytes | None], unchanged: Sequence[str] = ()) -> Change:
-        return Change(self._next_seq(), op, values, tuple(unchanged))
+    def _next(self, op: Op, values: Mapping[str, bytes | None], unchanged: Sequence[str] = ()) -> PgChange:
+        return Change(self._next_seq(), op, values, tuple(unchanged))  # not the alias: its call is slow
 
     def _next_seq(self) -> int:
         self._seq += 1

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from worker.cdc.lsn import format_lsn, parse_lsn
 from worker.cdc.meta import checked_name, default_name
-from worker.errors import CdcSetupError
+from worker.cdc.readiness import Readiness
 from worker.messages import EtlRunRequest, TableSpec
 
 log = logging.getLogger(__name__)
@@ -68,18 +68,6 @@ class SlotState:
     @property
     def lost(self) -> bool:
         return self.wal_status == "lost" or self.confirmed_flush is None
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """What `cdc-check` prints and a run checks first: every problem with the change that fixes it."""
-
-    problems: tuple[str, ...]
-    notes: tuple[str, ...]
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            raise CdcSetupError("CDC cannot run: " + "; ".join(self.problems))
 
 
 # --- checks ----------------------------------------------------------------------------------------

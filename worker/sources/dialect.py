@@ -120,8 +120,8 @@ class SqlDialect(ABC):
     def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
                            log_from: str | None) -> AbstractContextManager[Any]:
         """A cdc request's session (a SqlAlchemySession whose table reads the change log), from
-        `log_from`, the ledger's last position; only PostgreSQL has one."""
-        raise ConfigurationError(f"load_type cdc reads PostgreSQL's change log; not {self.name}'s")
+        `log_from`, the ledger's last position; PostgreSQL and MySQL/MariaDB have one."""
+        raise ConfigurationError(f"load_type cdc reads PostgreSQL's or MySQL's change log; not {self.name}'s")
 
     def classify_error(self, exc: BaseException) -> EtlError | None:
         """How this dialect reads its driver's error, its texts told by `error_markers`; None: not a

@@ -7,6 +7,7 @@ returned in the session zone) come back as UTC, while NOW(6) is the session's de
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
 from worker.classify import DriverMarkers
-from worker.messages import ConnectionParams
+from worker.messages import ConnectionParams, EtlRunRequest, TableSpec
 from worker.sources import mysql_raw
 from worker.sources import typemap as tm
 from worker.sources.columnar import ISO_DATE, ISO_DATETIME, iso_text
@@ -194,6 +195,12 @@ class MySQLDialect(SqlDialect):
 
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": self.connect_args(), "isolation_level": "REPEATABLE READ"}
+
+    def change_log_session(self, conn: sa.Connection, request: EtlRunRequest, spec: TableSpec,
+                           log_from: str | None) -> AbstractContextManager[Any]:
+        from worker.sources.mysql_cdc import cdc_session  # the CDC modules load for cdc requests only
+
+        return cdc_session(self, conn, request, spec, log_from)
 
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         conn.execute(sa.text(mysql_raw.START_SNAPSHOT_SQL))

@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
@@ -31,16 +31,16 @@ import sqlalchemy as sa
 
 from worker.cdc import meta, pgoutput
 from worker.cdc import postgres as cdc_pg
-from worker.cdc.changes import Change, ChangeCollector, Counts, TableShape
+from worker.cdc.changes import ChangeCollector, PgChange, TableShape
 from worker.cdc.lsn import format_lsn, parse_lsn
 from worker.columns import Column, arrow_schema
-from worker.errors import ConfigurationError, SourceSchemaError
+from worker.errors import SourceSchemaError
 from worker.messages import EtlRunRequest, TableSpec
 from worker.sources.base import LogRange
+from worker.sources.cdc_table import ChangeTable, checked_base
 from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
 from worker.sources.sqlalchemy_source import SqlAlchemySession, SqlAlchemyTable
 from worker.sources.typemap import target
-from worker.window import Window
 
 log = logging.getLogger(__name__)
 PEEK_FETCH_ROWS = 2000  # messages per FETCH from the peek cursor
@@ -70,14 +70,15 @@ def cdc_session(dialect: SqlDialect, conn: sa.Connection, request: EtlRunRequest
                 log_from: str | None) -> Iterator[CdcSession]:
     """Check the server, then fix the end position (the slot follows the ledger), or start over
     from a new slot's exported snapshot (a first run, or a slot lost, dropped or moved on).
-    `log_from`: the position the ledger recorded with this table's last cdc commit."""
+    `log_from`: the position the ledger recorded with this table's last cdc commit; a request with
+    `cdc_resnapshot` starts over whatever the slot holds."""
     found = _check(dialect, conn, request, spec)
     committed = parse_lsn(log_from) if log_from else None
-    if found.follows(committed):
+    if found.follows(committed) and not spec.cdc_resnapshot:
         assert committed is not None
         yield _follow(dialect, conn, request, found, committed)
         return
-    if committed is not None:
+    if committed is not None and not spec.cdc_resnapshot:
         state = "missing" if found.slot is None else "moved on or lost"
         log.warning("replication slot %s no longer holds the changes after %s (%s): loading %s again",
                     found.names.slot, format_lsn(committed), state, spec.source_table_name)
@@ -145,68 +146,15 @@ class CdcSession(SqlAlchemySession):
         self.slot = slot
 
     def table(self, spec: TableSpec) -> CdcTable:  # type: ignore[override]
-        base = super().table(spec)
-        clash = [col.name for col in base.columns if col.name in meta.CHANGE_NAMES]
-        if clash:
-            raise ConfigurationError(f"columns {clash} are reserved for CDC's bookkeeping: rename them with "
-                                     "column_names")
-        return CdcTable(self, base)
+        return CdcTable(self, checked_base(super().table(spec)))
 
 
-class CdcTable:
-    """A cdc table: a `SourceTable` whose batches carry the staged change columns, and a
-    `ChangeLog` (its range, what it read, and the slot's confirmation after the commit)."""
+class CdcTable(ChangeTable):
+    """A cdc table read from the slot: its changes peeked up to the range's end."""
 
     def __init__(self, session: CdcSession, base: SqlAlchemyTable) -> None:
+        super().__init__(base, session.log_range)
         self._session = session
-        self._base = base
-        self.log_range = session.log_range
-        self.counts = Counts()
-
-    # --- SourceTable ----------------------------------------------------------------------------
-    @property
-    def columns(self) -> tuple[Column, ...]:
-        return self._base.columns
-
-    @property
-    def staged_columns(self) -> tuple[Column, ...]:
-        return (*self._base.columns, *meta.CHANGE_COLUMNS)
-
-    @property
-    def values_nulled(self) -> dict[str, int]:
-        return self._base.values_nulled
-
-    @property
-    def snapshot_at(self) -> datetime:
-        return self._base.snapshot_at
-
-    @property
-    def local_clock(self) -> datetime:
-        return self._base.local_clock
-
-    @property
-    def key_columns(self) -> tuple[Column, ...]:
-        return self._base.key_columns
-
-    def column(self, source_name: str) -> Column:
-        return self._base.column(source_name)
-
-    def plan_window(self, lows: Sequence[str], lag_s: float) -> Window:
-        raise ConfigurationError("a cdc run reads a range of the change log, not a window")
-
-    def count_rows(self, window: Window | None) -> int:
-        """The snapshot's COUNT(*) (a first run); 0 for a range of changes, whose size is known
-        only once read (`counts`; run.started then says rows_expected null)."""
-        return self._base.count_rows(None) if self.log_range.snapshot else 0
-
-    def iter_keys(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        raise ConfigurationError("a cdc run reads deletes from the change log, not by reconciling keys")
-
-    def iter_batches(self, window: Window | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        if self.log_range.snapshot:
-            yield from self._snapshot_batches(batch_rows)
-        else:
-            yield from self._change_batches(batch_rows)
 
     # --- ChangeLog ------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
@@ -219,8 +167,7 @@ class CdcTable:
             "end": format_lsn(self.log_range.end),
             **self.counts.report(),
             "transactions": self.counts.transactions,
-            "kept_columns": sorted(col.name for col in self._base.columns
-                                   if (col.source_name or col.name) in self.counts.kept),
+            "kept_columns": self.kept_columns(),
             "skipped_transactions": self.counts.skipped,
             "newest_change_at": newest.isoformat() if newest else None,
             "slot": self.log_range.slot,
@@ -234,17 +181,6 @@ class CdcTable:
             cdc_pg.advance_slot(conn, self.log_range.slot, position)
 
     # --- reading --------------------------------------------------------------------------------
-    def _snapshot_batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The exported snapshot's rows as inserts (the commit empties the destination first)."""
-        seq = 0
-        schema = arrow_schema(self.staged_columns)
-        for batch in self._base.iter_batches(None, batch_rows):
-            extra = [pa.array(range(seq + 1, seq + 1 + batch.num_rows), pa.int64()),
-                     pa.array(["I"] * batch.num_rows, pa.string()), pa.nulls(batch.num_rows, pa.string())]
-            seq += batch.num_rows
-            self.counts.inserts += batch.num_rows
-            yield pa.RecordBatch.from_arrays([*batch.columns, *extra], schema=schema)
-
     def _change_batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         collector = ChangeCollector(self._shape(), self.log_range.start or 0, self.log_range.end, self.counts)
         with self._session.conn.engine.connect() as convert, self._peek() as messages:
@@ -271,7 +207,7 @@ class CdcTable:
 
     def _shape(self) -> TableShape:
         facts = self._session.facts
-        key = tuple(col.source_name or col.name for col in self._base.key_columns)
+        key = self.key_sources()
         with driver_errors(self._session.dialect):
             types: dict[str, int] = dict(self._session.conn.execute(sa.text(
                 "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
@@ -279,7 +215,7 @@ class CdcTable:
         missing = [name for name in key if name not in types]
         if missing:
             raise SourceSchemaError(f"key columns {missing} not found in {facts.namespace}.{facts.name}")
-        columns = tuple(col.source_name or col.name for col in self._base.columns)
+        columns = self.column_sources()
         return TableShape(facts.namespace, facts.name, columns, key, {name: types[name] for name in key})
 
 
@@ -293,7 +229,7 @@ class _ChangeBuffer:
         self._dialect = dialect
         self._base = base
         self._batch_rows = batch_rows
-        self._changes: list[Change] = []
+        self._changes: list[PgChange] = []
         self._sources = tuple(col.source_name or col.name for col in base.columns)
         self._bq_names = {col.source_name or col.name: col.name for col in base.columns}
         self._table = self._create(base)
@@ -303,7 +239,7 @@ class _ChangeBuffer:
         self._read = FastRead(conn, self._table, (*fields, *metas), (), arrow_schema(staged), batch_rows,
                               base.nulled)
 
-    def add(self, change: Change) -> bool:
+    def add(self, change: PgChange) -> bool:
         self._changes.append(change)
         return len(self._changes) >= self._batch_rows
 
@@ -333,7 +269,7 @@ class _ChangeBuffer:
                         sa.Column(meta.SEQ, sa.BigInteger), sa.Column(meta.OP, sa.Text),
                         sa.Column(meta.UNCHANGED, sa.Text))
 
-    def _copy_in(self, changes: list[Change]) -> None:
+    def _copy_in(self, changes: list[PgChange]) -> None:
         quote = self._conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(name) for name in (*self._sources, meta.SEQ, meta.OP, meta.UNCHANGED))
         data = io.BytesIO(b"".join(_copy_line(change, self._sources, self._bq_names) for change in changes))
@@ -358,7 +294,7 @@ def _copy_text(value: bytes | None) -> bytes:
     return b"".join(_COPY_ESCAPES.get(byte, bytes((byte,))) for byte in value)
 
 
-def _copy_line(change: Change, sources: tuple[str, ...], bq_names: dict[str, str]) -> bytes:
+def _copy_line(change: PgChange, sources: tuple[str, ...], bq_names: dict[str, str]) -> bytes:
     unchanged = meta.unchanged_text(tuple(bq_names[name] for name in change.unchanged))
     values = [change.values.get(name) for name in sources]
     extra = [str(change.seq).encode(), change.op.encode(), unchanged.encode() if unchanged else None]
