@@ -1,6 +1,8 @@
 """Big tables end to end (source → real runner → BigQuery emulator, no Pub/Sub): a window above
 ETL_CHUNK_ROWS committed in sub-windows, read by ETL_READERS_PER_RUN parallel readers (PostgreSQL;
-MariaDB reads with its one connection), in transactional and merge mode, then a second run."""
+MariaDB reads with its one connection), in transactional and merge mode, then a second run; a
+catalog table above ETL_CHUNK_ROWS read in key chunks (1 and 2 readers, also under a concurrent
+writer), and one at or below it on the unchunked path."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator
-from tests.e2e.sources import SeededSource, normalise
+from tests.e2e.sources import SeededSource, normalise, orders_table
 from tests.e2e.stack import bq_rows, make_settings
 from worker.app import build_handler
 from worker.events import MemoryEventBus
@@ -20,9 +22,11 @@ from worker.handlers.base import Delivery, Outcome, Redelivery
 from worker.messages import Event
 
 
-def run(pubsub: Emulator, bq: Emulator, dataset: str, body: dict[str, Any], run_id: str) -> list[Event]:
-    settings = make_settings(pubsub.host_port, bq.host_port, dataset, ETL_BATCH_SIZE=40, ETL_PART_ROWS=60,
-                             ETL_CHUNK_ROWS=100, ETL_READERS_PER_RUN=3)
+def run(pubsub: Emulator, bq: Emulator, dataset: str, body: dict[str, Any], run_id: str,
+        **settings_overrides: Any) -> list[Event]:
+    values: dict[str, Any] = {"ETL_BATCH_SIZE": 40, "ETL_PART_ROWS": 60, "ETL_CHUNK_ROWS": 100,
+                              "ETL_READERS_PER_RUN": 3, **settings_overrides}
+    settings = make_settings(pubsub.host_port, bq.host_port, dataset, **values)
     bus = MemoryEventBus()
     handler = build_handler(settings, bus, Redelivery(redelivers=False))
     delivery = Delivery(data=json.dumps(body).encode(), message_id=run_id, attributes={"run_id": run_id})
@@ -51,4 +55,49 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     again = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request(load_type), "big-2")[-1]
     assert again.event_type == "run.completed" and again.sub_windows is None
     assert again.window_low == completed.window_high
+    assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == orders_source.rows()
+
+
+def dataset_tables(client: bigquery.Client, dataset: str) -> set[str]:
+    return {table.table_id for table in client.list_tables(f"{client.project}.{dataset}")}
+
+
+@pytest.mark.parametrize("orders_source", ["postgresql", "mysql"], indirect=True)
+@pytest.mark.parametrize("readers", [1, 2])
+def test_a_big_catalog_table_is_read_in_key_chunks_and_replaces_the_destination_exactly_once(
+    readers: int, orders_source: SeededSource, pubsub_emulator: Emulator, bq_emulator: Emulator,
+    bq_dataset: str, bq_client: bigquery.Client,
+) -> None:
+    # Given a destination holding an older copy with a row the source no longer has
+    orders_source.insert(900, 1)
+    first = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("catalog"), "cat-0",
+                ETL_CHUNK_ROWS=0)[-1]
+    assert first.event_type == "run.completed" and first.rows_loaded == 251
+    orders = orders_table(orders_source.schema)
+    with orders_source.engine.begin() as conn:
+        conn.execute(orders.delete().where(orders.c.id == 900))
+    # When 250 rows are read in key chunks of at most 100 rows (3 chunks)
+    events = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("catalog"), "cat-1",
+                 ETL_READERS_PER_RUN=readers)
+    completed = events[-1]
+    assert completed.event_type == "run.completed", completed
+    assert (completed.rows_loaded, completed.source_row_count) == (250, 250)
+    progress = [e for e in events if e.event_type == "run.progress" and e.chunk is not None]
+    assert {e.chunk for e in progress} == {1, 2, 3} and {e.chunks for e in progress} == {3}
+    # Then the destination equals the source, each row once, and the run's own tables are gone
+    copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
+    assert copied == orders_source.rows()
+    assert not {name for name in dataset_tables(bq_client, bq_dataset) if name.startswith("_etl_staging")}
+
+
+@pytest.mark.parametrize("orders_source", ["postgresql", "mysql"], indirect=True)
+def test_a_catalog_table_at_the_threshold_keeps_the_unchunked_path(
+    orders_source: SeededSource, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str,
+    bq_client: bigquery.Client,
+) -> None:
+    events = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("catalog"), "cat-small",
+                 ETL_CHUNK_ROWS=250)
+    assert events[-1].event_type == "run.completed" and events[-1].rows_loaded == 250
+    assert all(e.chunk is None for e in events if e.event_type == "run.progress")
+    assert "key chunks" not in "".join(str(e) for e in events)
     assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == orders_source.rows()

@@ -3,11 +3,13 @@ commit of every table of a job."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from worker.catalog_chunks import ChunkPlan
 from worker.columns import Column
 from worker.ledger import LedgerEntry
 
@@ -55,6 +57,36 @@ class Staging(Protocol):
 TableCommit = tuple[Staging, LedgerEntry]
 
 
+class RunChunkStore(Protocol):
+    """A chunked catalog run's own tables, shared by its deliveries (worker/catalog_chunks.py)."""
+
+    def open(self, plan: Callable[[], ChunkPlan]) -> tuple[ChunkPlan, frozenset[int]]:
+        """The stored plan (`plan()` made and stored by the run's first delivery only) and the
+        chunks of it already finished."""
+        ...
+
+    def staged(self) -> tuple[int, datetime | None]:
+        """Rows staged in the finished chunks of the plan, and the earliest of their read times."""
+        ...
+
+    def chunk_staging(self, number: int) -> Staging:
+        """A delivery staging to load one chunk's parts into."""
+        ...
+
+    def finish_chunk(self, number: int, loaded: Staging, read_at: datetime) -> None:
+        """The chunk's loaded rows into the run's staging with its finished mark, in one transaction."""
+        ...
+
+    def final_staging(self, key: Iterable[str]) -> tuple[Staging, int]:
+        """A delivery staging holding one row per key (the newest read) and its row count; refused
+        (LoadError, transient) for a plan that lost the race of two first deliveries or is unfinished."""
+        ...
+
+    def drop(self) -> None:
+        """The run's tables, after its commit."""
+        ...
+
+
 class Sink(Protocol):
     def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """The ledger entries of `run_id` (one per table of its job, in job order); () if that run
@@ -91,6 +123,11 @@ class Sink(Protocol):
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
         """The most recently committed run of this data source and destination, if any."""
+        ...
+
+    def run_chunks(self, run_id: str, dest_table: str, columns: tuple[Column, ...], attempt: int
+                   ) -> RunChunkStore:
+        """The tables of a chunked catalog run (worker/catalog_chunk_run.py), for this delivery."""
         ...
 
     def open_staging(

@@ -35,7 +35,7 @@ from worker.settings import Settings
 from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
-from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sinks.base import MergePlan, RunChunkStore, Staging, TableCommit
 from worker.sub_windows import sub_window_prefix
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,12 @@ class BigQuerySink:
     def recent_entries(self, limit: int, data_source_id: int | None = None) -> list[LedgerEntry]:
         """The newest committed runs first (`etl-worker runs`); none when there is no ledger yet."""
         return self._target.retry.call("ledger listing", _recent_entries, self._target, limit, data_source_id)
+
+    def run_chunks(self, run_id: str, dest_table: str, columns: tuple[Column, ...], attempt: int
+                   ) -> RunChunkStore:
+        from worker.sinks.bigquery_chunks import RunChunks  # it builds on this module
+
+        return RunChunks(self, run_id, dest_table, columns, attempt)
 
     def open_staging(
         self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str,

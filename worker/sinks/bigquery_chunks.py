@@ -1,8 +1,5 @@
 """A chunked catalog run's own tables in BigQuery (worker/catalog_chunks.py has the rules).
 
-STATUS: built and tested on bqemulator (tests/sinks/test_run_chunks.py); the runner does not call
-it yet.
-
 `RunChunks` is the run's staging (every delivery's chunks, with their chunk number and read time)
 and its chunk record (the plan as row 0, then one row per finished chunk). A chunk's rows are
 loaded through an ordinary delivery staging table (the sink's loads, job ids and retries), then
@@ -38,6 +35,7 @@ from worker.constants import CATALOG
 from worker.errors import LoadError
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import emulator_compat
+from worker.sinks.base import Staging
 from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
 
 log = logging.getLogger(__name__)
@@ -93,8 +91,18 @@ class RunChunks:
         return self.sink.open_staging(self.dest_table, self.columns, f"{self.run_id}-c{number}",
                                       self.attempt, CATALOG)
 
-    def finish_chunk(self, number: int, loaded: BigQueryStaging, read_at: datetime) -> None:
+    def staged(self) -> tuple[int, datetime | None]:
+        """Rows staged in this plan's finished chunks, and the earliest of their read times."""
+        rows = self._run(f"SELECT COALESCE(SUM(rows_staged), 0) AS n, MIN(read_at) AS first "
+                         f"FROM {self._sql(self.record_table)} WHERE chunk > 0 AND plan_id = @plan",
+                         plan=self._followed().identity)
+        first = rows[0]["first"] if rows else None
+        return (int(rows[0]["n"]) if rows else 0), first
+
+    def finish_chunk(self, number: int, loaded: Staging, read_at: datetime) -> None:
         """The chunk's loaded rows into the run's staging with its finished mark: one transaction."""
+        if not isinstance(loaded, BigQueryStaging):
+            raise TypeError(f"a chunk is loaded through this sink's staging, not {type(loaded).__name__}")
         script = stage_chunk_sql(self._sql(self.staging_table), self._sql(loaded.table_name),
                                  self._sql(self.record_table), [col.name for col in self.columns])
         self._run(script, chunk=number, plan=self._followed().identity, read_at=read_at,

@@ -36,6 +36,7 @@ from worker.modes import mode_of
 from worker.names import column_names
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
+from worker.sources.base import KeyRange, RangeRead
 from worker.sources.dialect import Clock, FastRead, Field, Readers, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
 from worker.sources.typemap import Target, TypeTable, lookup
@@ -430,7 +431,7 @@ class SqlAlchemyTable:
     def column(self, source_name: str) -> Column:
         return self._field(source_name).column
 
-    # --- key-range chunks (worker/catalog_chunks.py; not yet called by the runner) -----------------
+    # --- key-range chunks (worker/catalog_chunks.py, read by worker/catalog_chunk_run.py) ---------
     @property
     def chunk_key(self) -> tuple[str, ...]:
         """The source names of the key a chunked catalog run splits by (empty: no key, not chunked)."""
@@ -452,18 +453,41 @@ class SqlAlchemyTable:
         with driver_errors(self._dialect):
             return [tuple(row) for row in self._conn.execute(query)]
 
+    def key_bound(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(values)
+
     def iter_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None,
                        batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The rows whose key k has low <= k < high (None: unbounded), compared as a tuple so a
         composite or text key splits like an integer one, through the same fast readers."""
+        read = self._read_of(self._layout.fields, self._key_where(low, high), batch_rows, self._nulled)
+        yield from self._stream(read, "rows")
+
+    def count_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> int:
+        """COUNT(*) of what iter_key_range(low, high) yields, in this snapshot (an index range count)."""
+        self._check_idle()
+        query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._key_where(low, high))
+        with driver_errors(self._dialect):
+            return int(self._conn.execute(query).scalar_one())
+
+    def read_key_ranges(self, ranges: Sequence[KeyRange], batch_rows: int) -> Iterator[RangeRead]:
+        """Each range counted, then read, one after the other in the session's snapshot."""
+        read_at = self.snapshot_at
+        for index, (low, high) in enumerate(ranges):
+            counted = self.count_key_range(low, high)
+            for batch in self.iter_key_range(low, high, batch_rows):
+                yield RangeRead(index, batch, counted, read_at)
+            yield RangeRead(index, None, counted, read_at)
+
+    def _key_where(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None
+                   ) -> tuple[sa.ColumnElement[bool], ...]:
         key = sa.tuple_(*self._key_exprs())
         where: list[sa.ColumnElement[bool]] = []
         if low is not None:
             where.append(key >= sa.tuple_(*(sa.literal(v) for v in low)))
         if high is not None:
             where.append(key < sa.tuple_(*(sa.literal(v) for v in high)))
-        read = self._read_of(self._layout.fields, tuple(where), batch_rows, self._nulled)
-        yield from self._stream(read, "rows")
+        return tuple(where)
 
     def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
         if not self._layout.chunk_key:
