@@ -39,6 +39,7 @@ from worker.sources.arrays import NulledValues
 from worker.sources.base import KeyRange, RangeRead
 from worker.sources.dialect import Clock, FastRead, Field, Readers, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
+from worker.sources.key_bounds import KEY_BOUND_TYPES, typed_bound
 from worker.sources.typemap import Target, TypeTable, lookup
 from worker.window import CursorValue, Window, boundary
 
@@ -434,8 +435,13 @@ class SqlAlchemyTable:
     # --- key-range chunks (worker/catalog_chunks.py, read by worker/catalog_chunk_run.py) ---------
     @property
     def chunk_key(self) -> tuple[str, ...]:
-        """The source names of the key a chunked catalog run splits by (empty: no key, not chunked)."""
-        return self._layout.chunk_key
+        """The source names of the key a chunked catalog run splits by (empty: not chunked: no key,
+        a key column not loaded, or of a type a stored bound cannot come back to: key_bounds)."""
+        key = self._layout.chunk_key
+        loaded = {f.column.source_name or f.column.name: f.column for f in self._layout.fields}
+        if all(name in loaded and loaded[name].bq_type in KEY_BOUND_TYPES for name in key):
+            return key
+        return ()
 
     def key_split_points(self, rows: int) -> list[tuple[Any, ...]]:
         """The key at positions rows + 1, 2 * rows + 1, ... of the key order, in this snapshot: the
@@ -454,7 +460,8 @@ class SqlAlchemyTable:
             return [tuple(row) for row in self._conn.execute(query)]
 
     def key_bound(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(values)
+        """A stored (JSON) key value in its key columns' types, ready to bind (key_bounds)."""
+        return typed_bound(values, [self.column(name).bq_type for name in self.chunk_key])
 
     def iter_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None,
                        batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -481,12 +488,17 @@ class SqlAlchemyTable:
 
     def _key_where(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None
                    ) -> tuple[sa.ColumnElement[bool], ...]:
-        key = sa.tuple_(*self._key_exprs())
+        cols = self._key_exprs()
+        key = sa.tuple_(*cols)
+
+        def bound(values: tuple[Any, ...]) -> sa.ColumnElement[Any]:  # bound as its column's type
+            return sa.tuple_(*(sa.literal(v, type_=col.type) for v, col in zip(values, cols, strict=True)))
+
         where: list[sa.ColumnElement[bool]] = []
         if low is not None:
-            where.append(key >= sa.tuple_(*(sa.literal(v) for v in low)))
+            where.append(key >= bound(low))
         if high is not None:
-            where.append(key < sa.tuple_(*(sa.literal(v) for v in high)))
+            where.append(key < bound(high))
         return tuple(where)
 
     def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
