@@ -7,6 +7,7 @@ writer), and one at or below it on the unchunked path."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -66,8 +67,9 @@ def dataset_tables(client: bigquery.Client, dataset: str) -> set[str]:
 @pytest.mark.parametrize("readers", [1, 2])
 def test_a_big_catalog_table_is_read_in_key_chunks_and_replaces_the_destination_exactly_once(
     readers: int, orders_source: SeededSource, pubsub_emulator: Emulator, bq_emulator: Emulator,
-    bq_dataset: str, bq_client: bigquery.Client,
+    bq_dataset: str, bq_client: bigquery.Client, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="worker.sources.sqlalchemy_source")
     # Given a destination holding an older copy with a row the source no longer has
     orders_source.insert(900, 1)
     first = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("catalog"), "cat-0",
@@ -84,6 +86,7 @@ def test_a_big_catalog_table_is_read_in_key_chunks_and_replaces_the_destination_
     assert (completed.rows_loaded, completed.source_row_count) == (250, 250)
     progress = [e for e in events if e.event_type == "run.progress" and e.chunk is not None]
     assert {e.chunk for e in progress} == {1, 2, 3} and {e.chunks for e in progress} == {3}
+    assert ("key ranges of" in caplog.text) is (readers > 1)  # 2 readers: the parallel path
     # Then the destination equals the source, each row once, and the run's own tables are gone
     copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
     assert copied == orders_source.rows()

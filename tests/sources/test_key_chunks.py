@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,56 @@ def insert(conn: sa.Connection, ddl: str) -> None:
                              "CAST(:day AS date), :v)"), typed_rows())
     else:
         conn.execute(sa.text("INSERT INTO t VALUES (:i, :i)"), [{"i": i} for i in range(ROWS)])
+
+
+def parallel_read(request: EtlRunRequest, change: Callable[[], None]) -> tuple[list[int], set[datetime]]:
+    """The `v` values two readers read of every chunk of 10 rows, `change` committed by another
+    connection after the session's snapshot and plan, before any reader opened; the read times."""
+    values: list[int] = []
+    read_at: set[datetime] = set()
+    with get_source(request.source_type, readers=2).snapshot(request) as snap:
+        assert isinstance(snap, SqlAlchemyTable)
+        plan = plan_of(snap.chunk_key, snap.key_split_points(10))
+        change()
+        ranges = [(chunk.low, chunk.high) for chunk in plan.chunks()]
+        read: dict[int, int] = {}
+        for item in snap.read_key_ranges(ranges, 7):
+            read_at.add(item.read_at)
+            if item.batch is None:
+                assert read.get(item.index, 0) == item.rows_counted  # counted in its own snapshot
+                continue
+            read[item.index] = read.get(item.index, 0) + item.batch.num_rows
+            values += [r["v"] for r in item.batch.to_pylist()]
+    return sorted(values), read_at
+
+
+def test_postgresql_parallel_key_ranges_share_the_session_snapshot(pg_admin: sa.Engine, pg_schema: str
+                                                                   ) -> None:
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{pg_schema}".t (id int PRIMARY KEY, v int)')
+        conn.execute(sa.text(f'INSERT INTO "{pg_schema}".t VALUES (:i, :i)'), [{"i": i} for i in range(ROWS)])
+
+    def change() -> None:
+        with pg_admin.begin() as conn:
+            conn.exec_driver_sql(f'DELETE FROM "{pg_schema}".t WHERE id = 5')
+            conn.exec_driver_sql(f'INSERT INTO "{pg_schema}".t VALUES (1000, 1000)')
+
+    values, read_at = parallel_read(make_request("postgresql", connection_of(pg_admin), "t",
+                                                 schema_name=pg_schema), change)
+    assert values == list(range(ROWS)) and len(read_at) == 1  # one point in time
+
+
+def test_mariadb_parallel_key_ranges_each_read_in_a_snapshot_of_its_own(mysql_admin: sa.Engine, mysql_db: str
+                                                                       ) -> None:
+    run: Callable[[str], None] = mysql_runner(mysql_admin, mysql_db)
+    run(SINGLE)
+    run("INSERT INTO t VALUES " + ",".join(f"({i}, {i})" for i in range(ROWS)))
+
+    def change() -> None:
+        run("DELETE FROM t WHERE id = 5")
+        run("INSERT INTO t VALUES (1000, 1000)")
+
+    values, read_at = parallel_read(mysql_requests(mysql_admin, mysql_db)("t"), change)
+    # Each range as of its own read: the change is seen, each row still exactly once
+    assert values == [v for v in range(ROWS) if v != 5] + [1000]
+    assert len(read_at) > 1  # a snapshot per range (times a microsecond apart may coincide)

@@ -195,6 +195,8 @@ class MySQLDialect(SqlDialect):
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": self.connect_args(), "isolation_level": "REPEATABLE READ"}
 
+    parallel_key_ranges = True  # each range in its own consistent snapshot (no snapshot to share)
+
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         conn.execute(sa.text(mysql_raw.START_SNAPSHOT_SQL))
         utc_now, local_now = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6), NOW(6)")).one()
