@@ -6,12 +6,15 @@ writer), and one at or below it on the unchunked path."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator
@@ -104,3 +107,70 @@ def test_a_catalog_table_at_the_threshold_keeps_the_unchunked_path(
     assert all(e.chunk is None for e in events if e.event_type == "run.progress")
     assert "key chunks" not in "".join(str(e) for e in events)
     assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == orders_source.rows()
+
+
+class Writer:
+    """Updates, deletes and inserts rows of `orders`, one per transaction, while a run reads;
+    every version each key had (None: absent) is kept."""
+
+    def __init__(self, source: SeededSource) -> None:
+        self.source = source
+        self.table = orders_table(source.schema)
+        self.versions: dict[int, list[tuple[Any, ...] | None]] = {
+            row[0]: [row] for row in source.rows()}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._write, name="writer", daemon=True)
+
+    def _write(self) -> None:
+        for step in itertools.count():
+            if self.stop.is_set():
+                return
+            key = 1 + (step * 37) % 250
+            with self.source.engine.begin() as conn:
+                if step % 3 == 0:
+                    conn.execute(self.table.update().where(self.table.c.id == key).values(qty=1000 + step))
+                elif step % 3 == 1:
+                    conn.execute(self.table.delete().where(self.table.c.id == key))
+                else:
+                    key = 1000 + step
+                    self.versions.setdefault(key, [None])
+                    self.source.insert(key, 1)
+            self._record(key)
+            time.sleep(0.02)
+
+    def _record(self, key: int) -> None:
+        with self.source.engine.connect() as conn:
+            got = conn.execute(sa.select(self.table).where(self.table.c.id == key)).first()
+        self.versions.setdefault(key, []).append(normalise(tuple(got)) if got is not None else None)
+
+
+@pytest.mark.parametrize(("orders_source", "readers"), [("postgresql", 1), ("mysql", 2)],
+                         indirect=["orders_source"])
+def test_a_chunked_catalog_run_under_a_concurrent_writer_holds_each_key_once_as_of_some_moment(
+    readers: int, orders_source: SeededSource, pubsub_emulator: Emulator, bq_emulator: Emulator,
+    bq_dataset: str, bq_client: bigquery.Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a writer changing the table while a chunked run reads it (each batch slowed down)
+    monkeypatch.setenv("ETL_FAULT_INJECTION", "1")
+    monkeypatch.setenv("ETL_SLOW_BATCH_SECONDS", "0.15")
+    writer = Writer(orders_source)
+    writer.thread.start()
+    try:
+        events = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("catalog"), "cat-w",
+                     ETL_READERS_PER_RUN=readers)
+    finally:
+        writer.stop.set()
+        writer.thread.join()
+    completed = events[-1]
+    assert completed.event_type == "run.completed" and any(
+        e.event_type == "run.progress" and e.chunk == 3 for e in events)
+    # Then the destination holds each key once, every row as one of the versions its key had
+    # while the run read (docs/modes.md: each chunk as of its own snapshot), and nothing else
+    copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
+    keys = [row[0] for row in copied]
+    assert len(keys) == len(set(keys)) == completed.rows_loaded
+    by_key = {row[0]: row for row in copied}
+    changed = {key for key, versions in writer.versions.items() if len(versions) > 1}
+    assert len(changed) > 10, "the writer changed rows while the run read"
+    for key, versions in writer.versions.items():
+        assert by_key.get(key) in versions, (key, by_key.get(key), versions)
