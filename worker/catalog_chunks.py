@@ -1,7 +1,7 @@
 """Chunked resume of a big `catalog` run: the plan, its identities and its final-commit rule.
 
-STATUS: the pure part of issue 16's catalog resume (docs/modes.md, "Chunked catalog runs (design)").
-Nothing in the runner calls it yet; a catalog run of any size still takes the one-delivery path.
+The pure part of issue 16's catalog resume (docs/modes.md, "Big catalog tables"); the run itself
+is worker/catalog_chunk_run.py, the run's tables worker/sinks/bigquery_chunks.py.
 
 A catalog run whose table holds more than ETL_CHUNK_ROWS rows is read in chunks of its primary key
 (the request's `primary_key`, else the table's): `[b0, b1) [b1, b2) ... [bn, +inf)`, where
@@ -30,6 +30,7 @@ CHUNK_COLUMN = "_etl_chunk"  # the chunk number of a staged row (dropped by the 
 READ_AT_COLUMN = "_etl_chunk_read_at"  # when its chunk's snapshot was opened (the newest wins)
 PLAN_COLUMN = "_etl_chunk_plan"  # the identity of the plan its chunk belongs to
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_IDENTITY = re.compile(r"[0-9a-f]{16}")
 _RUN_CHARS = 80  # as the delivery staging names: traceable, well under BigQuery's 1024
 
 KeyValue = tuple[Any, ...]  # one primary key value, one item per key column
@@ -137,3 +138,12 @@ def final_rows_sql(staging: str, columns: Sequence[str], key: Sequence[str]) -> 
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
         f"ORDER BY `{READ_AT_COLUMN}` DESC, `{CHUNK_COLUMN}` DESC) = 1"
     )
+
+
+def final_rows_view_sql(staging: str, columns: Sequence[str], key: Sequence[str], plan_identity: str) -> str:
+    """`final_rows_sql` for a view (a view takes no parameters): the plan's identity, a digest of
+    16 hex digits, written in. The final commit reads the run's staging through this view, so the
+    rows are copied once, into the destination, not first into a delivery staging table."""
+    if not _IDENTITY.fullmatch(plan_identity):
+        raise ValueError(f"not a plan identity: {plan_identity!r}")
+    return final_rows_sql(staging, columns, key).replace("@plan", f"'{plan_identity}'")

@@ -13,6 +13,7 @@ from worker.catalog_chunks import (
     ChunkPlan,
     chunk_record_name,
     final_rows_sql,
+    final_rows_view_sql,
     plan_of,
     run_staging_name,
     stage_chunk_sql,
@@ -73,3 +74,11 @@ def test_a_chunk_s_rows_and_its_mark_are_one_transaction() -> None:
 def test_the_final_rows_keep_one_version_per_key_the_newest_read() -> None:
     query = final_rows_sql("`s`", ["id", "v"], ["id"])
     assert "PARTITION BY `id`" in query and f"`{READ_AT_COLUMN}` DESC" in query
+
+
+def test_the_final_view_writes_the_plan_identity_in_and_refuses_anything_else() -> None:
+    plan = plan_of(("id",), [(3,)])
+    view = final_rows_view_sql("`s`", ["id", "v"], ["id"], plan.identity)
+    assert f"= '{plan.identity}'" in view and "@plan" not in view
+    with pytest.raises(ValueError, match="not a plan identity"):
+        final_rows_view_sql("`s`", ["id"], ["id"], "x' OR TRUE --")

@@ -257,6 +257,19 @@ class BigQuerySink:
             )
         return staging
 
+    def sibling_staging(self, staging: BigQueryStaging, run_id: str) -> BigQueryStaging:
+        """Another staging for the destination `staging` was opened for, under `run_id` (a chunked
+        catalog run's next chunk): the destination and its heads row are already prepared, so only
+        the table is created."""
+        sibling = BigQueryStaging(
+            self._target, dest_table=staging.dest_table, columns=staging.columns, plan=staging.schema_plan,
+            run_id=run_id, attempt=staging.attempt, load_type=staging.load_type,
+            token=secrets.token_hex(STAGING_TOKEN_BYTES))
+        for table, table_columns in sibling.tables():
+            self._target.retry.call(f"creating {table}", _create_staging, self._target, table, table_columns,
+                                    self._staging_expiration_s, run_id)
+        return sibling
+
     # --- setup ----------------------------------------------------------------------------------
     def ensure_ledger(self) -> None:
         """Create the dataset and the ledger table if missing (once per sink; both idempotent)."""
@@ -295,6 +308,15 @@ class BigQueryStaging:
     @property
     def parts_loaded(self) -> int:
         return self._rows.parts
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    @property
+    def schema_plan(self) -> schema.SchemaPlan:
+        """How the destination takes these columns (found when the destination was prepared)."""
+        return self._plan
 
     @property
     def rows_loaded(self) -> int:

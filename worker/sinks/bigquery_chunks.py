@@ -3,9 +3,10 @@
 `RunChunks` is the run's staging (every delivery's chunks, with their chunk number and read time)
 and its chunk record (the plan as row 0, then one row per finished chunk). A chunk's rows are
 loaded through an ordinary delivery staging table (the sink's loads, job ids and retries), then
-moved into the run's staging by ONE script with its finished mark. `final_staging` fills an
-ordinary delivery staging of the run with one row per key, which the ordinary catalog commit
-(`Sink.commit_job`) then applies with the ledger row, in one transaction.
+moved into the run's staging by ONE script with its finished mark. `final_staging` is an ordinary
+delivery staging of the run whose table is a VIEW of the run's staging, one row per key, which the
+ordinary catalog commit (`Sink.commit_job`) then applies with the ledger row, in one transaction:
+the rows are copied once more, into the destination, not also into a staging table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from worker.catalog_chunks import (
     READ_AT_COLUMN,
     ChunkPlan,
     chunk_record_name,
-    final_rows_sql,
+    final_rows_view_sql,
     run_staging_name,
     stage_chunk_sql,
     unfinished,
@@ -51,6 +52,7 @@ class RunChunks:
     columns: tuple[Column, ...]
     attempt: int
     _plan: ChunkPlan | None = field(default=None, init=False)  # the one this delivery follows
+    _first: BigQueryStaging | None = field(default=None, init=False)  # prepared the destination
 
     @property
     def staging_table(self) -> str:
@@ -87,9 +89,13 @@ class RunChunks:
         return frozenset(int(row["chunk"]) for row in rows)
 
     def chunk_staging(self, number: int) -> BigQueryStaging:
-        """An ordinary delivery staging to load one chunk's parts into (its own run id)."""
-        return self.sink.open_staging(self.dest_table, self.columns, f"{self.run_id}-c{number}",
-                                      self.attempt, CATALOG)
+        """An ordinary delivery staging to load one chunk's parts into (its own run id); the first
+        also prepares the destination and its heads row, the later ones are only created."""
+        run_id = f"{self.run_id}-c{number}"
+        if self._first is None:
+            self._first = self.sink.open_staging(self.dest_table, self.columns, run_id, self.attempt, CATALOG)
+            return self._first
+        return self.sink.sibling_staging(self._first, run_id)
 
     def staged(self) -> tuple[int, datetime | None]:
         """Rows staged in this plan's finished chunks, and the earliest of their read times."""
@@ -121,10 +127,12 @@ class RunChunks:
         if missing := unfinished(plan, sorted(self.finished())):
             raise LoadError(f"run {self.run_id}: chunks {[chunk.number for chunk in missing]} are not staged")
         staging = self.sink.open_staging(self.dest_table, self.columns, self.run_id, self.attempt, CATALOG)
+        target = self.sink.target
+        view = bigquery.Table(target.table_id(staging.table_name))
         names = [col.name for col in self.columns]
-        select = final_rows_sql(self._sql(self.staging_table), names, list(key))
-        listed = ", ".join(f"`{name}`" for name in names)
-        self._run(f"INSERT INTO {self._sql(staging.table_name)} ({listed})\n{select}", plan=plan.identity)
+        view.view_query = final_rows_view_sql(self._sql(self.staging_table), names, list(key), plan.identity)
+        target.client.delete_table(view.reference, retry=target.api_retry, not_found_ok=True)
+        target.client.create_table(view, retry=target.api_retry)  # the staging table's name, as a view
         count = self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")
         return staging, int(count[0]["n"])
 
