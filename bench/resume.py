@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -50,6 +51,8 @@ ROWS = 6_000_000
 CHUNK_ROWS = 1_000_000
 BATCH_ROWS = 10_000
 KILL_FRACTION = 0.7
+_RESUMED = re.compile(r"(?P<all>\d+) key chunks, \d+ finished earlier \(\d+ rows\), (?P<todo>\d+) to read")
+_CHUNK_READ = re.compile(r"read (\d+) rows in \d+ batches from")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Run:
     emulator_cpu_s: float  # user + system of the emulator's processes during the run
     returncode: int
     events: list[dict[str, Any]]
+    log: str = ""  # the worker's log (a catalog run's: INFO, which says what it resumed)
 
     @property
     def completed(self) -> dict[str, Any] | None:
@@ -127,7 +131,7 @@ def report(runs: dict[str, Run], rows: int, scenario: Scenario) -> None:
     for name, run in runs.items():
         done = run.completed
         parts = (done.get("sub_windows") if done else None) if scenario.mode == "transactional" else \
-            ",".join(str(n) for n in _chunks_read(run)) or None
+            _chunks_to_read(run)
         print(f"{name:30} {run.wall_s:7.1f} {run.cpu_s:6.1f} {run.emulator_cpu_s:9.1f} {_read_by(run):>10} "
               f"{_expected(run):>10} {parts!s:>11}")
     fresh, redelivery = runs[f"fresh full run, {scenario.split}"], runs["redelivery"]
@@ -168,13 +172,17 @@ def _expected(run: Run) -> int:
     return int(started[-1]["rows_expected"] or 0) if started else 0
 
 
-def _chunks_read(run: Run) -> list[int]:
-    """The key chunks this process read (its progress events name them)."""
-    return sorted({int(e["chunk"]) for e in run.events if e.get("chunk")})
+def _chunks_to_read(run: Run) -> str:
+    """`to read/all` key chunks, as the run's log says when it starts reading."""
+    found = _RESUMED.search(run.log)
+    return f"{found['todo']}/{found['all']}" if found else "-"
 
 
 def _read_by(run: Run) -> int:
-    """Rows this process read from the source: the counters of its last progress or outcome event."""
+    """Rows this process read from the source: the counters of its last progress or outcome event
+    (a catalog run in key chunks: the rows of its own chunks, from its log, as far as they ended)."""
+    if "key chunks, " in run.log:
+        return sum(int(n) for n in _CHUNK_READ.findall(run.log))
     counted = [e for e in run.events if "rows_extracted" in e and e.get("event_type") != "run.completed"]
     return int(counted[-1]["rows_extracted"]) if counted else 0
 
@@ -188,7 +196,8 @@ def _run(table: BenchTable, target: tuple[str, int], logs: Path, dataset: str, r
            "BIGQUERY_DATASET": dataset, "ETL_JSON_LOGS": "false", "ETL_BATCH_SIZE": str(scenario.batch_rows),
            "ETL_CHUNK_ROWS": str(scenario.chunk_rows), "ETL_PROGRESS_INTERVAL_SECONDS": "1",
            "ETL_INCREMENTAL_LAG": "0", **(faults or {})}
-    argv = [sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--request", str(request)]
+    level = "INFO" if scenario.mode == "catalog" else "WARNING"  # the catalog run logs what it resumes
+    argv = [sys.executable, "-m", "worker", "--log-level", level, "run", "--request", str(request)]
     before, bq_before = resource.getrusage(resource.RUSAGE_CHILDREN), _tree_cpu_s(bq_pid)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -196,7 +205,7 @@ def _run(table: BenchTable, target: tuple[str, int], logs: Path, dataset: str, r
     after, bq_after = resource.getrusage(resource.RUSAGE_CHILDREN), _tree_cpu_s(bq_pid)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     events = [e for e in map(event_of, done.stdout.splitlines()) if e]
-    run = Run(dataset, wall_s, cpu_s, bq_after - bq_before, done.returncode, events)
+    run = Run(dataset, wall_s, cpu_s, bq_after - bq_before, done.returncode, events, done.stderr)
     killed = faults is not None
     if (done.returncode != 0) != killed or (run.completed is None) != killed:
         raise RuntimeError(f"run in {dataset} ended {done.returncode}: {done.stderr[-3000:]}")

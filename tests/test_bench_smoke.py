@@ -52,3 +52,12 @@ def test_the_ranged_path_reads_every_row_once() -> None:
         out = _smoke("bench.paths", "worker-ranges", "mysql", table.url, table.schema, table.table,
                      "--readers", readers, "--batch-rows", "777")
         assert json.loads(out.strip().splitlines()[-1])["rows"] == 10_000
+
+
+def test_resume_bench_quick_resumes_a_catalog_run_in_key_chunks() -> None:
+    # 20,000 rows in chunks of 5,000: killed at 70 %, the redelivery reads only the unfinished chunks
+    out = _smoke("bench.resume", "--quick", "--mode", "catalog")
+    assert "resumed copy: 20000 rows, 20000 distinct ids" in out
+    lines = {line.split("  ")[0]: line.split() for line in out.splitlines()}
+    assert lines["redelivery"][-1] == "2/4" and lines["fresh full run, key chunks"][-1] == "4/4"
+    assert "redelivery / fresh full run (key chunks): wall" in out
