@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,7 +23,6 @@ from pathlib import Path
 import pyarrow as pa
 
 from worker import tracing
-from worker.background import Background
 from worker.catalog_chunks import Chunk, ChunkPlan, KeyValue, plan_of, unfinished
 from worker.constants import CATALOG
 from worker.errors import VerificationError
@@ -88,8 +85,7 @@ class _OpenChunk:
         with tracing.step("load"):
             loaded = self.staging.load_part(part)
         self.rows_loaded += loaded
-        with self._run.counting:  # chunks' loaders overlap
-            self._run.table.counters.rows_loaded += loaded
+        self._run.table.counters.rows_loaded += loaded
         crash_point("staging_loaded")
         part.unlink(missing_ok=True)
 
@@ -102,7 +98,6 @@ class CatalogChunkRun:
         assert isinstance(source, KeyChunked), "chunked() chose this run"
         self.source: KeyChunked = source
         self._base = Counters()  # rows of chunks finished by earlier deliveries or tries
-        self.counting = threading.Lock()
 
     def execute(self) -> tuple[tuple[LedgerEntry, ...], bool]:
         """Read the chunks not yet finished, then commit the run; return its entry in force and
@@ -135,9 +130,6 @@ class CatalogChunkRun:
         ranges: list[KeyRange] = [(self._bound(chunk.low), self._bound(chunk.high)) for chunk in todo]
         reading: dict[int, _OpenChunk] = {}
         progress_of = {chunk.number: ChunkProgress(chunk.number, len(plan.chunks())) for chunk in todo}
-        # A chunk read whole is finished (its last load, its move with its mark) on a thread while
-        # the next chunk is read; at most one at a time, so chunks are finished in reading order.
-        finishing: Background[None] | None = None
         try:
             for item in self.source.read_key_ranges(ranges, self.table.attempt.options.batch_rows):
                 self.table.attempt.check_deadlines()
@@ -145,20 +137,13 @@ class CatalogChunkRun:
                 current = reading.get(item.index) or reading.setdefault(
                     item.index, _OpenChunk(self, store, chunk))
                 if item.batch is None:
-                    if finishing is not None:
-                        finishing.result()
-                    finishing = Background(functools.partial(self._finish, store, reading.pop(item.index),
-                                                             item), "chunk-finisher")
+                    self._finish(store, reading.pop(item.index), item)
                     continue
                 self._add(current, item)
                 self.table.attempt.events.progress(Counters.total((self._base, self.table.counters)),
                                                    table=self.table.dest_table,
                                                    sub_window=progress_of[chunk.number])
-            if finishing is not None:
-                finishing.result()
         finally:
-            if finishing is not None:
-                finishing.settle()
             for left in reading.values():
                 left.close()
         self.table.values_nulled = dict(self.table.source.values_nulled)  # this delivery's chunks
