@@ -56,20 +56,19 @@ def chunked(specs: Sequence[TableSpec], table: TableRun, chunk_rows: int) -> boo
 class _OpenChunk:
     """One chunk this delivery is reading: its delivery staging, its spool and its part loader."""
 
-    def __init__(self, run: CatalogChunkRun, store: RunChunkStore, chunk: Chunk) -> None:
+    def __init__(self, run: CatalogChunkRun, store: RunChunkStore, chunk: Chunk, read_at: datetime) -> None:
         self.chunk = chunk
-        self.rows_read = self.rows_loaded = 0
+        self.rows_read = 0
         self._run = run
         self._closing = contextlib.ExitStack()
-        self.staging = store.chunk_staging(chunk.number)
-        self._closing.callback(run.drop_quietly, self.staging)
+        self.loads = store.chunk_loader(chunk.number, read_at)  # a try: it counts once marked
         attempt = run.table.attempt
         self._parts = self._closing.enter_context(PartWriter(
-            run.table.source.columns, part_rows=attempt.options.part_rows, spool_dir=attempt.spool_dir))
+            self.loads.columns, part_rows=attempt.options.part_rows, spool_dir=attempt.spool_dir))
         self._loader = self._closing.enter_context(BackgroundLoader(self._load))
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for part in self._parts.write(batch):
+        for part in self._parts.write(self.loads.marked(batch)):
             self._loader.submit(part)
 
     def finish(self) -> None:
@@ -83,9 +82,7 @@ class _OpenChunk:
     def _load(self, part: Path) -> None:
         crash_point("part_written")
         with tracing.step("load"):
-            loaded = self.staging.load_part(part)
-        self.rows_loaded += loaded
-        self._run.table.counters.rows_loaded += loaded
+            self.loads.load_part(part)  # its rows are counted in the run's staging once all are in
         crash_point("staging_loaded")
         part.unlink(missing_ok=True)
 
@@ -135,7 +132,7 @@ class CatalogChunkRun:
                 self.table.attempt.check_deadlines()
                 chunk = todo[item.index]
                 current = reading.get(item.index) or reading.setdefault(
-                    item.index, _OpenChunk(self, store, chunk))
+                    item.index, _OpenChunk(self, store, chunk, item.read_at))
                 if item.batch is None:
                     self._finish(store, reading.pop(item.index), item)
                     continue
@@ -163,13 +160,14 @@ class CatalogChunkRun:
         try:
             current.finish()
             number = current.chunk.number
-            got = (current.rows_read, current.rows_loaded)
+            got = (current.rows_read, store.staged_rows(current.loads))
             if got != (item.rows_counted, item.rows_counted):
                 raise VerificationError(
                     f"row counts of chunk {number} disagree: source COUNT(*) {item.rows_counted}, "
                     f"extracted {got[0]}, staged {got[1]}; nothing was committed")
             crash_point("chunk_loaded")
-            store.finish_chunk(number, current.staging, item.read_at)
+            store.finish_chunk(number, current.loads, got[1])
+            self.table.counters.rows_loaded += got[1]
             crash_point("chunk_finished")
         finally:
             current.close()
@@ -177,8 +175,7 @@ class CatalogChunkRun:
     def _commit(self, store: RunChunkStore, plan: ChunkPlan) -> tuple[LedgerEntry, str]:
         """The run's staged rows, one per key, applied by the ordinary catalog commit."""
         table, attempt = self.table, self.table.attempt
-        key = [table.source.column(name).name for name in plan.key]
-        final, rows = store.final_staging(key)
+        final, rows = store.final_staging()
         table.use_staging(final)
         try:
             staged_rows, first_read_at = store.staged()

@@ -3,11 +3,13 @@ commit of every table of a job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+import pyarrow as pa
 
 from worker.catalog_chunks import ChunkPlan
 from worker.columns import Column
@@ -57,6 +59,23 @@ class Staging(Protocol):
 TableCommit = tuple[Staging, LedgerEntry]
 
 
+class ChunkLoad(Protocol):
+    """One try of one chunk of a chunked catalog run, loading into the run's staging."""
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The columns of its parts (`marked` batches)."""
+        ...
+
+    def marked(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with the columns that name its chunk, plan, read time and try."""
+        ...
+
+    def load_part(self, path: Path) -> int:
+        """Load one Parquet part of `marked` batches; return rows loaded."""
+        ...
+
+
 class RunChunkStore(Protocol):
     """A chunked catalog run's own tables, shared by its deliveries (worker/catalog_chunks.py)."""
 
@@ -69,17 +88,21 @@ class RunChunkStore(Protocol):
         """Rows staged in the finished chunks of the plan, and the earliest of their read times."""
         ...
 
-    def chunk_staging(self, number: int) -> Staging:
-        """A delivery staging to load one chunk's parts into."""
+    def chunk_loader(self, number: int, read_at: datetime) -> ChunkLoad:
+        """A new try of chunk `number`, read in a snapshot opened at `read_at`."""
         ...
 
-    def finish_chunk(self, number: int, loaded: Staging, read_at: datetime) -> None:
-        """The chunk's loaded rows into the run's staging with its finished mark, in one transaction."""
+    def staged_rows(self, loaded: ChunkLoad) -> int:
+        """The rows of this try in the run's staging, as the sink holds them."""
         ...
 
-    def final_staging(self, key: Iterable[str]) -> tuple[Staging, int]:
-        """A delivery staging holding one row per key (the newest read) and its row count; refused
-        (LoadError, transient) for a plan that lost the race of two first deliveries or is unfinished."""
+    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int) -> None:
+        """Mark the try finished once all its `rows` are loaded and counted: from then on they count."""
+        ...
+
+    def final_staging(self) -> tuple[Staging, int]:
+        """A delivery staging holding the finished chunks' rows and their count; refused (LoadError,
+        transient) for a plan that lost the race of two first deliveries or is unfinished."""
         ...
 
     def drop(self) -> None:

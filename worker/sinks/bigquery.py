@@ -26,7 +26,7 @@ from google.cloud import bigquery
 from worker import classify, errors, tracing
 from worker.cdc.meta import CHANGE_COLUMNS
 from worker.columns import Column
-from worker.constants import HEADS_TABLE, LEDGER_TABLE
+from worker.constants import CATALOG, HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point, hold_commit
 from worker.ledger import LedgerEntry
 from worker.modes import mode_of
@@ -257,18 +257,14 @@ class BigQuerySink:
             )
         return staging
 
-    def sibling_staging(self, staging: BigQueryStaging, run_id: str) -> BigQueryStaging:
-        """Another staging for the destination `staging` was opened for, under `run_id` (a chunked
-        catalog run's next chunk): the destination and its heads row are already prepared, so only
-        the table is created."""
-        sibling = BigQueryStaging(
-            self._target, dest_table=staging.dest_table, columns=staging.columns, plan=staging.schema_plan,
-            run_id=run_id, attempt=staging.attempt, load_type=staging.load_type,
-            token=secrets.token_hex(STAGING_TOKEN_BYTES))
-        for table, table_columns in sibling.tables():
-            self._target.retry.call(f"creating {table}", _create_staging, self._target, table, table_columns,
-                                    self._staging_expiration_s, run_id)
-        return sibling
+    def appending_staging(self, table_name: str, columns: tuple[Column, ...], dest_table: str, run_id: str,
+                          attempt: int) -> BigQueryStaging:
+        """Loads into an existing table (a chunked catalog run's own staging) under this sink's
+        job ids and retries, as `run_id`'s delivery: never committed, never dropped by its user."""
+        return BigQueryStaging(
+            self._target, dest_table=dest_table, columns=columns, plan=schema.SchemaPlan((), {}),
+            run_id=run_id, attempt=attempt, load_type=CATALOG, token=secrets.token_hex(STAGING_TOKEN_BYTES),
+            table_name=table_name)
 
     # --- setup ----------------------------------------------------------------------------------
     def ensure_ledger(self) -> None:
@@ -284,7 +280,7 @@ class BigQueryStaging:
     def __init__(
         self, target: _Target, *, dest_table: str, columns: tuple[Column, ...], plan: schema.SchemaPlan,
         run_id: str, attempt: int, load_type: str, token: str, apply: sql.Apply | None = None,
-        key_columns: tuple[Column, ...] = (),
+        key_columns: tuple[Column, ...] = (), table_name: str | None = None,
     ) -> None:
         self._target = target
         self._columns = columns
@@ -294,7 +290,7 @@ class BigQueryStaging:
         self.attempt = attempt
         self.load_type = load_type
         self.token = token
-        self.table_name = sql.staging_table_name(run_id, attempt, token)
+        self.table_name = table_name or sql.staging_table_name(run_id, attempt, token)
         # A cdc run stages changes: the columns plus their order, operation and kept columns.
         staged = (*columns, *CHANGE_COLUMNS) if (apply and apply.applies == "changes") else columns
         self._rows = _StagedTable(self.table_name, staged, "p")
@@ -313,10 +309,6 @@ class BigQueryStaging:
     def columns(self) -> tuple[Column, ...]:
         return self._columns
 
-    @property
-    def schema_plan(self) -> schema.SchemaPlan:
-        """How the destination takes these columns (found when the destination was prepared)."""
-        return self._plan
 
     @property
     def rows_loaded(self) -> int:
