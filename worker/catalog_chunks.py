@@ -13,7 +13,7 @@ its try (the loading delivery's staging token); then ONE row in the chunk record
 of that chunk finished. Only the rows of a chunk's marked try count (`final_rows_sql`), so a try
 killed half-loaded, or staged by a losing plan, is never counted, and nothing is copied twice.
 
-Pure functions only: the plan, names, and the SQL texts of the two statements the sink runs.
+Pure functions only: the plan, names, and the SQL texts the sink runs (the mark, the final rows).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ SUB_WINDOW_PHASES = (
 # Phases only a catalog run read in key chunks has (worker/catalog_chunk_run.py), besides the
 # extraction and load points above, which it passes per chunk, and the commit points once.
 CATALOG_CHUNK_PHASES = (
-    "chunk_loaded",  # a chunk's parts are loaded into its delivery staging; not yet in the run's
-    "chunk_finished",  # a chunk's rows and finished mark are committed; the next chunk not yet read
+    "chunk_loaded",  # a chunk's parts are loaded and counted in the run's staging; not yet marked
+    "chunk_finished",  # a chunk's finished mark is written; the next chunk not yet read
 )
 
 
