@@ -169,6 +169,7 @@ class RunChunks:
         names = [col.name for col in self.columns]
         view.view_query = final_rows_view_sql(self._sql(self.staging_table), self._sql(self.record_table),
                                               names, plan.identity)
+        view.expires = datetime.now(UTC) + timedelta(seconds=self.sink.staging_expiration_s)  # as a staging
         target.client.delete_table(view.reference, retry=target.api_retry, not_found_ok=True)
         target.client.create_table(view, retry=target.api_retry)  # the staging table's name, as a view
         count = int(self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")[0]["n"])
