@@ -58,3 +58,12 @@ def test_cdc_bench_quick_applies_every_change_on_both_change_logs() -> None:
     for dialect in ("postgresql", "mariadb"):
         out = _smoke("bench.cdc", "--quick", "--dialect", dialect)
         assert f"{dialect} cdc run: 10000 changes applied" in out, out
+
+
+def test_resume_bench_quick_resumes_a_catalog_run_in_key_chunks() -> None:
+    # 20,000 rows in chunks of 5,000: killed at 70 %, the redelivery reads only the unfinished chunks
+    out = _smoke("bench.resume", "--quick", "--mode", "catalog")
+    assert "resumed copy: 20000 rows, 20000 distinct ids" in out
+    lines = {line.split("  ")[0]: line.split() for line in out.splitlines()}
+    assert lines["redelivery"][-1] == "2/4" and lines["fresh full run, key chunks"][-1] == "4/4"
+    assert "redelivery / fresh full run (key chunks): wall" in out

@@ -1,18 +1,19 @@
 """Chunked resume of a big `catalog` run: the plan, its identities and its final-commit rule.
 
-STATUS: the pure part of issue 16's catalog resume (docs/modes.md, "Chunked catalog runs (design)").
-Nothing in the runner calls it yet; a catalog run of any size still takes the one-delivery path.
+The pure part of issue 16's catalog resume (docs/modes.md, "Big catalog tables"); the run itself
+is worker/catalog_chunk_run.py, the run's tables worker/sinks/bigquery_chunks.py.
 
 A catalog run whose table holds more than ETL_CHUNK_ROWS rows is read in chunks of its primary key
-(the request's `primary_key`, else the table's): `[b0, b1) [b1, b2) ... [bn, +inf)`, where
-`b0` is "no lower bound". The bounds are found ONCE, in the first delivery's snapshot, and stored
-with the run (the chunk record), so every later delivery reads the same chunks whatever the
-table looks like by then. Every staged row carries its chunk's number (`CHUNK_COLUMN`) in the
-run's own staging table (named from the run id, not a delivery), so a half-staged chunk is
-identified and replaced on redelivery, never counted twice: a chunk is staged by ONE script that
-deletes the chunk's rows, inserts the chunk's freshly loaded rows and writes its "finished" row.
+(the table's primary key): `[b0, b1) [b1, b2) ... [bn, +inf)`, where `b0` is "no lower bound".
+The bounds are found ONCE, in the first delivery's snapshot, and stored with the run (the chunk
+record), so every later delivery reads the same chunks whatever the table looks like by then.
+A chunk's rows are loaded straight into the run's own staging table (named from the run id, not a
+delivery), each row carrying its chunk's number, its plan's identity, its chunk's read time and
+its try (the loading delivery's staging token); then ONE row in the chunk record marks that try
+of that chunk finished. Only the rows of a chunk's marked try count (`final_rows_sql`), so a try
+killed half-loaded, or staged by a losing plan, is never counted, and nothing is copied twice.
 
-Pure functions only: the plan, names, and the SQL texts of the two statements the sink runs.
+Pure functions only: the plan, names, and the SQL texts the sink runs (the mark, the final rows).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from typing import Any
 from worker.constants import STAGING_PREFIX
 
 CHUNK_COLUMN = "_etl_chunk"  # the chunk number of a staged row (dropped by the final commit)
-READ_AT_COLUMN = "_etl_chunk_read_at"  # when its chunk's snapshot was opened (the newest wins)
+READ_AT_COLUMN = "_etl_chunk_read_at"  # when its chunk's snapshot was opened
 PLAN_COLUMN = "_etl_chunk_plan"  # the identity of the plan its chunk belongs to
+TRY_COLUMN = "_etl_chunk_try"  # the try that loaded it (that delivery's staging token)
+MARK_COLUMNS = (CHUNK_COLUMN, PLAN_COLUMN, READ_AT_COLUMN, TRY_COLUMN)  # after the row's own columns
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_IDENTITY = re.compile(r"[0-9a-f]{16}")
 _RUN_CHARS = 80  # as the delivery staging names: traceable, well under BigQuery's 1024
 
 KeyValue = tuple[Any, ...]  # one primary key value, one item per key column
@@ -105,35 +109,39 @@ def chunk_record_name(run_id: str) -> str:
     return f"{run_staging_name(run_id)}_done"
 
 
-def stage_chunk_sql(staging: str, loaded: str, record: str, columns: Sequence[str]) -> str:
-    """ONE script making a chunk durable: its earlier rows (a half-staged earlier try) deleted,
-    the rows just loaded (`loaded`, this try's table) inserted with their chunk number, plan and
-    read time, and its finished mark written, all in one transaction: the rows and the mark become
-    durable together or not at all. Parameters: @chunk (INT64), @plan (STRING: the plan's
-    identity), @read_at (TIMESTAMP), @rows (INT64)."""
-    names = ", ".join(f"`{name}`" for name in columns)
+def mark_chunk_sql(record: str) -> str:
+    """The one statement that makes a chunk finished: its try's mark, written once all of that
+    try's rows are loaded and counted. Parameters: @chunk (INT64), @plan (STRING: the plan's
+    identity), @try (STRING), @rows (INT64), @read_at (TIMESTAMP)."""
+    return (f"INSERT INTO {record} (chunk, plan_id, try_token, rows_staged, read_at)\n"
+            "  VALUES (@chunk, @plan, @try, @rows, @read_at)")
+
+
+def marks_sql(record: str) -> str:
+    """One mark per finished chunk of the plan @plan: of two tries that both finished a chunk (two
+    deliveries racing), the earliest read (then the smaller token) counts, the other never does."""
+    return (f"SELECT chunk, try_token, rows_staged, read_at FROM {record} "
+            "WHERE chunk > 0 AND plan_id = @plan\n"
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY chunk ORDER BY read_at, try_token) = 1")
+
+
+def final_rows_sql(staging: str, record: str, columns: Sequence[str]) -> str:
+    """What the final commit puts into the destination: the rows of each finished chunk's marked
+    try, of the plan @plan. One row per key: the chunks of a plan are disjoint key ranges, and one
+    try of a chunk is one read of its range (the final staging checks the count against the marks)."""
+    names = ", ".join(f"s.`{name}`" for name in columns)
     return (
-        "BEGIN TRANSACTION;\n"
-        f"DELETE FROM {staging} WHERE `{CHUNK_COLUMN}` = @chunk AND `{PLAN_COLUMN}` = @plan;\n"
-        f"DELETE FROM {record} WHERE chunk = @chunk AND plan_id = @plan;\n"
-        f"INSERT INTO {staging} ({names}, `{CHUNK_COLUMN}`, `{PLAN_COLUMN}`, `{READ_AT_COLUMN}`)\n"
-        f"  SELECT {names}, @chunk, @plan, @read_at FROM {loaded};\n"
-        f"INSERT INTO {record} (chunk, plan_id, rows_staged, read_at)\n"
-        "  VALUES (@chunk, @plan, @rows, @read_at);\n"
-        "COMMIT TRANSACTION;\n"
+        f"SELECT {names} FROM {staging} AS s\n"
+        f"JOIN ({marks_sql(record)}) AS m\n"
+        f"  ON s.`{CHUNK_COLUMN}` = m.chunk AND s.`{TRY_COLUMN}` = m.try_token\n"
+        f"WHERE s.`{PLAN_COLUMN}` = @plan"
     )
 
 
-def final_rows_sql(staging: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """What the final commit puts into the destination: the run's staged rows, ONE per key. A row
-    whose key was updated during the run from one chunk's range into another's already-read
-    range could be staged twice (or, moving the other way, not at all: docs/modes.md); of two
-    versions of a key the one read last (the newest chunk snapshot) wins. Only the rows of the
-    winning plan count. Parameter: @plan (STRING: its identity)."""
-    names = ", ".join(f"`{name}`" for name in columns)
-    partition = ", ".join(f"`{name}`" for name in key)
-    return (
-        f"SELECT {names} FROM {staging} WHERE `{PLAN_COLUMN}` = @plan\n"
-        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
-        f"ORDER BY `{READ_AT_COLUMN}` DESC, `{CHUNK_COLUMN}` DESC) = 1"
-    )
+def final_rows_view_sql(staging: str, record: str, columns: Sequence[str], plan_identity: str) -> str:
+    """`final_rows_sql` for a view (a view takes no parameters): the plan's identity, a digest of
+    16 hex digits, written in. The final commit reads the run's staging through this view, so the
+    rows are copied once, into the destination."""
+    if not _IDENTITY.fullmatch(plan_identity):
+        raise ValueError(f"not a plan identity: {plan_identity!r}")
+    return final_rows_sql(staging, record, columns).replace("@plan", f"'{plan_identity}'")

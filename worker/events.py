@@ -132,6 +132,17 @@ class SubWindowProgress:
                 "rows_committed": self.rows_committed}
 
 
+@dataclass(frozen=True)
+class ChunkProgress:
+    """Where a catalog run read in key chunks is (worker/catalog_chunk_run.py), for its progress."""
+
+    number: int  # 1-based, in key order, of the run's plan
+    chunks: int  # in the plan
+
+    def fields(self) -> dict[str, Any]:
+        return {"chunk": self.number, "chunks": self.chunks}
+
+
 _ENTRY_FIELDS = {f.name for f in dataclasses.fields(LedgerEntry)}
 # run.completed fields taken from the ledger entry as they are (ids, counters, window, ...).
 _SHARED_WITH_ENTRY = tuple(name for name in RunCompleted.model_fields if name in _ENTRY_FIELDS)
@@ -212,12 +223,13 @@ class RunEvents:
 
     def progress(
         self, counters: Counters, phase: Literal["extracting", "committing"] = "extracting",
-        force: bool = False, table: str | None = None, sub_window: SubWindowProgress | None = None,
+        force: bool = False, table: str | None = None,
+        sub_window: SubWindowProgress | ChunkProgress | None = None,
     ) -> None:
         """Publish if `progress_interval_s` has passed since the last one (or `force`). Best effort:
         a lost progress event must not fail a run that can still complete. `table`: the table
         being extracted (its counters); None: the whole job (the job's counters). `sub_window`: where
-        a run read in sub-windows is."""
+        a run read in sub-windows, or a catalog run read in key chunks, is."""
         now = self._clock()
         if not force and now - self._last_progress < self._progress_interval_s:
             return

@@ -5,7 +5,8 @@ here then returns at once or hands back its argument unchanged. SIGKILL, not an 
 gets to clean up, exactly as when a Cloud Run instance or a GKE node disappears.
 
 Three ways to choose where the worker dies:
-- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `CDC_PHASES`, `crash_point`);
+- `ETL_CRASH_AT=<phase>`: a named phase of the run (`PHASES`, `JOB_PHASES`, `CDC_PHASES`,
+  `SUB_WINDOW_PHASES`, `CATALOG_CHUNK_PHASES`, `crash_point`);
   `ETL_CRASH_OCCURRENCE=N` (default 1) kills at its N-th passage in the process (a job passes a
   table's points once per table: `table_staged` with N=2 dies between its second and third table).
 - `ETL_CRASH_AT=commit_submitted` with `ETL_COMMIT_HOLD_DIR=<dir>`: the commit job is held open on
@@ -73,6 +74,14 @@ CDC_PHASES = (
 # which it passes once per sub-window (the commit points once per sub-window's commit).
 SUB_WINDOW_PHASES = (
     "sub_window_committed",  # a sub-window's commit finished; the next sub-window not yet read
+)
+
+
+# Phases only a catalog run read in key chunks has (worker/catalog_chunk_run.py), besides the
+# extraction and load points above, which it passes per chunk, and the commit points once.
+CATALOG_CHUNK_PHASES = (
+    "chunk_loaded",  # a chunk's parts are loaded and counted in the run's staging; not yet marked
+    "chunk_finished",  # a chunk's finished mark is written; the next chunk not yet read
 )
 
 

@@ -498,6 +498,10 @@ class RunProgress(_Event):
     rows_committed: int | None = Field(
         None, ge=0, description="A run read in sub-windows: its rows already committed in earlier "
         "sub-windows, by this delivery and earlier ones (durable whatever happens next).")
+    chunk: int | None = Field(
+        None, ge=1, description="A catalog run read in key chunks (ETL_CHUNK_ROWS): the 1-based number, in "
+        "key order, of the chunk being read; chunks finished by earlier deliveries are not read again.")
+    chunks: int | None = Field(None, ge=1, description="That run's number of chunks (its plan's).")
 
 
 class TableCompleted(_Frozen):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from worker import tracing
 from worker.background import Background
+from worker.catalog_chunk_run import CatalogChunkRun, chunked
 from worker.errors import (
     EtlError,
     ExtractionError,
@@ -116,6 +117,9 @@ class _JobAttempt:
                 tables = self.plan(session)
             if self.sub_windowed(tables):
                 entries, applied_now = SubWindowedRun(self.sink, tables[0]).execute()
+                return RunResult(entries, applied_now)
+            if chunked(self.specs, tables[0], self.attempt.options.chunk_rows):
+                entries, applied_now = CatalogChunkRun(self.sink, tables[0]).execute()
                 return RunResult(entries, applied_now)
             # Staging is prepared on a thread while the first table streams (worker/background.py).
             prep = Background(lambda: self.open_staging(tables), "staging-prep")

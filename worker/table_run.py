@@ -153,6 +153,10 @@ class TableRun:
         if self.merge is not None and self.merge.reconcile:
             self.expected_keys = self.source.count_rows(None)
 
+    def use_staging(self, staging: Staging) -> None:
+        """A staging filled another way (a chunked catalog run's final one) as this table's."""
+        self._staging = staging
+
     def open_staging(self, sink: Sink) -> None:
         self._staging = sink.open_staging(self.dest_table, self.source.columns, self.ledger_run_id,
                                           self.attempt.number, self.spec.load_type, self.merge)

@@ -1,6 +1,6 @@
-"""The two statements of a chunked catalog run (worker/catalog_chunks.py) on bqemulator: staging a
-chunk again replaces its earlier rows and mark (a half-staged try is never counted twice), and the
-final rows hold one version per key, the one read last."""
+"""The statements of a chunked catalog run (worker/catalog_chunks.py) on bqemulator: only the rows
+of a chunk's marked try count (a try killed before its mark never does), a chunk marked by two
+tries counts one of them, and a losing plan's chunks never count."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from google.cloud import bigquery
 
 from tests.conftest import PROJECT
-from worker.catalog_chunks import CHUNK_COLUMN, PLAN_COLUMN, READ_AT_COLUMN, final_rows_sql, stage_chunk_sql
+from worker.catalog_chunks import MARK_COLUMNS, final_rows_sql, mark_chunk_sql
 from worker.sinks import emulator_compat
 
 T1, T2 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC), datetime(2024, 5, 1, 13, 0, tzinfo=UTC)
@@ -29,36 +29,29 @@ def create(client: bigquery.Client, dataset: str, name: str, **columns: str) -> 
     client.create_table(bigquery.Table(f"{PROJECT}.{dataset}.{name}", schema=fields))
 
 
-def stage(client: bigquery.Client, ds: str, chunk: int, rows: list[tuple[int, str]], read_at: datetime,
-          plan: str = "plan-a") -> None:
-    run(client, f"DELETE FROM {ds}.loaded WHERE TRUE")
-    if rows:
-        values = ", ".join(f"({i}, '{v}')" for i, v in rows)
-        run(client, f"INSERT INTO {ds}.loaded (id, v) VALUES {values}")
-    run(client, stage_chunk_sql(f"{ds}.staged", f"{ds}.loaded", f"{ds}.done", ["id", "v"]),
-        chunk=chunk, plan=plan, read_at=read_at, rows=len(rows))
+def load(client: bigquery.Client, ds: str, chunk: int, attempt: str, rows: list[tuple[int, str]],
+         read_at: datetime, plan: str = "plan-a", *, mark: bool = True) -> None:
+    """One try of a chunk: its rows (as its load jobs would append them), then its mark."""
+    values = ", ".join(f"({i}, '{v}', {chunk}, '{plan}', TIMESTAMP '{read_at.isoformat()}', '{attempt}')"
+                       for i, v in rows)
+    run(client, f"INSERT INTO {ds}.staged (id, v, {', '.join(MARK_COLUMNS)}) VALUES {values}")
+    if mark:
+        run(client, mark_chunk_sql(f"{ds}.done"), chunk=chunk, plan=plan, read_at=read_at, rows=len(rows),
+            **{"try": attempt})
 
 
-def test_a_chunk_staged_again_replaces_itself_and_the_newest_version_wins(
-    bq_client: bigquery.Client, bq_dataset: str
-) -> None:
+def test_only_marked_tries_count_once_per_chunk(bq_client: bigquery.Client, bq_dataset: str) -> None:
     ds = f"`{PROJECT}`.`{bq_dataset}`"
     bq_client.create_dataset(f"{PROJECT}.{bq_dataset}", exists_ok=True)
-    create(bq_client, bq_dataset, "staged", id="INT64", v="STRING", **{CHUNK_COLUMN: "INT64",
-                                                                      PLAN_COLUMN: "STRING",
-                                                                      READ_AT_COLUMN: "TIMESTAMP"})
-    create(bq_client, bq_dataset, "done", chunk="INT64", plan_id="STRING", rows_staged="INT64",
-           read_at="TIMESTAMP")
-    create(bq_client, bq_dataset, "loaded", id="INT64", v="STRING")
-    stage(bq_client, ds, 1, [(1, "a"), (2, "b")], T1)
-    stage(bq_client, ds, 1, [(1, "a"), (2, "b"), (3, "c")], T1)  # the chunk read again: replaced
-    stage(bq_client, ds, 2, [(3, "c-moved"), (4, "d")], T2)  # key 3 read again in a later chunk
-    stage(bq_client, ds, 1, [(1, "lost"), (9, "lost")], T2, plan="plan-b")  # a losing plan's chunk
-    stage(bq_client, ds, 1, [(1, "lost"), (9, "lost")], T2, plan="plan-b")
-    marks = run(bq_client, f"SELECT chunk, rows_staged FROM {ds}.done WHERE plan_id = 'plan-a' "
-                           "ORDER BY chunk")
-    assert marks == [{"chunk": 1, "rows_staged": 3}, {"chunk": 2, "rows_staged": 2}]
-    assert run(bq_client, f"SELECT COUNT(*) AS n FROM {ds}.staged") == [{"n": 7}]
-    final = run(bq_client, f"SELECT * FROM ({final_rows_sql(f'{ds}.staged', ['id', 'v'], ['id'])}) "
+    create(bq_client, bq_dataset, "staged", id="INT64", v="STRING",
+           **dict(zip(MARK_COLUMNS, ("INT64", "STRING", "TIMESTAMP", "STRING"), strict=True)))
+    create(bq_client, bq_dataset, "done", chunk="INT64", plan_id="STRING", try_token="STRING",
+           rows_staged="INT64", read_at="TIMESTAMP")
+    load(bq_client, ds, 1, "t1", [(1, "half")], T1, mark=False)  # killed before its mark
+    load(bq_client, ds, 1, "t2", [(1, "a"), (2, "b")], T1)
+    load(bq_client, ds, 2, "t3", [(3, "c"), (4, "d")], T2)
+    load(bq_client, ds, 2, "t4", [(3, "c"), (4, "d")], T2)  # a racing delivery finished it too
+    load(bq_client, ds, 1, "t5", [(1, "lost"), (9, "lost")], T2, plan="plan-b")  # a losing plan's
+    final = run(bq_client, f"SELECT * FROM ({final_rows_sql(f'{ds}.staged', f'{ds}.done', ['id', 'v'])}) "
                            "ORDER BY id", plan="plan-a")
-    assert final == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c-moved"}, {"id": 4, "v": "d"}]
+    assert final == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}, {"id": 4, "v": "d"}]

@@ -1,7 +1,8 @@
 """A chunked catalog run's tables on bqemulator (worker/sinks/bigquery_chunks.py): the plan stored
-by the first delivery is every delivery's, a chunk staged twice counts once, the final staging
-holds one row per key and the ordinary catalog commit applies it with the ledger row; chunks of a
-plan that lost the race of two first deliveries never count."""
+by the first delivery is every delivery's, a try killed before its mark never counts, a chunk
+finished by two tries counts once, the final staging (a view) holds the finished chunks' rows and
+the ordinary catalog commit applies it with the ledger row; chunks of a plan that lost the race of
+two first deliveries never count."""
 
 from __future__ import annotations
 
@@ -30,16 +31,16 @@ def no_plan() -> ChunkPlan:
     raise AssertionError("a redelivery reads the stored plan")
 
 
-def stage(chunks: RunChunks, tmp_path: Path, number: int, rows: list[dict[str, Any]], read_at: datetime
-          ) -> None:
-    loaded = chunks.chunk_staging(number)
-    try:
-        with PartWriter(COLUMNS, part_rows=2, spool_dir=tmp_path) as writer:
-            batch = pa.RecordBatch.from_pylist(rows, schema=arrow_schema(COLUMNS))
-            load_parts(loaded, [*writer.write(batch), *writer.finish()])
-        chunks.finish_chunk(number, loaded, read_at)
-    finally:
-        loaded.drop()
+def stage(chunks: RunChunks, tmp_path: Path, number: int, rows: list[dict[str, Any]], read_at: datetime,
+          *, mark: bool = True) -> None:
+    """One try of a chunk: its rows loaded in parts of 2, then (unless killed first) its mark."""
+    loads = chunks.chunk_loader(number, read_at)
+    with PartWriter(loads.columns, part_rows=2, spool_dir=tmp_path) as writer:
+        batch = loads.marked(pa.RecordBatch.from_pylist(rows, schema=arrow_schema(COLUMNS)))
+        load_parts(loads, [*writer.write(batch), *writer.finish()])
+    if mark:
+        assert chunks.staged_rows(loads) == len(rows)
+        chunks.finish_chunk(number, loads, len(rows))
 
 
 def test_a_run_s_chunks_resume_and_commit_once(
@@ -50,14 +51,16 @@ def test_a_run_s_chunks_resume_and_commit_once(
     plan, finished = chunks.open(lambda: plan_of(("id",), [(3,)]))
     assert plan.bounds == ((3,),) and finished == frozenset()
     stage(chunks, tmp_path, 1, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], T1)
-    # A redelivery: same plan, chunk 1 finished; chunk 2 staged twice (a kill after its rows and
-    # mark, then read again) and key 2 read again by it, moved by an update.
+    # A try of chunk 2 killed after its rows were loaded, before its mark: it never counts
+    stage(chunks, tmp_path, 2, [{"id": 3, "name": "lost"}, {"id": 4, "name": "lost"}], T1, mark=False)
+    # A redelivery: same plan, chunk 1 finished; chunk 2 finished by two tries (a kill after its
+    # mark, then read again by a racing delivery): one try counts
     again = RunChunks(sink, "run-chunked-1", "orders", COLUMNS, attempt=2)
     assert again.open(no_plan) == (plan, frozenset({1}))
     for _ in range(2):
-        stage(again, tmp_path, 2, [{"id": 2, "name": "b2"}, {"id": 3, "name": "c"}], T2)
-    assert again.finished() == frozenset({1, 2})
-    final, rows = again.final_staging(("id",))
+        stage(again, tmp_path, 2, [{"id": 3, "name": "c"}], T2)
+    assert again.finished() == frozenset({1, 2}) and again.staged() == (3, T1)
+    final, rows = again.final_staging()
     assert rows == 3
     try:
         entry = entry_for(final, rows)
@@ -66,7 +69,7 @@ def test_a_run_s_chunks_resume_and_commit_once(
         final.drop()
     assert in_force.staging_token == final.token
     got = query("SELECT id, name FROM {ds}.orders ORDER BY id")
-    assert got == [{"id": 1, "name": "a"}, {"id": 2, "name": "b2"}, {"id": 3, "name": "c"}]
+    assert got == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
     again.drop()
     dataset = f"{sink.target.project}.{sink.target.dataset}"
     names = {table.table_id for table in bq_client.list_tables(dataset)}
@@ -90,14 +93,14 @@ def test_chunks_of_a_plan_that_lost_the_race_never_count(
     stage(mine, tmp_path, 1, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], T1)
     stage(mine, tmp_path, 2, [{"id": 3, "name": "c"}], T1)
     with pytest.raises(LoadError, match="another delivery's chunk plan"):
-        mine.final_staging(("id",))
+        mine.final_staging()
     nxt = RunChunks(sink, "run-chunked-race", "orders", COLUMNS, attempt=2)
     assert nxt.open(no_plan) == (winner, frozenset())
     stage(nxt, tmp_path, 1, [{"id": 1, "name": "a"}], T2)
     with pytest.raises(LoadError, match=r"chunks \[2\] are not staged"):
-        nxt.final_staging(("id",))
+        nxt.final_staging()
     stage(nxt, tmp_path, 2, [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}], T2)
-    final, rows = nxt.final_staging(("id",))
+    final, rows = nxt.final_staging()
     try:
         assert rows == 3
     finally:

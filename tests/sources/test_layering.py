@@ -18,7 +18,7 @@ PACKAGE = "worker.sources"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("contract and per-value converters", frozenset({
         "base", "arrays", "jsontext", "columnar", "fastjson", "converters", "typemap", "typedoc", "dialect",
-        "read_ahead",
+        "read_ahead", "key_bounds",
     })),
     ("fast readers", frozenset({"fastpath", "pg_copy", "pg_parallel", "mysql_raw", "mysql_ranges"})),
     ("the sources: generic, and the in-memory stub", frozenset({"sqlalchemy_source", "memory"})),

@@ -8,14 +8,16 @@ import pytest
 from worker.catalog_chunks import (
     CHUNK_COLUMN,
     PLAN_COLUMN,
-    READ_AT_COLUMN,
+    TRY_COLUMN,
     Chunk,
     ChunkPlan,
     chunk_record_name,
     final_rows_sql,
+    final_rows_view_sql,
+    mark_chunk_sql,
+    marks_sql,
     plan_of,
     run_staging_name,
-    stage_chunk_sql,
     unfinished,
 )
 from worker.constants import STAGING_PREFIX
@@ -61,15 +63,18 @@ def test_the_staging_belongs_to_the_run_and_is_reaped_like_a_delivery_s() -> Non
     assert chunk_record_name("run-7/x").startswith(STAGING_PREFIX)
 
 
-def test_a_chunk_s_rows_and_its_mark_are_one_transaction() -> None:
-    script = stage_chunk_sql("`s`", "`l`", "`r`", ["id", "name"])
-    lines = script.splitlines()
-    assert lines[0] == "BEGIN TRANSACTION;" and lines[-1] == "COMMIT TRANSACTION;"
-    # a half-staged try goes, of this plan only
-    assert f"DELETE FROM `s` WHERE `{CHUNK_COLUMN}` = @chunk AND `{PLAN_COLUMN}` = @plan;" in lines
-    assert any(line.startswith("INSERT INTO `r`") for line in lines)
+def test_a_chunk_is_finished_by_one_mark_and_only_marked_tries_count() -> None:
+    mark = mark_chunk_sql("`r`")
+    assert mark.startswith("INSERT INTO `r`") and ";" not in mark  # one statement: atomic
+    assert "PARTITION BY chunk ORDER BY read_at, try_token" in marks_sql("`r`")  # one try per chunk
+    query = final_rows_sql("`s`", "`r`", ["id", "v"])
+    assert f"s.`{CHUNK_COLUMN}` = m.chunk AND s.`{TRY_COLUMN}` = m.try_token" in query
+    assert f"WHERE s.`{PLAN_COLUMN}` = @plan" in query
 
 
-def test_the_final_rows_keep_one_version_per_key_the_newest_read() -> None:
-    query = final_rows_sql("`s`", ["id", "v"], ["id"])
-    assert "PARTITION BY `id`" in query and f"`{READ_AT_COLUMN}` DESC" in query
+def test_the_final_view_writes_the_plan_identity_in_and_refuses_anything_else() -> None:
+    plan = plan_of(("id",), [(3,)])
+    view = final_rows_view_sql("`s`", "`r`", ["id", "v"], plan.identity)
+    assert f"= '{plan.identity}'" in view and "@plan" not in view
+    with pytest.raises(ValueError, match="not a plan identity"):
+        final_rows_view_sql("`s`", "`r`", ["id"], "x' OR TRUE --")

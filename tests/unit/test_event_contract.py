@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.schemas import SCHEMA_DIR
 from tests.unit.stubs import Rig, delivery, request
 from tests.unit.test_replay import FakePublisher, FakeQueue, body, letter
 from worker.commands.replay import Selection, run_replay
 from worker.errors import SourceAuthError, SourceConnectionError
-from worker.events import MemoryEventBus
+from worker.events import ChunkProgress, Counters, MemoryEventBus, RunEvents
 from worker.handlers.base import Delivery, Outcome, Redelivery
 from worker.handlers.etl_run_requested import EtlRunRequestedHandler
 from worker.messages import Event, RunDeadLettered, RunFailed, RunProgress, RunReplayed, RunStarted
@@ -94,6 +95,21 @@ def test_run_started_and_progress_carry_the_expected_rows_and_a_fraction(rig: Ri
     assert extracting == [0.3, 0.6, 0.9, 1.0]  # batches of 3 of 10 rows
     assert [p.fraction for p in progress if p.phase == "committing"] == [1.0]
     assert {p.rows_expected for p in progress} == {10}
+
+
+def test_a_chunked_catalog_run_s_progress_says_which_chunk_of_how_many() -> None:
+    # A catalog run read in key chunks (worker/catalog_chunk_run.py); other runs leave both null
+    bus = MemoryEventBus()
+    events = RunEvents(bus, run_id="r", attempt=2, data_source_id=1, etl_run_id=None, dest_table="t",
+                       load_type="catalog", progress_interval_s=0)
+    events.progress(Counters(5, 5, 1), table="t", sub_window=ChunkProgress(2, 3))
+    events.progress(Counters(6, 6, 2), table="t")
+    chunked, plain = bus.events
+    assert isinstance(chunked, RunProgress) and (chunked.chunk, chunked.chunks) == (2, 3)
+    assert chunked.sub_window is None
+    assert isinstance(plain, RunProgress) and (plain.chunk, plain.chunks) == (None, None)
+    schema = json.loads((SCHEMA_DIR / "run.progress.json").read_text())
+    assert {"chunk", "chunks"} <= set(schema["properties"])
 
 
 def test_the_context_is_echoed_in_every_event_including_repeats(rig: Rig) -> None:

@@ -3,11 +3,15 @@ commit of every table of a job."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow as pa
+
+from worker.catalog_chunks import ChunkPlan
 from worker.columns import Column
 from worker.ledger import LedgerEntry
 
@@ -55,6 +59,57 @@ class Staging(Protocol):
 TableCommit = tuple[Staging, LedgerEntry]
 
 
+class ChunkLoad(Protocol):
+    """One try of one chunk of a chunked catalog run, loading into the run's staging."""
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The columns of its parts (`marked` batches)."""
+        ...
+
+    def marked(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with the columns that name its chunk, plan, read time and try."""
+        ...
+
+    def load_part(self, path: Path) -> int:
+        """Load one Parquet part of `marked` batches; return rows loaded."""
+        ...
+
+
+class RunChunkStore(Protocol):
+    """A chunked catalog run's own tables, shared by its deliveries (worker/catalog_chunks.py)."""
+
+    def open(self, plan: Callable[[], ChunkPlan]) -> tuple[ChunkPlan, frozenset[int]]:
+        """The stored plan (`plan()` made and stored by the run's first delivery only) and the
+        chunks of it already finished."""
+        ...
+
+    def staged(self) -> tuple[int, datetime | None]:
+        """Rows staged in the finished chunks of the plan, and the earliest of their read times."""
+        ...
+
+    def chunk_loader(self, number: int, read_at: datetime) -> ChunkLoad:
+        """A new try of chunk `number`, read in a snapshot opened at `read_at`."""
+        ...
+
+    def staged_rows(self, loaded: ChunkLoad) -> int:
+        """The rows of this try in the run's staging, as the sink holds them."""
+        ...
+
+    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int) -> None:
+        """Mark the try finished once all its `rows` are loaded and counted: from then on they count."""
+        ...
+
+    def final_staging(self) -> tuple[Staging, int]:
+        """A delivery staging holding the finished chunks' rows and their count; refused (LoadError,
+        transient) for a plan that lost the race of two first deliveries or is unfinished."""
+        ...
+
+    def drop(self) -> None:
+        """The run's tables, after its commit."""
+        ...
+
+
 class Sink(Protocol):
     def find_job(self, run_id: str) -> tuple[LedgerEntry, ...]:
         """The ledger entries of `run_id` (one per table of its job, in job order); () if that run
@@ -91,6 +146,11 @@ class Sink(Protocol):
 
     def last_commit(self, data_source_id: int, dest_table: str) -> LedgerEntry | None:
         """The most recently committed run of this data source and destination, if any."""
+        ...
+
+    def run_chunks(self, run_id: str, dest_table: str, columns: tuple[Column, ...], attempt: int
+                   ) -> RunChunkStore:
+        """The tables of a chunked catalog run (worker/catalog_chunk_run.py), for this delivery."""
         ...
 
     def open_staging(

@@ -26,7 +26,7 @@ from google.cloud import bigquery
 from worker import classify, errors, tracing
 from worker.cdc.meta import CHANGE_COLUMNS
 from worker.columns import Column
-from worker.constants import HEADS_TABLE, LEDGER_TABLE
+from worker.constants import CATALOG, HEADS_TABLE, LEDGER_TABLE
 from worker.faults import crash_point, hold_commit
 from worker.ledger import LedgerEntry
 from worker.modes import mode_of
@@ -35,7 +35,7 @@ from worker.settings import Settings
 from worker.sinks import bigquery_client, emulator_compat
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import bigquery_sql as sql
-from worker.sinks.base import MergePlan, Staging, TableCommit
+from worker.sinks.base import MergePlan, RunChunkStore, Staging, TableCommit
 from worker.sub_windows import sub_window_prefix
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,12 @@ class BigQuerySink:
         """The newest committed runs first (`etl-worker runs`); none when there is no ledger yet."""
         return self._target.retry.call("ledger listing", _recent_entries, self._target, limit, data_source_id)
 
+    def run_chunks(self, run_id: str, dest_table: str, columns: tuple[Column, ...], attempt: int
+                   ) -> RunChunkStore:
+        from worker.sinks.bigquery_chunks import RunChunks  # it builds on this module
+
+        return RunChunks(self, run_id, dest_table, columns, attempt)
+
     def open_staging(
         self, dest_table: str, columns: tuple[Column, ...], run_id: str, attempt: int, load_type: str,
         merge: MergePlan | None = None,
@@ -251,6 +257,15 @@ class BigQuerySink:
             )
         return staging
 
+    def appending_staging(self, table_name: str, columns: tuple[Column, ...], dest_table: str, run_id: str,
+                          attempt: int) -> BigQueryStaging:
+        """Loads into an existing table (a chunked catalog run's own staging) under this sink's
+        job ids and retries, as `run_id`'s delivery: never committed, never dropped by its user."""
+        return BigQueryStaging(
+            self._target, dest_table=dest_table, columns=columns, plan=schema.SchemaPlan((), {}),
+            run_id=run_id, attempt=attempt, load_type=CATALOG, token=secrets.token_hex(STAGING_TOKEN_BYTES),
+            table_name=table_name)
+
     # --- setup ----------------------------------------------------------------------------------
     def ensure_ledger(self) -> None:
         """Create the dataset and the ledger table if missing (once per sink; both idempotent)."""
@@ -265,7 +280,7 @@ class BigQueryStaging:
     def __init__(
         self, target: _Target, *, dest_table: str, columns: tuple[Column, ...], plan: schema.SchemaPlan,
         run_id: str, attempt: int, load_type: str, token: str, apply: sql.Apply | None = None,
-        key_columns: tuple[Column, ...] = (),
+        key_columns: tuple[Column, ...] = (), table_name: str | None = None,
     ) -> None:
         self._target = target
         self._columns = columns
@@ -275,7 +290,7 @@ class BigQueryStaging:
         self.attempt = attempt
         self.load_type = load_type
         self.token = token
-        self.table_name = sql.staging_table_name(run_id, attempt, token)
+        self.table_name = table_name or sql.staging_table_name(run_id, attempt, token)
         # A cdc run stages changes: the columns plus their order, operation and kept columns.
         staged = (*columns, *CHANGE_COLUMNS) if (apply and apply.applies == "changes") else columns
         self._rows = _StagedTable(self.table_name, staged, "p")
@@ -289,6 +304,11 @@ class BigQueryStaging:
     @property
     def parts_loaded(self) -> int:
         return self._rows.parts
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
 
     @property
     def rows_loaded(self) -> int:

@@ -1,14 +1,13 @@
 """A chunked catalog run's own tables in BigQuery (worker/catalog_chunks.py has the rules).
 
-STATUS: built and tested on bqemulator (tests/sinks/test_run_chunks.py); the runner does not call
-it yet.
-
-`RunChunks` is the run's staging (every delivery's chunks, with their chunk number and read time)
-and its chunk record (the plan as row 0, then one row per finished chunk). A chunk's rows are
-loaded through an ordinary delivery staging table (the sink's loads, job ids and retries), then
-moved into the run's staging by ONE script with its finished mark. `final_staging` fills an
-ordinary delivery staging of the run with one row per key, which the ordinary catalog commit
-(`Sink.commit_job`) then applies with the ledger row, in one transaction.
+`RunChunks` is the run's staging (every try of every chunk: the rows, each with its chunk
+number, plan identity, read time and try) and its chunk record (the plan as row 0, then one mark
+per finished try of a chunk). A chunk's parts are loaded straight into the run's staging (the
+sink's loads, job ids and retries, under the try's own token); its mark, written once every part
+is loaded and counted, is what makes those rows count. `final_staging` is an ordinary delivery
+staging of the run whose table is a VIEW of the marked tries' rows, which the ordinary catalog
+commit (`Sink.commit_job`) then applies with the ledger row, in one transaction: the rows are
+loaded once and copied once, into the destination.
 """
 
 from __future__ import annotations
@@ -20,29 +19,67 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from google.cloud import bigquery
 
 from worker.catalog_chunks import (
     CHUNK_COLUMN,
     PLAN_COLUMN,
     READ_AT_COLUMN,
+    TRY_COLUMN,
     ChunkPlan,
     chunk_record_name,
-    final_rows_sql,
+    final_rows_view_sql,
+    mark_chunk_sql,
+    marks_sql,
     run_staging_name,
-    stage_chunk_sql,
     unfinished,
 )
-from worker.columns import Column
+from worker.columns import Column, arrow_schema
 from worker.constants import CATALOG
 from worker.errors import LoadError
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import emulator_compat
+from worker.sinks.base import ChunkLoad
 from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
 
 log = logging.getLogger(__name__)
-_RECORD_FIELDS = (("chunk", "INT64"), ("plan_id", "STRING"), ("rows_staged", "INT64"),
-                  ("read_at", "TIMESTAMP"), ("plan", "STRING"))
+_RECORD_FIELDS = (("chunk", "INT64"), ("plan_id", "STRING"), ("try_token", "STRING"),
+                  ("rows_staged", "INT64"), ("read_at", "TIMESTAMP"), ("plan", "STRING"))
+# The columns every staged row carries after its own (catalog_chunks.MARK_COLUMNS, in that order).
+_MARKS = (Column(CHUNK_COLUMN, "chunk", pa.int64(), "INT64"),
+          Column(PLAN_COLUMN, "plan", pa.string(), "STRING"),
+          Column(READ_AT_COLUMN, "read_at", pa.timestamp("us", tz="UTC"), "TIMESTAMP"),
+          Column(TRY_COLUMN, "try", pa.string(), "STRING"))
+
+
+@dataclass
+class RunChunkLoad:
+    """One try of one chunk: its parts loaded straight into the run's staging (`load_part`), each
+    batch with the chunk's marks (`marked`); it counts once `RunChunks.finish_chunk` marks it."""
+
+    staging: BigQueryStaging  # loads into the run's staging table under this try's token
+    number: int
+    plan_id: str
+    read_at: datetime
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The columns of its parts: the rows' own, then the marks."""
+        return self.staging.columns
+
+    @property
+    def token(self) -> str:
+        return self.staging.token
+
+    def marked(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        size = batch.num_rows
+        marks = [pa.repeat(pa.scalar(value, col.arrow_type), size) for value, col in
+                 zip((self.number, self.plan_id, self.read_at, self.token), _MARKS, strict=True)]
+        return pa.RecordBatch.from_arrays([*batch.columns, *marks], schema=arrow_schema(self.columns))
+
+    def load_part(self, path: Path) -> int:
+        return self.staging.load_part(path)
 
 
 @dataclass
@@ -66,10 +103,7 @@ class RunChunks:
         """Create the run's two tables if missing; the stored plan (`plan()` is called and stored
         only by the run's first delivery) and the chunks already finished."""
         self.sink.ensure_ledger()
-        marks = (bigquery.SchemaField(CHUNK_COLUMN, "INT64"), bigquery.SchemaField(PLAN_COLUMN, "STRING"),
-                 bigquery.SchemaField(READ_AT_COLUMN, "TIMESTAMP"))
-        staged = (*schema.schema_fields(self.columns, staging=True), *marks)
-        self._create(self.staging_table, staged)
+        self._create(self.staging_table, tuple(schema.schema_fields((*self.columns, *_MARKS), staging=True)))
         self._create(self.record_table, tuple(bigquery.SchemaField(n, t) for n, t in _RECORD_FIELDS))
         stored = self._stored_plan()
         if stored is None:
@@ -84,27 +118,44 @@ class RunChunks:
 
     def finished(self) -> frozenset[int]:
         """The chunks of this delivery's plan with a finished mark (another plan's never count)."""
-        rows = self._run(f"SELECT chunk FROM {self._sql(self.record_table)} WHERE chunk > 0 "
+        rows = self._run(f"SELECT DISTINCT chunk FROM {self._sql(self.record_table)} WHERE chunk > 0 "
                          "AND plan_id = @plan", plan=self._followed().identity)
         return frozenset(int(row["chunk"]) for row in rows)
 
-    def chunk_staging(self, number: int) -> BigQueryStaging:
-        """An ordinary delivery staging to load one chunk's parts into (its own run id)."""
-        return self.sink.open_staging(self.dest_table, self.columns, f"{self.run_id}-c{number}",
-                                      self.attempt, CATALOG)
+    def chunk_loader(self, number: int, read_at: datetime) -> RunChunkLoad:
+        """A new try of chunk `number` (read in a snapshot opened at `read_at`), loading into the
+        run's staging under its own token; nothing is created."""
+        loads = self.sink.appending_staging(self.staging_table, (*self.columns, *_MARKS), self.dest_table,
+                                            f"{self.run_id}-c{number}", self.attempt)
+        return RunChunkLoad(loads, number, self._followed().identity, read_at)
 
-    def finish_chunk(self, number: int, loaded: BigQueryStaging, read_at: datetime) -> None:
-        """The chunk's loaded rows into the run's staging with its finished mark: one transaction."""
-        script = stage_chunk_sql(self._sql(self.staging_table), self._sql(loaded.table_name),
-                                 self._sql(self.record_table), [col.name for col in self.columns])
-        self._run(script, chunk=number, plan=self._followed().identity, read_at=read_at,
-                  rows=loaded.rows_loaded)
-        log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, loaded.rows_loaded)
+    def staged(self) -> tuple[int, datetime | None]:
+        """Rows of this plan's finished chunks (their marked tries), and the earliest read time."""
+        marks = marks_sql(self._sql(self.record_table))
+        rows = self._run(f"SELECT COALESCE(SUM(rows_staged), 0) AS n, MIN(read_at) AS first FROM ({marks})",
+                         plan=self._followed().identity)
+        first = rows[0]["first"] if rows else None
+        return (int(rows[0]["n"]) if rows else 0), first
 
-    def final_staging(self, key: Iterable[str]) -> tuple[BigQueryStaging, int]:
-        """A delivery staging of the run holding one row per key (the newest read); its row count.
-        Refused (transient: the redelivery goes on with the stored plan) when this delivery's plan
-        lost the race of two first deliveries, or a chunk of it is not finished."""
+    def staged_rows(self, loaded: ChunkLoad) -> int:
+        """The try's rows in the run's staging, counted there: a load job's own count cannot be
+        used (bqemulator reports the table's total after an append, emulator_compat)."""
+        rows = self._run(f"SELECT COUNT(*) AS n FROM {self._sql(self.staging_table)} "
+                         f"WHERE `{TRY_COLUMN}` = @try", **{"try": self._own(loaded).token})
+        return int(rows[0]["n"])
+
+    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int) -> None:
+        """Mark the try finished: its `rows`, all loaded and counted, count from now on."""
+        mine = self._own(loaded)
+        self._run(mark_chunk_sql(self._sql(self.record_table)), chunk=number, plan=self._followed().identity,
+                  read_at=mine.read_at, rows=rows, **{"try": mine.token})
+        log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, rows)
+
+    def final_staging(self) -> tuple[BigQueryStaging, int]:
+        """A delivery staging of the run whose table is a view of the finished chunks' rows; its
+        row count, checked against the marks. Refused (transient: the redelivery goes on with the
+        stored plan) when this delivery's plan lost the race of two first deliveries, or a chunk of
+        it is not finished."""
         plan = self._followed()
         winner = self._stored_plan()
         if winner is None or winner.identity != plan.identity:
@@ -113,12 +164,19 @@ class RunChunks:
         if missing := unfinished(plan, sorted(self.finished())):
             raise LoadError(f"run {self.run_id}: chunks {[chunk.number for chunk in missing]} are not staged")
         staging = self.sink.open_staging(self.dest_table, self.columns, self.run_id, self.attempt, CATALOG)
+        target = self.sink.target
+        view = bigquery.Table(target.table_id(staging.table_name))
         names = [col.name for col in self.columns]
-        select = final_rows_sql(self._sql(self.staging_table), names, list(key))
-        listed = ", ".join(f"`{name}`" for name in names)
-        self._run(f"INSERT INTO {self._sql(staging.table_name)} ({listed})\n{select}", plan=plan.identity)
-        count = self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")
-        return staging, int(count[0]["n"])
+        view.view_query = final_rows_view_sql(self._sql(self.staging_table), self._sql(self.record_table),
+                                              names, plan.identity)
+        view.expires = datetime.now(UTC) + timedelta(seconds=self.sink.staging_expiration_s)  # as a staging
+        target.client.delete_table(view.reference, retry=target.api_retry, not_found_ok=True)
+        target.client.create_table(view, retry=target.api_retry)  # the staging table's name, as a view
+        count = int(self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")[0]["n"])
+        marked, _ = self.staged()
+        if count != marked:
+            raise LoadError(f"run {self.run_id}: the finished chunks hold {count} rows, their marks {marked}")
+        return staging, count
 
     def drop(self) -> None:
         """After the final commit; a crash before leaves them to their expiration."""
@@ -135,6 +193,12 @@ class RunChunks:
         rows = self._run(f"SELECT plan FROM {self._sql(self.record_table)} WHERE chunk = 0 "
                          "ORDER BY read_at, plan LIMIT 1")
         return ChunkPlan.from_text(str(rows[0]["plan"])) if rows else None
+
+    @staticmethod
+    def _own(loaded: ChunkLoad) -> RunChunkLoad:
+        if not isinstance(loaded, RunChunkLoad):
+            raise TypeError(f"a chunk is loaded by this run's chunk_loader, not {type(loaded).__name__}")
+        return loaded
 
     def _followed(self) -> ChunkPlan:
         if self._plan is None:
@@ -162,6 +226,6 @@ class RunChunks:
         return [dict(row) for row in rows]
 
 
-def load_parts(staging: BigQueryStaging, parts: Iterable[Path]) -> int:
+def load_parts(staging: RunChunkLoad | BigQueryStaging, parts: Iterable[Path]) -> int:
     """Load spooled parts into a chunk's staging; the rows loaded."""
     return sum(staging.load_part(part) for part in parts)

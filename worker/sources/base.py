@@ -121,6 +121,43 @@ class ChangeLog(Protocol):
         ...
 
 
+KeyBound = tuple[Any, ...]  # one key value, one item per key column
+KeyRange = tuple[KeyBound | None, KeyBound | None]  # low <= key < high; None: unbounded
+
+
+@dataclass(frozen=True)
+class RangeRead:
+    """One item of `KeyChunked.read_key_ranges`: a batch of one key range, or its end."""
+
+    index: int  # the range's position in the ranges asked for
+    batch: pa.RecordBatch | None  # None: the range is read whole (its last item)
+    rows_counted: int  # COUNT(*) of the range, in the snapshot it is read in
+    read_at: datetime  # when that snapshot was opened (the source's clock, UTC)
+
+
+@runtime_checkable
+class KeyChunked(Protocol):
+    """What a table offers a chunked catalog run (worker/catalog_chunk_run.py) besides its reads."""
+
+    @property
+    def chunk_key(self) -> tuple[str, ...]:
+        """Source names of the key it splits by (empty: no key, never chunked)."""
+        ...
+
+    def key_split_points(self, rows: int) -> list[KeyBound]:
+        """The key at every `rows`-th position of the key order, in the session's snapshot."""
+        ...
+
+    def key_bound(self, values: Sequence[Any]) -> KeyBound:
+        """A key value as stored in a chunk plan (JSON) back in its column types, for binding."""
+        ...
+
+    def read_key_ranges(self, ranges: Sequence[KeyRange], batch_rows: int) -> Iterator[RangeRead]:
+        """Each range's rows, counted and read in one snapshot (docs/modes.md has which), batches
+        of several ranges interleaved when read in parallel; each range ends with its end item."""
+        ...
+
+
 # A one-table request's table, read in its own session (`Source.snapshot`).
 SourceSnapshot = SourceTable
 

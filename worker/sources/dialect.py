@@ -97,6 +97,20 @@ class SqlDialect(ABC):
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         """Start the consistent read-only transaction on a fresh connection; read the clock in it."""
 
+    # Whether parallel readers may read a chunked catalog run's key ranges (worker/catalog_chunk_run.py),
+    # each on its own connection: in the session's snapshot where `export_snapshot` shares it, else
+    # each range in a consistent snapshot of its own (MySQL/MariaDB).
+    parallel_key_ranges: ClassVar[bool] = False
+
+    def export_snapshot(self, conn: sa.Connection) -> str | None:
+        """An id other connections can import to see this session's snapshot; None: it cannot be
+        shared (each parallel reader's range opens a snapshot of its own, `open_snapshot`)."""
+        return None
+
+    def import_snapshot(self, conn: sa.Connection, snapshot: str) -> None:
+        """A fresh connection's transaction sees the exported `snapshot` (its first statements)."""
+        raise ConfigurationError(f"{self.name} cannot share a snapshot between connections")
+
     def refine_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, TypeEngine[Any]]:
         """Column types that reflection gets wrong, by column name (MariaDB JSON is LONGTEXT)."""
         return {}

@@ -202,6 +202,8 @@ class MySQLDialect(SqlDialect):
 
         return cdc_session(self, conn, request, spec, log_from)
 
+    parallel_key_ranges = True  # each range in its own consistent snapshot (no snapshot to share)
+
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         conn.execute(sa.text(mysql_raw.START_SNAPSHOT_SQL))
         utc_now, local_now = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6), NOW(6)")).one()

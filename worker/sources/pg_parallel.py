@@ -95,13 +95,13 @@ def _range_batches(read: FastRead, readers: Readers, columns: list[Any], snapsho
                   block_range: tuple[int, int | None], nulled: NulledValues) -> Iterator[pa.RecordBatch]:
     """One reader: its own connection in the session's snapshot, the session's COPY of its range."""
     with readers.connect() as conn:
-        _import_snapshot(conn, snapshot)
+        import_snapshot(conn, snapshot)
         part = dataclasses.replace(read, conn=conn, nulled=nulled, readers=None,
                                    where=(*read.where, *_range_where(*block_range)))
         yield from pg_copy.copy_batches(part, columns)
 
 
-def _import_snapshot(conn: sa.Connection, snapshot: str) -> None:
+def import_snapshot(conn: sa.Connection, snapshot: str) -> None:
     """The reader's transaction sees the session's snapshot: these must be its first statements
     (an import needs REPEATABLE READ, and READ ONLY since the exporting transaction is)."""
     conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

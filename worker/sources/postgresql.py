@@ -146,6 +146,14 @@ class PostgresDialect(SqlDialect):
 
         return cdc_session(self, conn, request, spec, log_from)
 
+    parallel_key_ranges = True
+
+    def export_snapshot(self, conn: sa.Connection) -> str | None:
+        return str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
+
+    def import_snapshot(self, conn: sa.Connection, snapshot: str) -> None:
+        pg_parallel.import_snapshot(conn, snapshot)
+
     def open_snapshot(self, conn: sa.Connection) -> Clock:
         # Must be the transaction's first statement; the snapshot is taken by the next one.
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))

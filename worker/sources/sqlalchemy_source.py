@@ -17,6 +17,7 @@ on every dialect, to keep that contract portable).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,8 +37,11 @@ from worker.modes import mode_of
 from worker.names import column_names
 from worker.secrets import SecretResolver
 from worker.sources.arrays import NulledValues
+from worker.sources.base import KeyRange, RangeRead
 from worker.sources.dialect import Clock, FastRead, Field, Readers, SqlDialect, driver_errors
 from worker.sources.fastpath import fast_column_array, gc_paused
+from worker.sources.key_bounds import KEY_BOUND_TYPES, typed_bound
+from worker.sources.read_ahead import merged
 from worker.sources.typemap import Target, TypeTable, lookup
 from worker.window import CursorValue, Window, boundary
 
@@ -430,11 +434,16 @@ class SqlAlchemyTable:
     def column(self, source_name: str) -> Column:
         return self._field(source_name).column
 
-    # --- key-range chunks (worker/catalog_chunks.py; not yet called by the runner) -----------------
+    # --- key-range chunks (worker/catalog_chunks.py, read by worker/catalog_chunk_run.py) ---------
     @property
     def chunk_key(self) -> tuple[str, ...]:
-        """The source names of the key a chunked catalog run splits by (empty: no key, not chunked)."""
-        return self._layout.chunk_key
+        """The source names of the key a chunked catalog run splits by (empty: not chunked: no key,
+        a key column not loaded, or of a type a stored bound cannot come back to: key_bounds)."""
+        key = self._layout.chunk_key
+        loaded = {f.column.source_name or f.column.name: f.column for f in self._layout.fields}
+        if all(name in loaded and loaded[name].bq_type in KEY_BOUND_TYPES for name in key):
+            return key
+        return ()
 
     def key_split_points(self, rows: int) -> list[tuple[Any, ...]]:
         """The key at positions rows + 1, 2 * rows + 1, ... of the key order, in this snapshot: the
@@ -452,18 +461,91 @@ class SqlAlchemyTable:
         with driver_errors(self._dialect):
             return [tuple(row) for row in self._conn.execute(query)]
 
+    def key_bound(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A stored (JSON) key value in its key columns' types, ready to bind (key_bounds)."""
+        return typed_bound(values, [self.column(name).bq_type for name in self.chunk_key])
+
     def iter_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None,
                        batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The rows whose key k has low <= k < high (None: unbounded), compared as a tuple so a
         composite or text key splits like an integer one, through the same fast readers."""
-        key = sa.tuple_(*self._key_exprs())
+        read = self._read_of(self._layout.fields, self._key_where(low, high), batch_rows, self._nulled)
+        yield from self._stream(read, "rows")
+
+    def count_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> int:
+        """COUNT(*) of what iter_key_range(low, high) yields, in this snapshot (an index range count)."""
+        self._check_idle()
+        query = sa.select(sa.func.count()).select_from(self._layout.table).where(*self._key_where(low, high))
+        with driver_errors(self._dialect):
+            return int(self._conn.execute(query).scalar_one())
+
+    def read_key_ranges(self, ranges: Sequence[KeyRange], batch_rows: int) -> Iterator[RangeRead]:
+        """Each range counted, then read. With one reader, one after the other in the session's
+        snapshot; with ETL_READERS_PER_RUN > 1 where the dialect allows it, by that many connections
+        (reader i reads ranges i, i + n, ...): PostgreSQL's all in the session's exported snapshot,
+        MySQL/MariaDB's each range in a consistent snapshot of its own (docs/modes.md)."""
+        readers = self._session.readers
+        count = min(readers.count, len(ranges)) if readers is not None else 1
+        if readers is None or count < 2 or not self._dialect.parallel_key_ranges:
+            for index, (low, high) in enumerate(ranges):
+                counted = self.count_key_range(low, high)
+                for batch in self.iter_key_range(low, high, batch_rows):
+                    yield RangeRead(index, batch, counted, self.snapshot_at)
+                yield RangeRead(index, None, counted, self.snapshot_at)
+            return
+        self._check_idle()
+        with driver_errors(self._dialect):
+            shared = self._dialect.export_snapshot(self._conn)
+        log.info("reading %d key ranges of %s with %d readers%s", len(ranges), self._layout.qualified, count,
+                 f" in snapshot {shared}" if shared else ", each range in a snapshot of its own")
+        tallies = [NulledValues(strict=self._nulled.strict) for _ in range(count)]
+        streams = [functools.partial(self._range_reader, readers, shared, batch_rows, tallies[k],
+                                     [(i, ranges[i]) for i in range(k, len(ranges), count)])
+                   for k in range(count)]
+        self._session.streaming = True  # the session's connection stays idle meanwhile
+        try:
+            yield from merged(streams, name="chunk-reader")
+        finally:
+            self._session.streaming = False
+            for tally in tallies:
+                for column, nulled in tally.counts.items():
+                    self._nulled.counts[column] = self._nulled.counts.get(column, 0) + nulled
+
+    def _range_reader(self, readers: Readers, shared: str | None, batch_rows: int, tally: NulledValues,
+                      ranges: Sequence[tuple[int, KeyRange]]) -> Iterator[RangeRead]:
+        """One parallel reader: its ranges on its own connection, in the shared snapshot or each in
+        a snapshot of its own."""
+        with driver_errors(self._dialect), readers.connect() as conn:
+            read_at = self.snapshot_at
+            if shared is not None:
+                self._dialect.import_snapshot(conn, shared)
+            for index, (low, high) in ranges:
+                if shared is None:
+                    read_at = self._dialect.open_snapshot(conn).zoned
+                where = self._key_where(low, high)
+                counted = int(conn.execute(sa.select(sa.func.count()).select_from(self._layout.table)
+                                           .where(*where)).scalar_one())
+                read = self._read_of(self._layout.fields, where, batch_rows, tally)
+                for batch in self.read_batches(dataclasses.replace(read, conn=conn)):
+                    yield RangeRead(index, batch, counted, read_at)
+                yield RangeRead(index, None, counted, read_at)
+                if shared is None:
+                    conn.rollback()  # read only; the next range opens its own snapshot
+
+    def _key_where(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None
+                   ) -> tuple[sa.ColumnElement[bool], ...]:
+        cols = self._key_exprs()
+        key = sa.tuple_(*cols)
+
+        def bound(values: tuple[Any, ...]) -> sa.ColumnElement[Any]:  # bound as its column's type
+            return sa.tuple_(*(sa.literal(v, type_=col.type) for v, col in zip(values, cols, strict=True)))
+
         where: list[sa.ColumnElement[bool]] = []
         if low is not None:
-            where.append(key >= sa.tuple_(*(sa.literal(v) for v in low)))
+            where.append(key >= bound(low))
         if high is not None:
-            where.append(key < sa.tuple_(*(sa.literal(v) for v in high)))
-        read = self._read_of(self._layout.fields, tuple(where), batch_rows, self._nulled)
-        yield from self._stream(read, "rows")
+            where.append(key < bound(high))
+        return tuple(where)
 
     def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
         if not self._layout.chunk_key:
