@@ -317,3 +317,23 @@ def test_a_missing_table_or_key_is_named(binlog_source: BinlogSource, run_once: 
     keyless = failed(run_once(binlog_source.request(source_table_name="events", dest_table_name="events"),
                               "no-key")).error
     assert keyless.type == "CdcSetupError" and "events has no primary key" in keyless.message
+
+
+@pytest.mark.parametrize(("column_type", "zero"), [
+    ("DATE", "0000-00-00"), ("DATETIME", "0000-00-00 00:00:00"), ("TIMESTAMP NULL", "0000-00-00 00:00:00")])
+def test_strict_types_refuses_a_zero_date_from_the_binlog_as_the_catalog_path_does(
+    binlog_source: BinlogSource, run_once: RunOnce, column_type: str, zero: str,
+) -> None:
+    # Given a strict cdc table loaded by its first run
+    source = binlog_source
+    source.execute(f"CREATE TABLE {{schema}}.dates (id INT PRIMARY KEY, d {column_type})",
+                   "INSERT INTO {schema}.dates VALUES (1, '2024-01-01')")
+    request = source.request(source_table_name="dates", dest_table_name="dates", strict_types=True)
+    completed(run_once(request, "strict-1"))
+    # When a zero date reaches the binlog
+    source.execute("SET SESSION sql_mode = ''", f"INSERT INTO {{schema}}.dates VALUES (2, '{zero}')")
+    # Then the next run fails for good, as a strict catalog run of the same table does
+    error = failed(run_once(request, "strict-2")).error
+    catalog = failed(run_once({**request, "load_type": "catalog", "dest_table_name": "dates_catalog"},
+                              "strict-catalog")).error
+    assert (error.type, error.retryable) == (catalog.type, catalog.retryable) == ("SourceDataError", False)
