@@ -143,7 +143,6 @@ class CatalogChunkRun:
         finally:
             for left in reading.values():
                 left.close()
-        self.table.values_nulled = dict(self.table.source.values_nulled)  # this delivery's chunks
 
     def _add(self, current: _OpenChunk, item: RangeRead) -> None:
         assert item.batch is not None
@@ -166,7 +165,7 @@ class CatalogChunkRun:
                     f"row counts of chunk {number} disagree: source COUNT(*) {item.rows_counted}, "
                     f"extracted {got[0]}, staged {got[1]}; nothing was committed")
             crash_point("chunk_loaded")
-            store.finish_chunk(number, current.loads, got[1])
+            store.finish_chunk(number, current.loads, got[1], item.nulled)
             self.table.counters.rows_loaded += got[1]
             crash_point("chunk_finished")
         finally:
@@ -179,6 +178,7 @@ class CatalogChunkRun:
         table.use_staging(final)
         try:
             staged_rows, first_read_at = store.staged()
+            table.values_nulled = store.values_nulled()  # every finished chunk's, by any delivery
             attempt.check_deadlines()
             attempt.events.progress(Counters.total((self._base, table.counters)), phase="committing",
                                     force=True)

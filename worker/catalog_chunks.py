@@ -112,15 +112,16 @@ def chunk_record_name(run_id: str) -> str:
 def mark_chunk_sql(record: str) -> str:
     """The one statement that makes a chunk finished: its try's mark, written once all of that
     try's rows are loaded and counted. Parameters: @chunk (INT64), @plan (STRING: the plan's
-    identity), @try (STRING), @rows (INT64), @read_at (TIMESTAMP)."""
-    return (f"INSERT INTO {record} (chunk, plan_id, try_token, rows_staged, read_at)\n"
-            "  VALUES (@chunk, @plan, @try, @rows, @read_at)")
+    identity), @try (STRING), @rows (INT64), @read_at (TIMESTAMP), @nulled (STRING: JSON, per column
+    the try's values loaded as NULL)."""
+    return (f"INSERT INTO {record} (chunk, plan_id, try_token, rows_staged, read_at, values_nulled)\n"
+            "  VALUES (@chunk, @plan, @try, @rows, @read_at, @nulled)")
 
 
 def marks_sql(record: str) -> str:
     """One mark per finished chunk of the plan @plan: of two tries that both finished a chunk (two
     deliveries racing), the earliest read (then the smaller token) counts, the other never does."""
-    return (f"SELECT chunk, try_token, rows_staged, read_at FROM {record} "
+    return (f"SELECT chunk, try_token, rows_staged, read_at, values_nulled FROM {record} "
             "WHERE chunk > 0 AND plan_id = @plan\n"
             "QUALIFY ROW_NUMBER() OVER (PARTITION BY chunk ORDER BY read_at, try_token) = 1")
 

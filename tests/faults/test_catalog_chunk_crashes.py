@@ -12,7 +12,9 @@ acked a later delivery, then
   delivery when its commit had run, else from the fresh one;
 - the fresh delivery followed the stored plan and read only the chunks without a finished mark
   (its own log), so across both deliveries every row was staged for the commit once;
-- the run's own tables are gone; Django sees one run.completed (one event id).
+- the run's own tables are gone; Django sees one run.completed (one event id), whose
+  `values_nulled` counts every chunk's values BigQuery cannot hold (one in 50 rows), whichever
+  delivery read the chunk.
 
 250 rows, ETL_CHUNK_ROWS=100: chunks of 100, 100 and 50 rows, each one batch (ETL_BATCH_SIZE=100)
 and one part (ETL_PART_ROWS=150), so a phase's N-th passage is in chunk N.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from google.cloud import bigquery
 
 from tests.e2e.sources import SeededSource, normalise
@@ -67,6 +70,7 @@ def test_a_chunked_catalog_run_killed_at_or_inside_a_chunk_resumes_and_copies_ea
     stack = chunk_stack(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset, readers)
     number = uuid.uuid4().int % 10**12
     run_id = f"etl-run-{number}"
+    expected = with_unholdable_values(orders_source)
     body = orders_source.request("catalog", etl_run_id=number)
     # When the worker dies at the phase's passage, and a fresh one takes the redelivery over
     faults = {"ETL_CRASH_AT": phase, "ETL_CRASH_OCCURRENCE": str(occurrence)}
@@ -76,7 +80,7 @@ def test_a_chunked_catalog_run_killed_at_or_inside_a_chunk_resumes_and_copies_ea
     completed = takeover.events.wait_completed_after(run_id, takeover.killed_at)
     # Then the destination equals the source, each row once
     copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
-    assert copied == orders_source.rows(), context
+    assert copied == expected, context
     # And one ledger row with every row, from the delivery whose commit is in force
     (entry,) = ledger(bq_client, bq_dataset, run_id)
     assert (entry["rows_extracted"], entry["rows_loaded"], entry["source_row_count"]) == (ROWS,) * 3, entry
@@ -100,3 +104,24 @@ def test_a_chunked_catalog_run_killed_at_or_inside_a_chunk_resumes_and_copies_ea
     assert {p.event["event_type"] for p in completed} == {"run.completed"}, (context, completed)
     assert len({p.event["event_id"] for p in completed}) == 1, (context, completed)
     assert completed[-1].event["rows_loaded"] == ROWS
+    # And its values loaded as NULL are every chunk's, whichever delivery read them
+    assert completed[-1].event["values_nulled"] == {UNHOLDABLE[orders_source.dialect][0]: 5}, completed
+
+
+# Per source, a column and a value BigQuery cannot hold (loaded as NULL, counted): PostgreSQL's
+# numeric(12, 2) holds NaN, MariaDB's TINYINT(1) holds 2; in rows 50, 100, ..., 250, one per
+# 50 rows, so every chunk but none of the kills' phases depends on them.
+UNHOLDABLE = {"postgresql": ("amount", "'NaN'"), "mysql": ("is_paid", "2")}
+_POSITION = {"amount": 2, "is_paid": 4}  # in orders_table's column order
+
+
+def with_unholdable_values(source: SeededSource) -> list[tuple[Any, ...]]:
+    """Write UNHOLDABLE's value into every 50th row; the rows BigQuery then holds, the value NULL."""
+    column, value = UNHOLDABLE[source.dialect]
+    quote = '"' if source.dialect == "postgresql" else "`"
+    with source.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {quote}{source.schema}{quote}.orders SET {column} = {value} "
+                             "WHERE MOD(id, 50) = 0"))
+    position = _POSITION[column]
+    return [tuple(None if i == position and row[0] % 50 == 0 else v for i, v in enumerate(row))
+            for row in source.rows()]

@@ -37,7 +37,7 @@ def load(client: bigquery.Client, ds: str, chunk: int, attempt: str, rows: list[
     run(client, f"INSERT INTO {ds}.staged (id, v, {', '.join(MARK_COLUMNS)}) VALUES {values}")
     if mark:
         run(client, mark_chunk_sql(f"{ds}.done"), chunk=chunk, plan=plan, read_at=read_at, rows=len(rows),
-            **{"try": attempt})
+            nulled="{}", **{"try": attempt})
 
 
 def test_only_marked_tries_count_once_per_chunk(bq_client: bigquery.Client, bq_dataset: str) -> None:
@@ -46,7 +46,7 @@ def test_only_marked_tries_count_once_per_chunk(bq_client: bigquery.Client, bq_d
     create(bq_client, bq_dataset, "staged", id="INT64", v="STRING",
            **dict(zip(MARK_COLUMNS, ("INT64", "STRING", "TIMESTAMP", "STRING"), strict=True)))
     create(bq_client, bq_dataset, "done", chunk="INT64", plan_id="STRING", try_token="STRING",
-           rows_staged="INT64", read_at="TIMESTAMP")
+           rows_staged="INT64", read_at="TIMESTAMP", values_nulled="STRING")
     load(bq_client, ds, 1, "t1", [(1, "half")], T1, mark=False)  # killed before its mark
     load(bq_client, ds, 1, "t2", [(1, "a"), (2, "b")], T1)
     load(bq_client, ds, 2, "t3", [(3, "c"), (4, "d")], T2)

@@ -32,7 +32,7 @@ def no_plan() -> ChunkPlan:
 
 
 def stage(chunks: RunChunks, tmp_path: Path, number: int, rows: list[dict[str, Any]], read_at: datetime,
-          *, mark: bool = True) -> None:
+          *, mark: bool = True, nulled: dict[str, int] | None = None) -> None:
     """One try of a chunk: its rows loaded in parts of 2, then (unless killed first) its mark."""
     loads = chunks.chunk_loader(number, read_at)
     with PartWriter(loads.columns, part_rows=2, spool_dir=tmp_path) as writer:
@@ -40,7 +40,7 @@ def stage(chunks: RunChunks, tmp_path: Path, number: int, rows: list[dict[str, A
         load_parts(loads, [*writer.write(batch), *writer.finish()])
     if mark:
         assert chunks.staged_rows(loads) == len(rows)
-        chunks.finish_chunk(number, loads, len(rows))
+        chunks.finish_chunk(number, loads, len(rows), nulled)
 
 
 def test_a_run_s_chunks_resume_and_commit_once(
@@ -50,16 +50,19 @@ def test_a_run_s_chunks_resume_and_commit_once(
     chunks = RunChunks(sink, "run-chunked-1", "orders", COLUMNS, attempt=1)
     plan, finished = chunks.open(lambda: plan_of(("id",), [(3,)]))
     assert plan.bounds == ((3,),) and finished == frozenset()
-    stage(chunks, tmp_path, 1, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], T1)
+    stage(chunks, tmp_path, 1, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], T1, nulled={"name": 1})
     # A try of chunk 2 killed after its rows were loaded, before its mark: it never counts
-    stage(chunks, tmp_path, 2, [{"id": 3, "name": "lost"}, {"id": 4, "name": "lost"}], T1, mark=False)
+    stage(chunks, tmp_path, 2, [{"id": 3, "name": "lost"}, {"id": 4, "name": "lost"}], T1, mark=False,
+          nulled={"name": 5})
     # A redelivery: same plan, chunk 1 finished; chunk 2 finished by two tries (a kill after its
     # mark, then read again by a racing delivery): one try counts
     again = RunChunks(sink, "run-chunked-1", "orders", COLUMNS, attempt=2)
     assert again.open(no_plan) == (plan, frozenset({1}))
     for _ in range(2):
-        stage(again, tmp_path, 2, [{"id": 3, "name": "c"}], T2)
+        stage(again, tmp_path, 2, [{"id": 3, "name": "c"}], T2, nulled={"name": 2, "id": 0})
     assert again.finished() == frozenset({1, 2}) and again.staged() == (3, T1)
+    # And the values loaded as NULL are every finished chunk's (one try each), whoever read them
+    assert again.values_nulled() == {"name": 3, "id": 0}
     final, rows = again.final_staging()
     assert rows == 3
     try:

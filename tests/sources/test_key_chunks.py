@@ -181,3 +181,25 @@ def test_mariadb_parallel_key_ranges_each_read_in_a_snapshot_of_its_own(mysql_ad
     # Each range as of its own read: the change is seen, each row still exactly once
     assert values == [v for v in range(ROWS) if v != 5] + [1000]
     assert len(read_at) > 1  # a snapshot per range (times a microsecond apart may coincide)
+
+
+@pytest.mark.parametrize("readers", [1, 2])
+def test_each_key_range_reports_its_own_values_loaded_as_null(pg_admin: sa.Engine, pg_schema: str,
+                                                               readers: int) -> None:
+    # Given 30 rows whose amount is NaN (BigQuery NUMERIC cannot hold it) where id % 4 == 0
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{pg_schema}".t (id int PRIMARY KEY, amount numeric(12, 2))')
+        conn.execute(sa.text(f'INSERT INTO "{pg_schema}".t VALUES (:i, CAST(:a AS numeric))'),
+                     [{"i": i, "a": "NaN" if i % 4 == 0 else str(i)} for i in range(30)])
+    request = make_request("postgresql", connection_of(pg_admin), "t", schema_name=pg_schema)
+    with get_source("postgresql", readers=readers).snapshot(request) as snap:
+        assert isinstance(snap, SqlAlchemyTable)
+        plan = plan_of(snap.chunk_key, snap.key_split_points(10))
+        ranges = [(chunk.low, chunk.high) for chunk in plan.chunks()]
+        # When the chunks of 10 rows are read
+        ends = {item.index: dict(item.nulled) for item in snap.read_key_ranges(ranges, 7)
+                if item.batch is None}
+        # Then each range's end counts its own (what a resumed run adds up per finished chunk), and
+        # the table's counts are their sum
+        assert ends == {0: {"amount": 3}, 1: {"amount": 2}, 2: {"amount": 3}}
+        assert snap.values_nulled == {"amount": 8}

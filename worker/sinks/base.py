@@ -3,7 +3,7 @@ commit of every table of a job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -96,8 +96,14 @@ class RunChunkStore(Protocol):
         """The rows of this try in the run's staging, as the sink holds them."""
         ...
 
-    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int) -> None:
-        """Mark the try finished once all its `rows` are loaded and counted: from then on they count."""
+    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int,
+                     nulled: Mapping[str, int] | None = None) -> None:
+        """Mark the try finished once all its `rows` are loaded and counted: from then on they count,
+        with its values loaded as NULL (`nulled`, per column)."""
+        ...
+
+    def values_nulled(self) -> dict[str, int]:
+        """Per column, the values loaded as NULL in the plan's finished chunks, by any delivery."""
         ...
 
     def final_staging(self) -> tuple[Staging, int]:

@@ -12,8 +12,9 @@ loaded once and copied once, into the destination.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,8 @@ from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
 
 log = logging.getLogger(__name__)
 _RECORD_FIELDS = (("chunk", "INT64"), ("plan_id", "STRING"), ("try_token", "STRING"),
-                  ("rows_staged", "INT64"), ("read_at", "TIMESTAMP"), ("plan", "STRING"))
+                  ("rows_staged", "INT64"), ("read_at", "TIMESTAMP"), ("plan", "STRING"),
+                  ("values_nulled", "STRING"))  # the try's {column: count} as JSON
 # The columns every staged row carries after its own (catalog_chunks.MARK_COLUMNS, in that order).
 _MARKS = (Column(CHUNK_COLUMN, "chunk", pa.int64(), "INT64"),
           Column(PLAN_COLUMN, "plan", pa.string(), "STRING"),
@@ -137,6 +139,16 @@ class RunChunks:
         first = rows[0]["first"] if rows else None
         return (int(rows[0]["n"]) if rows else 0), first
 
+    def values_nulled(self) -> dict[str, int]:
+        """Per column, the values loaded as NULL in this plan's finished chunks (their marked tries),
+        whichever delivery read them."""
+        marks = marks_sql(self._sql(self.record_table))
+        total: dict[str, int] = {}
+        for row in self._run(f"SELECT values_nulled FROM ({marks})", plan=self._followed().identity):
+            for column, count in json.loads(row["values_nulled"] or "{}").items():
+                total[column] = total.get(column, 0) + int(count)
+        return total
+
     def staged_rows(self, loaded: ChunkLoad) -> int:
         """The try's rows in the run's staging, counted there: a load job's own count cannot be
         used (bqemulator reports the table's total after an append, emulator_compat)."""
@@ -144,11 +156,14 @@ class RunChunks:
                          f"WHERE `{TRY_COLUMN}` = @try", **{"try": self._own(loaded).token})
         return int(rows[0]["n"])
 
-    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int) -> None:
-        """Mark the try finished: its `rows`, all loaded and counted, count from now on."""
+    def finish_chunk(self, number: int, loaded: ChunkLoad, rows: int,
+                     nulled: Mapping[str, int] | None = None) -> None:
+        """Mark the try finished: its `rows`, all loaded and counted, count from now on, and so do
+        its values BigQuery could not hold (`nulled`, per column)."""
         mine = self._own(loaded)
         self._run(mark_chunk_sql(self._sql(self.record_table)), chunk=number, plan=self._followed().identity,
-                  read_at=mine.read_at, rows=rows, **{"try": mine.token})
+                  read_at=mine.read_at, rows=rows, nulled=json.dumps(dict(nulled or {}), sort_keys=True),
+                  **{"try": mine.token})
         log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, rows)
 
     def final_staging(self) -> tuple[BigQueryStaging, int]:

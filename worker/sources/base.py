@@ -8,9 +8,9 @@ other (MySQL allows one open streaming result per connection).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -133,6 +133,9 @@ class RangeRead:
     batch: pa.RecordBatch | None  # None: the range is read whole (its last item)
     rows_counted: int  # COUNT(*) of the range, in the snapshot it is read in
     read_at: datetime  # when that snapshot was opened (the source's clock, UTC)
+    # On the range's end: per column, its values BigQuery cannot hold, loaded as NULL (a resumed
+    # run adds up its finished chunks' counts, whichever delivery read them)
+    nulled: Mapping[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable

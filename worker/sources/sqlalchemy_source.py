@@ -466,10 +466,12 @@ class SqlAlchemyTable:
         return typed_bound(values, [self.column(name).bq_type for name in self.chunk_key])
 
     def iter_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None,
-                       batch_rows: int) -> Iterator[pa.RecordBatch]:
+                       batch_rows: int, nulled: NulledValues | None = None) -> Iterator[pa.RecordBatch]:
         """The rows whose key k has low <= k < high (None: unbounded), compared as a tuple so a
-        composite or text key splits like an integer one, through the same fast readers."""
-        read = self._read_of(self._layout.fields, self._key_where(low, high), batch_rows, self._nulled)
+        composite or text key splits like an integer one, through the same fast readers; values
+        BigQuery cannot hold are counted in `nulled` (default: the table's own counts)."""
+        tally = self._nulled if nulled is None else nulled
+        read = self._read_of(self._layout.fields, self._key_where(low, high), batch_rows, tally)
         yield from self._stream(read, "rows")
 
     def count_key_range(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> int:
@@ -489,9 +491,11 @@ class SqlAlchemyTable:
         if readers is None or count < 2 or not self._dialect.parallel_key_ranges:
             for index, (low, high) in enumerate(ranges):
                 counted = self.count_key_range(low, high)
-                for batch in self.iter_key_range(low, high, batch_rows):
+                tally = NulledValues(strict=self._nulled.strict)
+                for batch in self.iter_key_range(low, high, batch_rows, tally):
                     yield RangeRead(index, batch, counted, self.snapshot_at)
-                yield RangeRead(index, None, counted, self.snapshot_at)
+                _add_counts(self._nulled, tally)
+                yield RangeRead(index, None, counted, self.snapshot_at, dict(tally.counts))
             return
         self._check_idle()
         with driver_errors(self._dialect):
@@ -508,8 +512,7 @@ class SqlAlchemyTable:
         finally:
             self._session.streaming = False
             for tally in tallies:
-                for column, nulled in tally.counts.items():
-                    self._nulled.counts[column] = self._nulled.counts.get(column, 0) + nulled
+                _add_counts(self._nulled, tally)
 
     def _range_reader(self, readers: Readers, shared: str | None, batch_rows: int, tally: NulledValues,
                       ranges: Sequence[tuple[int, KeyRange]]) -> Iterator[RangeRead]:
@@ -525,10 +528,12 @@ class SqlAlchemyTable:
                 where = self._key_where(low, high)
                 counted = int(conn.execute(sa.select(sa.func.count()).select_from(self._layout.table)
                                            .where(*where)).scalar_one())
-                read = self._read_of(self._layout.fields, where, batch_rows, tally)
+                own = NulledValues(strict=tally.strict)
+                read = self._read_of(self._layout.fields, where, batch_rows, own)
                 for batch in self.read_batches(dataclasses.replace(read, conn=conn)):
                     yield RangeRead(index, batch, counted, read_at)
-                yield RangeRead(index, None, counted, read_at)
+                _add_counts(tally, own)
+                yield RangeRead(index, None, counted, read_at, dict(own.counts))
                 if shared is None:
                     conn.rollback()  # read only; the next range opens its own snapshot
 
@@ -685,3 +690,7 @@ class SqlAlchemyTable:
     def _check_idle(self) -> None:
         self._session.check_idle()
 
+
+def _add_counts(into: NulledValues, counts: NulledValues) -> None:
+    for column, nulled in counts.counts.items():
+        into.counts[column] = into.counts.get(column, 0) + nulled
