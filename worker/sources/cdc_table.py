@@ -1,23 +1,34 @@
 """What every cdc table shares, whatever the change log (pg_cdc: PostgreSQL's slot; mysql_cdc: the
 binlog): a `SourceTable` of the reflected table whose batches carry the staged change columns, and
-the first run's snapshot read as inserts. A subclass reads its log's changes and reports the range."""
+the first run's snapshot read as inserts. A subclass reads its log's changes and reports the range.
+
+Both logs' changes are converted the same way (`ChangeBuffer`): written into a temporary table of
+the source columns' own types, then read back through the ordinary readers, so that a change's
+values become exactly what a snapshot read of the same row gives. Only how the temporary table is
+created and how a slice of changes is written into it are the dialect's."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
+import sqlalchemy as sa
 
 from worker.cdc import meta
-from worker.cdc.changes import Counts
+from worker.cdc.changes import Change, Counts
 from worker.columns import Column, arrow_schema
 from worker.errors import ConfigurationError
 from worker.sources.base import LogRange
+from worker.sources.dialect import FastRead, Field, SqlDialect
 from worker.sources.sqlalchemy_source import SqlAlchemyTable
+from worker.sources.typemap import target
 from worker.window import Window
+
+V = TypeVar("V")
+TEMP_TABLE = "_etl_cdc_changes"  # per connection (a temporary table): one name serves every run
 
 
 def checked_base(base: SqlAlchemyTable) -> SqlAlchemyTable:
@@ -118,3 +129,66 @@ class ChangeTable(ABC):
             seq += batch.num_rows
             self.counts.inserts += batch.num_rows
             yield pa.RecordBatch.from_arrays([*batch.columns, *extra], schema=schema)
+
+
+class ChangeBuffer(ABC, Generic[V]):
+    """Changes waiting to become one Arrow batch: written into a temporary table of the source's
+    own column types, then read back by the ordinary readers (same conversions as a snapshot).
+    A dialect creates the table (`_create`) and writes a slice into it (`_write`)."""
+
+    # The op column as SQLAlchemy reads it back: the dialect's own column type for it.
+    _OP_TYPE: ClassVar[sa.types.TypeEngine[Any]] = sa.Text()
+
+    def __init__(self, conn: sa.Connection, dialect: SqlDialect, base: SqlAlchemyTable,
+                 staged: tuple[Column, ...], batch_rows: int) -> None:
+        self._conn = conn
+        self._dialect = dialect
+        self._base = base
+        self._batch_rows = batch_rows
+        self._changes: list[Change[V]] = []
+        self._sources = tuple(col.source_name or col.name for col in base.columns)
+        self._bq_names = {col.source_name or col.name: col.name for col in base.columns}
+        self._create(base)
+        self._table = self._temp_table(base.sa_table)
+        fields = tuple(base.retargeted(self._table))
+        metas = tuple(Field(col, target(col.bq_type), self._table.c[col.name].label(col.name))
+                      for col in meta.CHANGE_COLUMNS)
+        self._read = FastRead(conn, self._table, (*fields, *metas), (), arrow_schema(staged), batch_rows,
+                              base.nulled)
+
+    def add(self, change: Change[V]) -> bool:
+        """Keep `change`; True once the buffer holds a batch (the caller then flushes)."""
+        self._changes.append(change)
+        return len(self._changes) >= self._batch_rows
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """The kept changes as Arrow batches, read back from the temporary table."""
+        if not self._changes:
+            return
+        changes, self._changes = self._changes, []
+        self._write(changes)
+        yield from self._base.read_batches(self._read)
+
+    def _unchanged(self, change: Change[V]) -> str | None:
+        """The change-column text naming the columns whose destination value `change` keeps."""
+        return meta.unchanged_text(tuple(self._bq_names[name] for name in change.unchanged))
+
+    def _staged_names(self) -> str:
+        """The temporary table's columns, quoted, in the order a written row gives them."""
+        quote = self._conn.dialect.identifier_preparer.quote
+        return ", ".join(quote(name) for name in (*self._sources, meta.SEQ, meta.OP, meta.UNCHANGED))
+
+    def _temp_table(self, source: sa.Table) -> sa.Table:
+        """The temporary table as the readers see it: the source's columns, then the change columns."""
+        kept = (sa.Column(col.name, col.type) for col in source.columns if col.name in self._sources)
+        return sa.Table(TEMP_TABLE, sa.MetaData(), *kept,
+                        sa.Column(meta.SEQ, sa.BigInteger), sa.Column(meta.OP, self._OP_TYPE),
+                        sa.Column(meta.UNCHANGED, sa.Text))
+
+    @abstractmethod
+    def _create(self, base: SqlAlchemyTable) -> None:
+        """Create the (empty) temporary table on `self._conn`, every column as the source's."""
+
+    @abstractmethod
+    def _write(self, changes: list[Change[V]]) -> None:
+        """Empty the temporary table, then write `changes` into it."""

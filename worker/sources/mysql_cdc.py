@@ -32,17 +32,15 @@ from worker.cdc.binlog import BinlogCollector, BinlogPosition, Commit, RowChange
 from worker.cdc.binlog_stream import ZERO_DATE, binlog_events
 from worker.cdc.changes import TableShape
 from worker.cdc.lsn import format_lsn, parse_lsn
-from worker.columns import Column, arrow_schema
+from worker.columns import Column
 from worker.messages import EtlRunRequest, TableSpec
 from worker.sources import mysql_raw
 from worker.sources.base import LogRange
-from worker.sources.cdc_table import ChangeTable, checked_base
-from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
+from worker.sources.cdc_table import TEMP_TABLE, ChangeBuffer, ChangeTable, checked_base
+from worker.sources.dialect import Clock, SqlDialect, driver_errors
 from worker.sources.sqlalchemy_source import SqlAlchemySession, SqlAlchemyTable
-from worker.sources.typemap import target
 
 log = logging.getLogger(__name__)
-_TEMP_TABLE = "_etl_cdc_changes"
 _ZEROS = {"date": "0000-00-00", "datetime": "0000-00-00 00:00:00", "timestamp": "0000-00-00 00:00:00"}
 # The temporary table takes what the binlog held, as the source stored it: zero dates included.
 _CONVERT_SESSION_SQL = "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'"
@@ -161,63 +159,38 @@ def _pymysql_settings(url: sa.URL) -> dict[str, Any]:
             "password": url.password or "", "charset": "utf8mb4", "connect_timeout": 10}
 
 
-class _ChangeBuffer:
-    """Changes waiting to become one Arrow batch: written into a temporary table of the source's
-    own column types, then read back by the ordinary readers (same conversions as a snapshot)."""
+class _ChangeBuffer(ChangeBuffer[object]):
+    """A row event's Python values, inserted into a temporary table of the source's own column
+    types (in a UTC session) as the source stored them (each column's `_writer`)."""
+
+    _OP_TYPE = sa.String(1)
+    _writers: dict[str, Callable[[object], object]]  # by `_create`: how each column's values are written
 
     def __init__(self, conn: sa.Connection, dialect: SqlDialect, base: SqlAlchemyTable,
                  staged: tuple[Column, ...], batch_rows: int) -> None:
-        self._conn = conn
-        self._dialect = dialect
-        self._base = base
-        self._batch_rows = batch_rows
-        self._changes: list[RowChange] = []
-        self._sources = tuple(col.source_name or col.name for col in base.columns)
-        self._bq_names = {col.source_name or col.name: col.name for col in base.columns}
-        self._writers = self._create(base)
-        self._table = sa.Table(_TEMP_TABLE, sa.MetaData(),
-                               *(sa.Column(col.name, col.type) for col in base.sa_table.columns
-                                 if col.name in self._sources),
-                               sa.Column(meta.SEQ, sa.BigInteger), sa.Column(meta.OP, sa.String(1)),
-                               sa.Column(meta.UNCHANGED, sa.Text))
-        fields = tuple(base.retargeted(self._table))
-        metas = tuple(Field(col, target(col.bq_type), self._table.c[col.name].label(col.name))
-                      for col in meta.CHANGE_COLUMNS)
-        self._read = FastRead(conn, self._table, (*fields, *metas), (), arrow_schema(staged), batch_rows,
-                              base.nulled)
+        super().__init__(conn, dialect, base, staged, batch_rows)
         self._insert = self._insert_sql()
 
-    def add(self, change: RowChange) -> bool:
-        self._changes.append(change)
-        return len(self._changes) >= self._batch_rows
-
-    def flush(self) -> Iterator[pa.RecordBatch]:
-        if not self._changes:
-            return
-        rows = [self._row(change) for change in self._changes]
-        self._changes = []
+    def _write(self, changes: list[RowChange]) -> None:
+        rows = [self._row(change) for change in changes]
         with driver_errors(self._dialect):
-            self._conn.execute(sa.text(f"TRUNCATE TABLE {_TEMP_TABLE}"))
+            self._conn.execute(sa.text(f"TRUNCATE TABLE {TEMP_TABLE}"))
             cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
                 cursor.executemany(self._insert, rows)
             finally:
                 cursor.close()
-        yield from self._base.read_batches(self._read)
 
     def _row(self, change: RowChange) -> tuple[object, ...]:
-        unchanged = meta.unchanged_text(tuple(self._bq_names[name] for name in change.unchanged))
         values = tuple(self._writers[name](change.values.get(name)) for name in self._sources)
-        return (*values, change.seq, change.op, unchanged)
+        return (*values, change.seq, change.op, self._unchanged(change))
 
     def _insert_sql(self) -> str:
-        quote = self._conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(name).replace("%", "%%")
-                          for name in (*self._sources, meta.SEQ, meta.OP, meta.UNCHANGED))
+        names = self._staged_names().replace("%", "%%")  # PyMySQL's paramstyle: a literal % doubled
         marks = ", ".join(["%s"] * (len(self._sources) + 3))
-        return f"INSERT INTO {_TEMP_TABLE} ({names}) VALUES ({marks})"
+        return f"INSERT INTO {TEMP_TABLE} ({names}) VALUES ({marks})"
 
-    def _create(self, base: SqlAlchemyTable) -> dict[str, Callable[[object], object]]:
+    def _create(self, base: SqlAlchemyTable) -> None:
         """The temporary table, every column as the source's (its COLUMN_TYPE and collation), NULL
         allowed (a delete carries only its key); and how each column's values are written."""
         quote = self._conn.dialect.identifier_preparer.quote
@@ -232,11 +205,11 @@ class _ChangeBuffer:
             types = {str(row[0]): row for row in rows}
             columns = ", ".join(f"{quote(name)} {_column_type(types[name])} NULL DEFAULT NULL"
                                 for name in self._sources)
-            self._conn.execute(sa.text(f"DROP TEMPORARY TABLE IF EXISTS {_TEMP_TABLE}"))
+            self._conn.execute(sa.text(f"DROP TEMPORARY TABLE IF EXISTS {TEMP_TABLE}"))
             self._conn.execute(sa.text(
-                f"CREATE TEMPORARY TABLE {_TEMP_TABLE} ({columns}, {meta.SEQ} BIGINT, {meta.OP} CHAR(1), "
+                f"CREATE TEMPORARY TABLE {TEMP_TABLE} ({columns}, {meta.SEQ} BIGINT, {meta.OP} CHAR(1), "
                 f"{meta.UNCHANGED} TEXT) CHARACTER SET utf8mb4"))
-        return {name: _writer(str(types[name][2]).lower()) for name in self._sources}
+        self._writers = {name: _writer(str(types[name][2]).lower()) for name in self._sources}
 
 
 def _column_type(row: Any) -> str:

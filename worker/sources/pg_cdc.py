@@ -33,20 +33,17 @@ from worker.cdc import meta, pgoutput
 from worker.cdc import postgres as cdc_pg
 from worker.cdc.changes import ChangeCollector, PgChange, TableShape
 from worker.cdc.lsn import format_lsn, parse_lsn
-from worker.columns import Column, arrow_schema
 from worker.errors import SourceSchemaError
 from worker.messages import EtlRunRequest, TableSpec
 from worker.sources.base import LogRange
-from worker.sources.cdc_table import ChangeTable, checked_base
-from worker.sources.dialect import Clock, FastRead, Field, SqlDialect, driver_errors
+from worker.sources.cdc_table import TEMP_TABLE, ChangeBuffer, ChangeTable, checked_base
+from worker.sources.dialect import Clock, SqlDialect, driver_errors
 from worker.sources.sqlalchemy_source import SqlAlchemySession, SqlAlchemyTable
-from worker.sources.typemap import target
 
 log = logging.getLogger(__name__)
 PEEK_FETCH_ROWS = 2000  # messages per FETCH from the peek cursor
 _PEEK_SQL = ("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, "
              "'proto_version', '1', 'publication_names', %s)")
-_TEMP_TABLE = "_etl_cdc_changes"
 
 
 @dataclass(frozen=True)
@@ -219,63 +216,33 @@ class CdcTable(ChangeTable):
         return TableShape(facts.namespace, facts.name, columns, key, {name: types[name] for name in key})
 
 
-class _ChangeBuffer:
-    """Changes waiting to become one Arrow batch: copied into a temporary table of the source's
-    own column types, then read back by the ordinary readers (same conversions as a snapshot)."""
+class _ChangeBuffer(ChangeBuffer[bytes | None]):
+    """pgoutput's text values, copied (COPY FROM, text format) into a temporary table of the
+    source's own column types: PostgreSQL's input functions read them as they read any text."""
 
-    def __init__(self, conn: sa.Connection, dialect: SqlDialect, base: SqlAlchemyTable,
-                 staged: tuple[Column, ...], batch_rows: int) -> None:
-        self._conn = conn
-        self._dialect = dialect
-        self._base = base
-        self._batch_rows = batch_rows
-        self._changes: list[PgChange] = []
-        self._sources = tuple(col.source_name or col.name for col in base.columns)
-        self._bq_names = {col.source_name or col.name: col.name for col in base.columns}
-        self._table = self._create(base)
-        fields = tuple(base.retargeted(self._table))
-        metas = tuple(Field(col, target(col.bq_type), self._table.c[col.name].label(col.name))
-                      for col in meta.CHANGE_COLUMNS)
-        self._read = FastRead(conn, self._table, (*fields, *metas), (), arrow_schema(staged), batch_rows,
-                              base.nulled)
-
-    def add(self, change: PgChange) -> bool:
-        self._changes.append(change)
-        return len(self._changes) >= self._batch_rows
-
-    def flush(self) -> Iterator[pa.RecordBatch]:
-        if not self._changes:
-            return
-        with driver_errors(self._dialect):
-            self._conn.execute(sa.text(f"TRUNCATE {_TEMP_TABLE}"))
-            self._copy_in(self._changes)
-        self._changes = []
-        yield from self._base.read_batches(self._read)
-
-    def _create(self, base: SqlAlchemyTable) -> sa.Table:
+    def _create(self, base: SqlAlchemyTable) -> None:
         quote = self._conn.dialect.identifier_preparer.quote
-        source = base.sa_table
         types: dict[str, str] = dict(self._conn.execute(sa.text(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
             "to_regclass(:qualified) AND attnum > 0 AND NOT attisdropped"),
-            {"qualified": _qualified_sql(source, quote)}).all())
+            {"qualified": _qualified_sql(base.sa_table, quote)}).all())
         columns = ", ".join(f"{quote(name)} {types[name]}" for name in self._sources)
         with driver_errors(self._dialect):
             self._conn.execute(sa.text(
-                f"CREATE TEMPORARY TABLE {_TEMP_TABLE} ({columns}, {meta.SEQ} bigint, {meta.OP} text, "
+                f"CREATE TEMPORARY TABLE {TEMP_TABLE} ({columns}, {meta.SEQ} bigint, {meta.OP} text, "
                 f"{meta.UNCHANGED} text)"))
-        return sa.Table(_TEMP_TABLE, sa.MetaData(), *(sa.Column(col.name, col.type) for col in source.columns
-                                                      if col.name in self._sources),
-                        sa.Column(meta.SEQ, sa.BigInteger), sa.Column(meta.OP, sa.Text),
-                        sa.Column(meta.UNCHANGED, sa.Text))
+
+    def _write(self, changes: list[PgChange]) -> None:
+        with driver_errors(self._dialect):
+            self._conn.execute(sa.text(f"TRUNCATE {TEMP_TABLE}"))
+            self._copy_in(changes)
 
     def _copy_in(self, changes: list[PgChange]) -> None:
-        quote = self._conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(name) for name in (*self._sources, meta.SEQ, meta.OP, meta.UNCHANGED))
-        data = io.BytesIO(b"".join(_copy_line(change, self._sources, self._bq_names) for change in changes))
+        data = io.BytesIO(b"".join(_copy_line(change, self._sources, self._unchanged(change))
+                                   for change in changes))
         dbapi: Any = self._conn.connection.dbapi_connection  # psycopg2's connection
         with dbapi.cursor() as cursor:
-            cursor.copy_expert(f"COPY {_TEMP_TABLE} ({names}) FROM STDIN", data)
+            cursor.copy_expert(f"COPY {TEMP_TABLE} ({self._staged_names()}) FROM STDIN", data)
 
 
 def _qualified_sql(table: sa.Table, quote: Any) -> str:
@@ -294,8 +261,7 @@ def _copy_text(value: bytes | None) -> bytes:
     return b"".join(_COPY_ESCAPES.get(byte, bytes((byte,))) for byte in value)
 
 
-def _copy_line(change: PgChange, sources: tuple[str, ...], bq_names: dict[str, str]) -> bytes:
-    unchanged = meta.unchanged_text(tuple(bq_names[name] for name in change.unchanged))
+def _copy_line(change: PgChange, sources: tuple[str, ...], unchanged: str | None) -> bytes:
     values = [change.values.get(name) for name in sources]
     extra = [str(change.seq).encode(), change.op.encode(), unchanged.encode() if unchanged else None]
     return b"\t".join(_copy_text(value) for value in (*values, *extra)) + b"\n"
