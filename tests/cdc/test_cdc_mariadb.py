@@ -337,3 +337,24 @@ def test_strict_types_refuses_a_zero_date_from_the_binlog_as_the_catalog_path_do
     catalog = failed(run_once({**request, "load_type": "catalog", "dest_table_name": "dates_catalog"},
                               "strict-catalog")).error
     assert (error.type, error.retryable) == (catalog.type, catalog.retryable) == ("SourceDataError", False)
+
+
+def test_a_primary_key_that_changes_type_is_a_permanent_typed_error(
+    binlog_source: BinlogSource, run_once: RunOnce,
+) -> None:
+    binlog_source.execute("INSERT INTO {schema}.items (id, name) VALUES (1, 'a')")
+    completed(run_once(binlog_source.request(), "rekey-1"))
+    binlog_source.execute("INSERT INTO {schema}.items (id, name) VALUES (2, 'b')")
+    binlog_source.execute("ALTER TABLE {schema}.items MODIFY id varchar(20)")
+    error = failed(run_once(binlog_source.request(), "rekey-2")).error
+    assert not error.retryable and error.type == "SchemaMismatchError" and "'id'" in error.message, error
+
+
+def test_a_dropped_source_table_is_a_permanent_typed_error(binlog_source: BinlogSource, run_once: RunOnce
+                                                           ) -> None:
+    binlog_source.execute("INSERT INTO {schema}.items (id) VALUES (1)")
+    completed(run_once(binlog_source.request(), "dropped-1"))
+    binlog_source.execute("DROP TABLE {schema}.items")
+    error = failed(run_once(binlog_source.request(), "dropped-2")).error
+    assert not error.retryable and error.type == "CdcSetupError", error
+    assert "source table 'items' not found" in error.message
