@@ -4,10 +4,11 @@ plan and the final-commit rule, worker/sinks/bigquery_chunks.py the run's own ta
 The runner hands a planned one-table catalog run here when its table has a key and holds more
 than ETL_CHUNK_ROWS rows (`chunked`). The run's first delivery finds the chunk bounds in its
 snapshot and stores them as the run's plan; every delivery reads the plan's chunks that have no
-finished mark yet, each counted and read in one snapshot, loads it into a delivery staging table
-and makes it durable with its mark in one script. Once every chunk is finished, the run's staging
-(one row per key, the newest read) fills an ordinary delivery staging, which the ordinary catalog
-commit applies with the ledger row in one transaction; then the run's tables are dropped.
+finished mark yet, each counted and read in one snapshot, loads its parts straight into the run's
+staging (each row naming its try) and makes the try count with one mark row once its rows are
+counted there. Once every chunk is finished, a view of the marked tries' rows (one per key: the
+chunks are disjoint key ranges) is the delivery staging that the ordinary catalog commit applies
+with the ledger row in one transaction; then the run's tables are dropped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from worker.faults import crash_point, slow_point
 from worker.ledger import LedgerEntry
 from worker.messages import TableSpec
 from worker.part_loader import BackgroundLoader
-from worker.sinks.base import RunChunkStore, Sink, Staging
+from worker.sinks.base import RunChunkStore, Sink, StagedChunks, Staging
 from worker.sources.base import KeyChunked, KeyRange, RangeRead
 from worker.spool import PartWriter
 from worker.table_run import TableRun
@@ -104,7 +105,7 @@ class CatalogChunkRun:
                                      table.attempt.number)
         plan, finished = store.open(self._new_plan)
         todo = unfinished(plan, sorted(finished))
-        rows_before, _ = store.staged()
+        rows_before = store.staged().rows
         self._base = Counters(rows_before, rows_before, 0)
         log.info("run %s: %d key chunks, %d finished earlier (%d rows), %d to read", table.attempt.run_id,
                  len(plan.chunks()), len(finished), rows_before, len(todo))
@@ -112,7 +113,7 @@ class CatalogChunkRun:
             self._read(store, plan, todo)
         log.info("run %s: every chunk staged (%.1fs)", table.attempt.run_id, time.monotonic() - started)
         with tracing.step("commit", tables=1):
-            entry, token = self._commit(store, plan)
+            entry, token = self._commit(store)
         with tracing.step("report"):
             return self._report(store, entry, token)
 
@@ -171,18 +172,17 @@ class CatalogChunkRun:
         finally:
             current.close()
 
-    def _commit(self, store: RunChunkStore, plan: ChunkPlan) -> tuple[LedgerEntry, str]:
+    def _commit(self, store: RunChunkStore) -> tuple[LedgerEntry, str]:
         """The run's staged rows, one per key, applied by the ordinary catalog commit."""
         table, attempt = self.table, self.table.attempt
-        final, rows = store.final_staging()
+        final, staged = store.final_staging()
         table.use_staging(final)
         try:
-            staged_rows, first_read_at = store.staged()
-            table.values_nulled = store.values_nulled()  # every finished chunk's, by any delivery
+            table.values_nulled = dict(staged.values_nulled)  # every finished chunk's, by any delivery
             attempt.check_deadlines()
             attempt.events.progress(Counters.total((self._base, table.counters)), phase="committing",
                                     force=True)
-            entry = _run_entry(table.entry(attempt.events.reserve_seq()), staged_rows, rows, first_read_at)
+            entry = _run_entry(table.entry(attempt.events.reserve_seq()), staged)
             crash_point("before_commit")
             (in_force,) = self.sink.commit_job([(final, entry)])
         finally:
@@ -217,11 +217,11 @@ class CatalogChunkRun:
             log.warning("could not drop a chunk staging table: %s", exc)
 
 
-def _run_entry(entry: LedgerEntry, staged_rows: int, rows: int, first_read_at: datetime | None
-               ) -> LedgerEntry:
-    """The run's entry: every chunk's rows (staged and counted, by any delivery), the rows the
-    destination holds after one per key, and the first chunk's read time as its snapshot (the
-    catalog commits' order). This delivery's measures are not the run's: no quality report."""
+def _run_entry(entry: LedgerEntry, staged: StagedChunks) -> LedgerEntry:
+    """The run's entry: every chunk's rows (staged, counted and checked against the final staging,
+    by any delivery; the chunks are disjoint key ranges, so the destination holds exactly those),
+    and the first chunk's read time as its snapshot (the catalog commits' order). This delivery's
+    measures are not the run's: no quality report."""
     return dataclasses.replace(
-        entry, rows_extracted=staged_rows, rows_loaded=rows, source_row_count=staged_rows,
-        snapshot_at=first_read_at or entry.snapshot_at, quality=None)
+        entry, rows_extracted=staged.rows, rows_loaded=staged.rows, source_row_count=staged.rows,
+        snapshot_at=staged.first_read_at or entry.snapshot_at, quality=None)

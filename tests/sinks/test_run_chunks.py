@@ -19,6 +19,7 @@ from tests.sinks.test_bigquery_emulator import ID, NAME, entry_for, query, sink 
 from worker.catalog_chunks import ChunkPlan, plan_of
 from worker.columns import arrow_schema
 from worker.errors import LoadError
+from worker.sinks.base import StagedChunks
 from worker.sinks.bigquery import BigQuerySink
 from worker.sinks.bigquery_chunks import RunChunks, load_parts
 from worker.spool import PartWriter
@@ -60,13 +61,13 @@ def test_a_run_s_chunks_resume_and_commit_once(
     assert again.open(no_plan) == (plan, frozenset({1}))
     for _ in range(2):
         stage(again, tmp_path, 2, [{"id": 3, "name": "c"}], T2, nulled={"name": 2, "id": 0})
-    assert again.finished() == frozenset({1, 2}) and again.staged() == (3, T1)
-    # And the values loaded as NULL are every finished chunk's (one try each), whoever read them
-    assert again.values_nulled() == {"name": 3, "id": 0}
-    final, rows = again.final_staging()
-    assert rows == 3
+    # (and the values loaded as NULL are every finished chunk's, one try each, whoever read them)
+    assert again.finished() == frozenset({1, 2})
+    assert again.staged() == StagedChunks(3, T1, {"name": 3, "id": 0})
+    final, staged = again.final_staging()
+    assert staged.rows == 3
     try:
-        entry = entry_for(final, rows)
+        entry = entry_for(final, staged.rows)
         (in_force,) = sink.commit_job([(final, entry)])
     finally:
         final.drop()
@@ -103,9 +104,9 @@ def test_chunks_of_a_plan_that_lost_the_race_never_count(
     with pytest.raises(LoadError, match=r"chunks \[2\] are not staged"):
         nxt.final_staging()
     stage(nxt, tmp_path, 2, [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}], T2)
-    final, rows = nxt.final_staging()
+    final, staged = nxt.final_staging()
     try:
-        assert rows == 3
+        assert staged.rows == 3
     finally:
         final.drop()
         nxt.drop()

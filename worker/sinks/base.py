@@ -76,6 +76,15 @@ class ChunkLoad(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StagedChunks:
+    """What the finished chunks of a plan hold (their marked tries, whichever delivery read them)."""
+
+    rows: int  # rows staged, each chunk's counted and verified
+    first_read_at: datetime | None  # the earliest chunk read (None: no chunk finished)
+    values_nulled: Mapping[str, int]  # per column, values BigQuery could not hold, loaded as NULL
+
+
 class RunChunkStore(Protocol):
     """A chunked catalog run's own tables, shared by its deliveries (worker/catalog_chunks.py)."""
 
@@ -84,8 +93,8 @@ class RunChunkStore(Protocol):
         chunks of it already finished."""
         ...
 
-    def staged(self) -> tuple[int, datetime | None]:
-        """Rows staged in the finished chunks of the plan, and the earliest of their read times."""
+    def staged(self) -> StagedChunks:
+        """What the finished chunks of the plan hold."""
         ...
 
     def chunk_loader(self, number: int, read_at: datetime) -> ChunkLoad:
@@ -102,13 +111,10 @@ class RunChunkStore(Protocol):
         with its values loaded as NULL (`nulled`, per column)."""
         ...
 
-    def values_nulled(self) -> dict[str, int]:
-        """Per column, the values loaded as NULL in the plan's finished chunks, by any delivery."""
-        ...
-
-    def final_staging(self) -> tuple[Staging, int]:
-        """A delivery staging holding the finished chunks' rows and their count; refused (LoadError,
-        transient) for a plan that lost the race of two first deliveries or is unfinished."""
+    def final_staging(self) -> tuple[Staging, StagedChunks]:
+        """A delivery staging holding the finished chunks' rows, and what they hold (its row count
+        checked against it); refused (LoadError, transient) for a plan that lost the race of two
+        first deliveries or is unfinished."""
         ...
 
     def drop(self) -> None:

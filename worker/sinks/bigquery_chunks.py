@@ -41,7 +41,7 @@ from worker.constants import CATALOG
 from worker.errors import LoadError
 from worker.sinks import bigquery_schema as schema
 from worker.sinks import emulator_compat
-from worker.sinks.base import ChunkLoad
+from worker.sinks.base import ChunkLoad, StagedChunks
 from worker.sinks.bigquery import BigQuerySink, BigQueryStaging
 
 log = logging.getLogger(__name__)
@@ -131,23 +131,17 @@ class RunChunks:
                                             f"{self.run_id}-c{number}", self.attempt)
         return RunChunkLoad(loads, number, self._followed().identity, read_at)
 
-    def staged(self) -> tuple[int, datetime | None]:
-        """Rows of this plan's finished chunks (their marked tries), and the earliest read time."""
+    def staged(self) -> StagedChunks:
+        """What this plan's finished chunks (their marked tries) hold: one read of the marks."""
         marks = marks_sql(self._sql(self.record_table))
-        rows = self._run(f"SELECT COALESCE(SUM(rows_staged), 0) AS n, MIN(read_at) AS first FROM ({marks})",
-                         plan=self._followed().identity)
-        first = rows[0]["first"] if rows else None
-        return (int(rows[0]["n"]) if rows else 0), first
-
-    def values_nulled(self) -> dict[str, int]:
-        """Per column, the values loaded as NULL in this plan's finished chunks (their marked tries),
-        whichever delivery read them."""
-        marks = marks_sql(self._sql(self.record_table))
-        total: dict[str, int] = {}
-        for row in self._run(f"SELECT values_nulled FROM ({marks})", plan=self._followed().identity):
-            for column, count in json.loads(row["values_nulled"] or "{}").items():
-                total[column] = total.get(column, 0) + int(count)
-        return total
+        rows, first, nulled = 0, None, dict[str, int]()
+        for mark in self._run(f"SELECT rows_staged, read_at, values_nulled FROM ({marks})",
+                              plan=self._followed().identity):
+            rows += int(mark["rows_staged"])
+            first = mark["read_at"] if first is None else min(first, mark["read_at"])
+            for column, count in json.loads(mark["values_nulled"] or "{}").items():
+                nulled[column] = nulled.get(column, 0) + int(count)
+        return StagedChunks(rows, first, nulled)
 
     def staged_rows(self, loaded: ChunkLoad) -> int:
         """The try's rows in the run's staging, counted there: a load job's own count cannot be
@@ -166,7 +160,7 @@ class RunChunks:
                   **{"try": mine.token})
         log.info("run %s: chunk %d staged (%d rows)", self.run_id, number, rows)
 
-    def final_staging(self) -> tuple[BigQueryStaging, int]:
+    def final_staging(self) -> tuple[BigQueryStaging, StagedChunks]:
         """A delivery staging of the run whose table is a view of the finished chunks' rows; its
         row count, checked against the marks. Refused (transient: the redelivery goes on with the
         stored plan) when this delivery's plan lost the race of two first deliveries, or a chunk of
@@ -188,10 +182,11 @@ class RunChunks:
         target.client.delete_table(view.reference, retry=target.api_retry, not_found_ok=True)
         target.client.create_table(view, retry=target.api_retry)  # the staging table's name, as a view
         count = int(self._run(f"SELECT COUNT(*) AS n FROM {self._sql(staging.table_name)}")[0]["n"])
-        marked, _ = self.staged()
-        if count != marked:
-            raise LoadError(f"run {self.run_id}: the finished chunks hold {count} rows, their marks {marked}")
-        return staging, count
+        marked = self.staged()
+        if count != marked.rows:
+            raise LoadError(f"run {self.run_id}: the finished chunks hold {count} rows, their marks "
+                            f"{marked.rows}")
+        return staging, marked
 
     def drop(self) -> None:
         """After the final commit; a crash before leaves them to their expiration."""
