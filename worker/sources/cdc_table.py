@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from worker.cdc import meta
 from worker.cdc.changes import Change, Counts
+from worker.cdc.lsn import format_lsn
 from worker.columns import Column, arrow_schema
 from worker.errors import ConfigurationError
 from worker.sources.base import LogRange
@@ -95,9 +96,26 @@ class ChangeTable(ABC):
             yield from self._change_batches(batch_rows)
 
     # --- ChangeLog ------------------------------------------------------------------------------
-    @abstractmethod
     def report(self) -> dict[str, Any]:
-        """What run.completed says of the range (docs/events.md, `cdc`)."""
+        """What run.completed says of the range (docs/events.md, `cdc`): what every change log
+        reports, then the log's own fields (`_log_report`)."""
+        newest = self.counts.newest_commit
+        start = self.log_range.start
+        return {
+            "snapshot": self.log_range.snapshot,
+            "start": format_lsn(start) if start is not None else None,
+            "end": format_lsn(self.log_range.end),
+            **self.counts.report(),
+            "transactions": self.counts.transactions,
+            "kept_columns": self.kept_columns(),
+            "skipped_transactions": self.counts.skipped,
+            "newest_change_at": newest.isoformat() if newest else None,
+            **self._log_report(),
+        }
+
+    @abstractmethod
+    def _log_report(self) -> dict[str, Any]:
+        """The change log's own fields of `report` (its slot, or its binlog positions and replica id)."""
 
     @abstractmethod
     def confirm(self, position: int) -> None:

@@ -31,7 +31,7 @@ from worker.cdc import mysql as cdc_my
 from worker.cdc.binlog import BinlogCollector, BinlogPosition, Commit, RowChange, bit_value, storable
 from worker.cdc.binlog_stream import ZERO_DATE, binlog_events
 from worker.cdc.changes import TableShape
-from worker.cdc.lsn import format_lsn, parse_lsn
+from worker.cdc.lsn import parse_lsn
 from worker.columns import Column
 from worker.messages import EtlRunRequest, TableSpec
 from worker.sources import mysql_raw
@@ -111,19 +111,11 @@ class BinlogTable(ChangeTable):
         super().__init__(base, session.log_range)
         self._session = session
 
-    def report(self) -> dict[str, Any]:
-        newest, session = self.counts.newest_commit, self._session
+    def _log_report(self) -> dict[str, Any]:
+        session = self._session
         return {
-            "snapshot": self.log_range.snapshot,
-            "start": format_lsn(self.log_range.start) if self.log_range.start is not None else None,
-            "end": format_lsn(self.log_range.end),
             "binlog_start": None if self.log_range.snapshot else str(session.start),
             "binlog_end": str(session.end),
-            **self.counts.report(),
-            "transactions": self.counts.transactions,
-            "kept_columns": self.kept_columns(),
-            "skipped_transactions": self.counts.skipped,
-            "newest_change_at": newest.isoformat() if newest else None,
             "server_id": session.server_id,
         }
 

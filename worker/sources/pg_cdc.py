@@ -154,19 +154,9 @@ class CdcTable(ChangeTable):
         self._session = session
 
     # --- ChangeLog ------------------------------------------------------------------------------
-    def report(self) -> dict[str, Any]:
-        """What run.completed says of the range (docs/events.md, `cdc`)."""
-        newest = self.counts.newest_commit
+    def _log_report(self) -> dict[str, Any]:
         slot = self._session.slot
         return {
-            "snapshot": self.log_range.snapshot,
-            "start": format_lsn(self.log_range.start) if self.log_range.start is not None else None,
-            "end": format_lsn(self.log_range.end),
-            **self.counts.report(),
-            "transactions": self.counts.transactions,
-            "kept_columns": self.kept_columns(),
-            "skipped_transactions": self.counts.skipped,
-            "newest_change_at": newest.isoformat() if newest else None,
             "slot": self.log_range.slot,
             "publication": self.log_range.publication,
             "retained_wal_bytes": slot.retained_wal_bytes if slot else None,
