@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from devstack.emulators import _spawn, _wait_until, free_port, stop_process
+from devstack.emulators import _spawn, _wait_until, _with_retries, free_port, stop_process
 
 DATABASE = "test"
 COMMAND_TIMEOUT_S = 120
@@ -79,14 +79,20 @@ def _answers(port: int) -> bool:
 @contextlib.contextmanager
 def binlog_mariadb() -> Iterator[BinlogMariaDB]:
     base = Path(tempfile.mkdtemp(prefix="etl-mariadb-binlog-"))
-    data, port = base / "data", free_port()
+    data = base / "data"
     try:
         _install(data)
-        argv = [_binary("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", f"--port={port}",
-                "--bind-address=127.0.0.1", f"--socket={base / 'sock'}", f"--pid-file={base / 'pid'}",
-                f"--user={_user()}", *SERVER_OPTIONS]
-        process, log_path = _spawn("mariadbd", argv, base)
-        _wait_until(lambda: _answers(port), process, "mariadbd", log_path)
+
+        def start(_attempt: int) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()  # another process may take it before mariadbd binds it: retried
+            argv = [_binary("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", f"--port={port}",
+                    "--bind-address=127.0.0.1", f"--socket={base / 'sock'}", f"--pid-file={base / 'pid'}",
+                    f"--user={_user()}", *SERVER_OPTIONS]
+            process, log_path = _spawn("mariadbd", argv, base)
+            _wait_until(lambda: _answers(port), process, "mariadbd", log_path)
+            return process, port
+
+        process, port = _with_retries(start)
         try:
             engine = sa.create_engine(f"mysql+mysqldb://root@127.0.0.1:{port}/", isolation_level="AUTOCOMMIT")
             with engine.connect() as conn:

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from devstack.pubsub_jvm import OPTS_ENV, ClassArchive, jvm_options
 
@@ -121,6 +122,9 @@ def _spawn(
     return process, log_path
 
 
+_Started = TypeVar("_Started")
+
+
 class _ExitedEarly(RuntimeError):
     """The emulator process ended during start-up (typically: its port was taken meanwhile)."""
 
@@ -142,7 +146,8 @@ def _wait_until(
     raise RuntimeError(f"{name} did not start within {STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
 
 
-def _with_retries(start: Callable[[int], Emulator]) -> Emulator:
+def _with_retries(start: Callable[[int], _Started]) -> _Started:
+    """`start(attempt)` again while the process exits during start-up (its port taken meanwhile)."""
     for attempt in range(1, STARTUP_ATTEMPTS + 1):
         try:
             return start(attempt)
