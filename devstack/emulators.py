@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from devstack.pubsub_jvm import OPTS_ENV, ClassArchive, jvm_options
 
@@ -64,7 +64,23 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
+class ChildProcess(Protocol):
+    """The part of subprocess.Popen's interface that stopping a child needs (the test suites' forked
+    workers have it too: tests/forkserver.py)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+def stop_process(process: ChildProcess, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Terminate a child and its whole process group (gcloud starts java as a grandchild).
 
     Returns once no process of the group is left, so nothing outlives the caller's fixture.

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
+
+from tests import forkserver
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_quick_prints_the_table() -> None:
     # dlt is a bench-only extra: the smoke run measures the worker against the dumps only
-    done = subprocess.run(
+    done = forkserver.run(
         [sys.executable, "-m", "bench.extract", "--quick", "--paths", "dump,worker", "--no-e2e"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| rows | database | path | rows/s (median) |" in done.stdout
@@ -21,8 +22,7 @@ def test_bench_quick_prints_the_table() -> None:
 
 
 def _smoke(*argv: str) -> str:
-    done = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, check=False)
+    done = forkserver.run([sys.executable, "-m", *argv], cwd=ROOT, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
+from tests import forkserver
 from tests.cdc.binlog_source import BinlogSource, binlog_source
 from tests.e2e.oneshot import RunOnce
 from tests.e2e.sources import normalise
@@ -64,8 +65,8 @@ def cdc_check(request: dict[str, Any], tmp_path: Path) -> subprocess.CompletedPr
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     env = {**os.environ, "GCP_PROJECT_ID": "etl-test", "BIGQUERY_DATASET": "unused"}
-    return subprocess.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=60)
+    return forkserver.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)], cwd=ROOT,
+                          env=env, timeout=60)
 
 
 def seed(source: BinlogSource, rows: int) -> None:

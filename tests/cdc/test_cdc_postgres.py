@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.cdc.conftest import CdcSource
 from tests.e2e.oneshot import RunOnce
 from tests.e2e.sources import normalise
@@ -42,6 +43,12 @@ def completed(events: list[Any]) -> RunCompleted:
     last = events[-1]
     assert isinstance(last, RunCompleted), last
     return last
+
+
+def cdc_check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`etl-worker cdc-check --request PATH`, its output captured."""
+    return forkserver.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)], env=env,
+                          timeout=60)
 
 
 def test_cdc_loads_the_snapshot_then_applies_every_kind_of_change(
@@ -160,8 +167,7 @@ def test_cdc_on_a_server_without_logical_decoding_fails_permanently_naming_the_s
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     env = {**os.environ, "GCP_PROJECT_ID": "etl-test", "BIGQUERY_DATASET": "unused"}
-    checked = subprocess.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)],
-                             capture_output=True, text=True, env=env, timeout=60)
+    checked = cdc_check(path, env)
     assert checked.returncode == 1, checked.stderr
     assert "problem: wal_level is replica, CDC needs logical" in checked.stdout
     assert "cloudsql.logical_decoding" in checked.stdout
@@ -171,8 +177,7 @@ def test_cdc_check_says_ready_on_a_logical_server(cdc_source: CdcSource, tmp_pat
     path = tmp_path / "request.json"
     path.write_text(json.dumps(cdc_source.request()))
     env = {**os.environ, "GCP_PROJECT_ID": "etl-test", "BIGQUERY_DATASET": "unused"}
-    checked = subprocess.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)],
-                             capture_output=True, text=True, env=env, timeout=60)
+    checked = cdc_check(path, env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ready: a cdc run can start" in checked.stdout and "not created yet" in checked.stdout
 
@@ -245,8 +250,7 @@ def test_a_user_without_replication_and_a_table_without_identity_are_told_what_t
         path = tmp_path / "request.json"
         path.write_text(json.dumps(request))
         env = {**os.environ, "GCP_PROJECT_ID": "etl-test", "BIGQUERY_DATASET": "unused"}
-        checked = subprocess.run([sys.executable, "-m", "worker", "cdc-check", "--request", str(path)],
-                                 capture_output=True, text=True, env=env, timeout=60)
+        checked = cdc_check(path, env)
         assert checked.returncode == 1
         problems = [line for line in checked.stdout.splitlines() if line.startswith("problem: ")]
         assert len(problems) == 3, checked.stdout

@@ -4,12 +4,12 @@ in `_etl_runs`, and `etl-worker runs` shows them, filtered, and per-table health
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
 from google.cloud import bigquery
 
+from tests import forkserver
 from tests.conftest import PROJECT
 from tests.e2e.sources import SeededSource
 from tests.e2e.stack import Stack, serving
@@ -19,8 +19,7 @@ HISTORY_WAIT_S = 60.0
 
 def runs_cli(stack: Stack, *args: str) -> str:
     env = {**os.environ, **stack.env} if stack.env else {**os.environ, **_env_of(stack)}
-    result = subprocess.run([sys.executable, "-m", "worker", "runs", *args], env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", "runs", *args], env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

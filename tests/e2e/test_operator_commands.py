@@ -6,7 +6,6 @@ import io
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from google.cloud import pubsub_v1
 from rich.console import Console
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.e2e.stack import make_settings, settings_env, settings_from_env
 from worker.app import build_handler, build_sink
 from worker.commands.replay import Selection, replay
@@ -72,9 +72,8 @@ def test_runs_lists_committed_runs_newest_first_and_filters_by_data_source(
     assert "transactional" in text and "at: [2024-01-02" in text and "whole table" in text
 
     # And the CLI shows the same, as an operator runs it
-    result = subprocess.run([sys.executable, "-m", "worker", "runs", "--data-source-id", "2"],
-                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", "runs", "--data-source-id", "2"],
+                            env={**os.environ, **env}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "etl-run-902" in result.stdout and "etl-run-901" not in result.stdout
     rows = next(line for line in result.stdout.splitlines() if "etl-run-902" in line)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from google.cloud import bigquery, pubsub_v1
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.e2e.relay import Relay, pg_relay
 from tests.e2e.sources import SeededSource, normalise, seed
 from tests.e2e.stack import Stack, bq_count, bq_rows, serving, settings_env, settings_from_env
@@ -33,8 +34,8 @@ __all__ = ["pg_relay"]  # the fixture `relay`
 
 
 def replay_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", "replay", *args],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False)
+    return forkserver.run([sys.executable, "-m", "worker", "replay", *args],
+                          env={**os.environ, **env}, timeout=120)
 
 
 def wait_dead_letters(stack: Stack, count: int, timeout_s: float = 90.0) -> set[str]:

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.conftest import unique
 from tests.e2e.sources import SeededSource, seed
 from tests.e2e.stack import Stack, serving, settings_env, settings_from_env
@@ -92,9 +92,8 @@ def request(source: SeededSource, etl_run_id: int, port: int, user: str, **param
 def one_shot(env: dict[str, str], body: dict[str, Any], tmp_path: Path, *flags: str) -> str:
     path = tmp_path / f"request-{body['etl_run_id']}.json"
     path.write_text(json.dumps(body))
-    result = subprocess.run([sys.executable, "-m", "worker", *flags, "run", "--request", str(path)],
-                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", *flags, "run", "--request", str(path)],
+                            env={**os.environ, **env}, timeout=120)
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events and events[-1]["run_id"] == f"etl-run-{body['etl_run_id']}", result.stderr
     return result.stdout + result.stderr
@@ -149,8 +148,8 @@ def test_a_known_password_appears_in_no_log_event_error_or_replay_output(
                                                                  "run.failed"]
 
     # When the operator looks at the dead letter and would replay it
-    replay = [subprocess.run([sys.executable, "-m", "worker", "replay", *args], env={**os.environ, **env},
-                             capture_output=True, text=True, timeout=120, check=False)
+    replay = [forkserver.run([sys.executable, "-m", "worker", "replay", *args], env={**os.environ, **env},
+                             timeout=120)
               for args in ((), ("--all", "--dry-run"))]
     assert all("etl-run-14" in result.stdout for result in replay), replay[0].stdout
 

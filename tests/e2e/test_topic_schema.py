@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.types import Encoding, Schema
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.conftest import PROJECT, unique
 
 AVRO = {"type": "record", "name": "Request", "fields": [
@@ -74,7 +74,7 @@ def test_publish_refuses_a_request_the_worker_would_refuse(
     bad.write_text(json.dumps({"data_source_id": 1, "source_type": "oracle", "load_type": "catalog",
                                "connection_params": {"database": "d", "password": "pw-not-shown"}}))
     argv = [sys.executable, "-m", "worker", "--no-json-logs", "publish", "--request", str(bad)]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = forkserver.run(argv, env=env, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("etl-worker: not published: invalid etl-run-requested message: ")
     assert "source_type" in result.stderr and "pw-not-shown" not in result.stderr

@@ -27,6 +27,7 @@ from google.cloud import bigquery, pubsub_v1
 from devstack.emulators import Emulator, stop_process
 from tests.conftest import PROJECT
 from tests.e2e.stack import Stack
+from tests.forkserver import spawn
 from worker.faults import HOLD_FAIL, HOLD_FIFO
 
 KILL_WAIT_S = 60.0
@@ -48,16 +49,13 @@ class Handled:
 
 
 class WorkerProcess:
-    """`python -m worker serve` as a separate process, the way Cloud Run runs it; its own log."""
+    """`python -m worker serve` as a separate process (forked, tests/forkserver.py); its own log."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--no-json-logs", "serve"],
-            env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # Forked from an interpreter that has imported the worker already (tests/forkserver.py).
+        self.process = spawn([sys.executable, "-m", "worker", "--no-json-logs", "serve"],
+                             {**os.environ, **env}, log_path)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -107,7 +105,6 @@ class WorkerProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 stop_process(self.process)
-        self._log.close()
 
 
 def end_dead_streams(stack: Stack) -> None:

@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.conftest import PROJECT
 from tests.e2e.sources import SeededSource, normalise, seed
 from tests.e2e.stack import Stack, bq_rows, settings_env, settings_from_env
@@ -73,9 +73,8 @@ def test_a_run_past_its_time_limit_fails_as_transient(
                        ETL_SLOW_BATCH_SECONDS=1)
     request = tmp_path / "request.json"
     request.write_text(json.dumps(orders_source.request("catalog", etl_run_id=72)))
-    result = subprocess.run([sys.executable, "-m", "worker", "run", "--request", str(request)],
-                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", "run", "--request", str(request)],
+                            env={**os.environ, **env}, timeout=60)
     assert result.returncode == 1
     failed = json.loads(result.stdout.splitlines()[-1])
     assert failed["error"]["type"] == "RunTimeoutError" and failed["error"]["retryable"] is True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.e2e.stack import Stack, make_settings, serving
 from tests.ops.schedule_files import item_request, items_source, write_toml
 from worker.commands.local_scheduler import LocalScheduler, next_firing, run_scheduler
@@ -128,8 +128,8 @@ def pull(stack: Stack, subscription: str, count: int) -> list[Any]:
 def test_schedule_apply_without_a_region_says_what_to_set(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "s.toml", [{"name": "n", "schedule": "0 * * * *",
                                              "request": item_request(Path("x.sqlite"))}])
-    result = subprocess.run([sys.executable, "-m", "worker", "schedule", "apply", str(path), "--dry-run"],
-                            env={**os.environ, "GCP_PROJECT_ID": "etl-test"}, capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", "schedule", "apply", str(path), "--dry-run"],
+                            env={**os.environ, "GCP_PROJECT_ID": "etl-test"},
+                            timeout=60)
     assert result.returncode == 2
     assert "give --location or set ETL_SCHEDULER_LOCATION" in result.stderr

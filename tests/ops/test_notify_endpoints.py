@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from devstack.emulators import Emulator
+from tests import forkserver
 from tests.e2e.stack import settings_from_env
 from tests.ops.endpoints import SLACK_PATH, Endpoints, SmtpStandIn, body_of
 from tests.ops.runs import RunScript
@@ -129,7 +129,6 @@ def _cli_stderr(tmp_path: Path, pubsub_host: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_ALERT_")}
     env |= {"GCP_PROJECT_ID": "etl-test", "ETL_NOTIFY_STATE_DIR": str(tmp_path),
             "PUBSUB_EMULATOR_HOST": pubsub_host}
-    result = subprocess.run([sys.executable, "-m", "worker", "notify"], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = forkserver.run([sys.executable, "-m", "worker", "notify"], env=env, timeout=60)
     assert result.returncode == 2
     return result.stderr
