@@ -125,14 +125,23 @@ def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
 def _compact_is_exact(texts: pa.Array, compact: pa.Array, family: str) -> Mask:
     """Per document: is its compacted text what json_text returns? (False: json_text decides.)
     First by the column's templates (one RE2 pass each), then, for what they leave, by orjson."""
-    risky = pc.or_(pc.match_substring_regex(texts, pattern=_RISKY_JSON), maybe_too_deep(texts))
-    plain = pc.fill_null(pc.invert(risky), False)
-    exact = _templated(texts, plain, family)
-    rest = pc.and_not(plain, pa.array(exact))
+    exact = _templated(texts, texts.is_valid(), family)
+    rest = pc.and_not(texts.is_valid(), pa.array(exact))
     if not pc.any(rest).as_py():  # the common case (or no document): no list to build
         return exact
     chosen = pc.indices_nonzero(rest)
-    exact[chosen.to_numpy()] = _canonical_mask(texts.take(chosen), compact.take(chosen))
+    exact[chosen.to_numpy()] = _proven_by_orjson(texts.take(chosen), compact.take(chosen))
+    return exact
+
+
+def _proven_by_orjson(texts: pa.Array, compact: pa.Array) -> Mask:
+    """Per document: not risky, and orjson writes back its compacted text (`_canonical_mask`)."""
+    risky = pc.or_(pc.match_substring_regex(texts, pattern=_RISKY_JSON), maybe_too_deep(texts))
+    plain = pc.fill_null(pc.invert(risky), False)
+    exact = np.zeros(len(texts), dtype=bool)
+    chosen = pc.indices_nonzero(plain)
+    if len(chosen):
+        exact[chosen.to_numpy()] = _canonical_mask(texts.take(chosen), compact.take(chosen))
     return exact
 
 
@@ -152,19 +161,34 @@ def maybe_too_deep(texts: pa.Array) -> pa.Array:
 # json_text writes as written (a string with no backslash, no control character and no `, ` or `: `
 # inside, which the compaction would change; a number without exponent or leading zero; true, false,
 # null); lists of scalars of any length; the separators `,` or `, ` and `:` or `: ` only. A document
-# that matches it (and is not risky: the numbers json_text spells differently) is JSON, has no repeated
-# key and no whitespace but what the compaction removes, so its compacted text is json_text's output:
+# that matches it is JSON, has no repeated key, no number json_text spells otherwise or refuses (the
+# numbers `_RISKY_JSON` lets through), no whitespace but what the compaction removes and at most
+# _TEMPLATE_MAX_DEPTH levels, so its compacted text is json_text's output:
 # RE2 proves it in one pass, with no Python object per document (orjson's parse, write-back and the
 # freeing of what it built cost ~0.55 us per document; the template's pass ~0.1). Whatever document
 # the template was learnt from, the proof is the template's own, so any template is sound for any
 # document; the ones that match nothing merely cost a pass that fails at the first differing byte.
 _PLAIN_CHARS = r'(?:[^"\\\x00-\x1f,:]|[,:]+[^"\\\x00-\x1f ,:])*[,:]*'
 _PLAIN_STRING = f'"{_PLAIN_CHARS}"'
-_PLAIN_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+
+
+def _plain_number() -> str:
+    """A number json_text writes as written, in the shapes `_RISKY_JSON` lets through: no exponent,
+    no leading zero, not -0, at most 15 digits and dot in all (beyond, the exact FLOAT64 check
+    decides), below 1 fewer than six zeros after the dot (str(Decimal) writes 1E-7). Only the shapes
+    RE2's DFA matches fast (an exact bound on the total made the pass 60 % slower): integers of up to
+    15 digits; decimals of up to 4+10, 7+7 or 10+4 digits; below 1, up to 5 zeros then 7 digits."""
+    decimals = [rf"[1-9][0-9]{{0,{whole - 1}}}\.[0-9]{{1,{14 - whole}}}" for whole in (4, 7, 10)]
+    below_one = r"0\.(?:0{0,5}[1-9][0-9]{0,6}|0{1,5})"
+    return rf"(?:0|-?(?:[1-9][0-9]{{0,14}}|{'|'.join(decimals)}|{below_one}))"
+
+
+_PLAIN_NUMBER = _plain_number()
 _PLAIN_SCALAR = f"(?:{_PLAIN_STRING}|{_PLAIN_NUMBER}|true|false|null)"
 _PLAIN_KEY = re.compile(_PLAIN_CHARS)  # a key the template can spell literally (same classes)
 _ITEMS, _PAIR = ", ?", ": ?"
-_TEMPLATE_MAX_CHARS = 8_000  # a list of objects doubles its item's regex; past this, orjson decides
+_TEMPLATE_MAX_DEPTH = 32  # far below BigQuery's 500 levels: a template never proves a deep document
+_TEMPLATE_MAX_CHARS = 20_000  # a list of objects doubles its item's regex; past this, orjson decides
 _TEMPLATES_KEPT = 4  # per column name, the most recently learnt first
 _LEARN_FROM = 16  # fewer documents left than this: orjson proves them, nothing is learnt
 _templates: dict[str, tuple[str, ...]] = {}
@@ -214,35 +238,37 @@ def _template_of(text: str) -> str | None:
     return None if body is None or len(body) > _TEMPLATE_MAX_CHARS else f"^{body}$"
 
 
-def _value_template(value: Any) -> str | None:
+def _value_template(value: Any, depth: int = 0) -> str | None:
+    if depth > _TEMPLATE_MAX_DEPTH:
+        return None
     if isinstance(value, dict):
-        return _object_template(value)
+        return _object_template(value, depth + 1)
     if isinstance(value, list):
-        return _list_template(value)
+        return _list_template(value, depth + 1)
     return _PLAIN_SCALAR if _is_scalar(value) else None
 
 
-def _object_template(value: dict[str, Any]) -> str | None:
+def _object_template(value: dict[str, Any], depth: int) -> str | None:
     pairs = []
     for key, item in value.items():
-        inner = _value_template(item)
+        inner = _value_template(item, depth)
         if inner is None or not _PLAIN_KEY.fullmatch(key):
             return None
         pairs.append(f'"{_literal(key)}"{_PAIR}{inner}')
     return r"\{" + _ITEMS.join(pairs) + r"\}"
 
 
-def _list_template(items: list[Any]) -> str | None:
-    item = _item_template(items)
+def _list_template(items: list[Any], depth: int) -> str | None:
+    item = _item_template(items, depth)
     return None if item is None else rf"\[(?:{item}(?:{_ITEMS}{item})*)?\]"
 
 
-def _item_template(items: list[Any]) -> str | None:
+def _item_template(items: list[Any], depth: int) -> str | None:
     """What every item of the list matches: any scalar (an empty list too: any list of scalars), or
     the one shape all its items share."""
     if all(_is_scalar(item) for item in items):
         return _PLAIN_SCALAR
-    shapes = {_value_template(item) for item in items}
+    shapes = {_value_template(item, depth) for item in items}
     if len(shapes) != 1:
         return None
     (shape,) = shapes
