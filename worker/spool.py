@@ -23,11 +23,11 @@ from worker.columns import Column, arrow_schema
 
 log = logging.getLogger(__name__)
 
-# LZ4 (pyarrow writes Parquet's LZ4_RAW codec) is among the codecs BigQuery loads (with SNAPPY, ZSTD,
-# GZIP) and the emulator's DuckDB reads; on the 1M-row bench table's batches it cost 0.18 s of the
-# writer's CPU against SNAPPY's 0.22 (both without statistics), for parts 2 % larger
-# (docs/performance.md, issue 16).
-PARQUET_COMPRESSION = "lz4"
+# SNAPPY: BigQuery documents GZIP, LZO_1C, LZO_1X, SNAPPY and ZSTD for a Parquet load's data
+# blocks, not LZ4_RAW, though LZ4_RAW wrote the 1M-row bench table's parts with 0.18 s of CPU against
+# SNAPPY's 0.21-0.23 (both without statistics) and the emulator's DuckDB reads it: a load the real
+# service might refuse is not worth 0.03 s (docs/performance.md, issue 16).
+PARQUET_COMPRESSION = "snappy"
 # No column statistics: a part is loaded whole and deleted, nothing reads its min/max; writing them
 # cost 0.04-0.05 s per 1M rows of the bench table (the min/max of every string page).
 PARQUET_STATISTICS = False

@@ -1,5 +1,6 @@
-"""The Parquet parts' codec and options (worker/spool.py): LZ4_RAW, no statistics, and still read back
-exactly by Arrow and by DuckDB (what the BigQuery emulator loads them with)."""
+"""The Parquet parts' codec and options (worker/spool.py): SNAPPY (a codec BigQuery documents for
+Parquet loads), no statistics, and still read back exactly by Arrow and by DuckDB (what the BigQuery
+emulator loads them with)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ def _batch(rows: int) -> pa.RecordBatch:
     ], schema=arrow_schema(COLUMNS))
 
 
-def test_parts_are_lz4_raw_without_statistics_and_read_back_exactly(tmp_path: Path) -> None:
+def test_parts_are_snappy_without_statistics_and_read_back_exactly(tmp_path: Path) -> None:
     batch = _batch(1_000)
     with PartWriter(COLUMNS, part_rows=10_000, spool_dir=tmp_path) as parts:
         parts.write(batch)
         (part,) = parts.finish()
         meta = duckdb.sql(f"SELECT DISTINCT compression, stats_min IS NULL FROM parquet_metadata('{part}')")
-        assert meta.fetchall() == [("LZ4_RAW", True)]
+        assert meta.fetchall() == [("SNAPPY", True)]
         assert pq.read_table(part).to_batches()[0].equals(batch)
         counted = duckdb.sql(f"SELECT count(*), count(note), sum(id) FROM read_parquet('{part}')")
         assert counted.fetchone() == (1_000, 1_000 - 143, sum(range(1_000)))
