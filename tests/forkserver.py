@@ -135,13 +135,11 @@ class Zygote:
         self._reader.start()
 
     def fork(self, child: dict[str, Any]) -> ForkedProcess:
+        assert self._process.stdin is not None
         with self._changed:
             self._next_id += 1
             request_id = self._next_id
-        request = {**child, "id": request_id}
-        assert self._process.stdin is not None
-        with self._changed:
-            self._process.stdin.write(json.dumps(request).encode() + b"\n")
+            self._process.stdin.write(json.dumps({**child, "id": request_id}).encode() + b"\n")
             self._process.stdin.flush()
             if not self._changed.wait_for(lambda: request_id in self._pids or self._gone, timeout=60):
                 raise RuntimeError("the fork server did not answer within 60 s")

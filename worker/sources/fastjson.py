@@ -125,8 +125,9 @@ def json_column(texts: pa.Array, column: Column, nulled: NulledValues,
 def _compact_is_exact(texts: pa.Array, compact: pa.Array, family: str) -> Mask:
     """Per document: is its compacted text what json_text returns? (False: json_text decides.)
     First by the column's templates (one RE2 pass each), then, for what they leave, by orjson."""
-    exact = _templated(texts, texts.is_valid(), family)
-    rest = pc.and_not(texts.is_valid(), pa.array(exact))
+    valid = texts.is_valid()
+    exact = _templated(texts, valid, family)
+    rest = pc.and_not(valid, pa.array(exact))
     if not pc.any(rest).as_py():  # the common case (or no document): no list to build
         return exact
     chosen = pc.indices_nonzero(rest)
