@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # A column turns a batch's raw values (binary) into the generic path's array.
 Finish = Callable[[pa.Array, Field, NulledValues], pa.Array]
+Mask = npt.NDArray[np.bool_]  # one flag per value of a batch (rows x columns)
+Positions = npt.NDArray[np.int32]  # byte offsets into a batch's lines
 
 
 # The statements that open a consistent, read-only snapshot reading TIMESTAMP in UTC: the session's
@@ -180,20 +183,48 @@ def _line_columns(cursor: Any, batch_rows: int, width: int) -> list[pa.Array] | 
     rows = cursor.fetchmany(batch_rows)
     if not rows:
         return None
-    parts = pc.split_pattern(pa.array([line for (line,) in rows], type=pa.binary()), pattern=_SEPARATOR)
-    counts = pc.min_max(pc.list_value_length(parts))
-    if counts["min"].as_py() != width or counts["max"].as_py() != width:
+    lines = pa.array([line for (line,) in rows], type=pa.binary())
+    values, nulls = _split_lines(lines, width)
+    return [pc.take(values, _column_indices(column, len(rows), width, nulls)) for column in range(width)]
+
+
+def _split_lines(lines: pa.Array, width: int) -> tuple[pa.Array, Mask]:
+    """The lines' values, unsplit: one binary array over the lines' own bytes whose even items are
+    the values, row after row (its odd items are the separators between them), and per value
+    whether it is the NULL mark. Found by numpy on the bytes; split_pattern, a take per column and
+    replacing the NULL marks copied every value three times and cost 30 % of the client's CPU."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1)
+    data_buffer = lines.buffers()[2] or pa.py_buffer(b"")
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    separators = np.flatnonzero(data[: offsets[-1]] == _SEPARATOR[0]).astype(np.int32)
+    rows = len(lines)
+    if len(separators) != rows * (width - 1):
         raise RuntimeError("a MySQL value held byte 0xFF, which no UTF-8 text holds")  # never guess
-    flat = parts.flatten()
-    return [_nulls(flat.take(_strided(column, len(rows), width))) for column in range(width)]
+    inner = separators.reshape(rows, width - 1)
+    # Each row's separators lie inside it (with the total right, every row has exactly width - 1).
+    if width > 1 and (np.any(inner[:, 0] < offsets[:-1]) or np.any(inner[:, -1] >= offsets[1:])):
+        raise RuntimeError("a MySQL value held byte 0xFF, which no UTF-8 text holds")
+    starts = np.empty((rows, width), dtype=np.int32)
+    ends = np.empty((rows, width), dtype=np.int32)
+    starts[:, 0], starts[:, 1:] = offsets[:-1], inner + 1
+    ends[:, -1], ends[:, :-1] = offsets[1:], inner
+    bounds = np.stack((starts.ravel(), ends.ravel()), axis=1).ravel()  # s0, e0, s1, e1, ...
+    values = pa.Array.from_buffers(pa.binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), data_buffer])
+    return values, _null_marks(data, starts, ends)
 
 
-def _strided(start: int, rows: int, width: int) -> pa.Array:
-    return pa.array(np.arange(start, rows * width, width, dtype=np.int64))
+def _null_marks(data: npt.NDArray[np.uint8], starts: Positions, ends: Positions) -> Mask:
+    """Per value: is it the one byte 0xFE that stands for NULL?"""
+    if not len(data):
+        return np.zeros(starts.shape, dtype=bool)
+    marks: Mask = (ends - starts == 1) & (data[np.minimum(starts, len(data) - 1)] == _NULL[0])
+    return marks
 
 
-def _nulls(values: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(values, pa.scalar(_NULL, pa.binary())), pa.scalar(None, pa.binary()), values)
+def _column_indices(column: int, rows: int, width: int, nulls: Mask) -> pa.Array:
+    """The column's items of `_split_lines`' values, a NULL index (a NULL value) at each NULL mark."""
+    indices = np.arange(2 * column, 2 * rows * width, 2 * width, dtype=np.int64)
+    return pa.array(indices, mask=nulls[:, column])
 
 
 def fast_batches(read: FastRead) -> Iterator[pa.RecordBatch] | None:
