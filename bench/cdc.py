@@ -81,7 +81,7 @@ def server(name: str) -> Iterator[Server]:
         with logical_postgres() as pg:
             yield Server(pg.url, pg.connection_params())
         return
-    from devstack.binlog_mariadb import binlog_mariadb
+    from devstack.private_mariadb import binlog_mariadb
 
     with binlog_mariadb() as maria:
         yield Server(maria.url, {**maria.connection_params(), "database": "bench"})

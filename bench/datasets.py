@@ -85,11 +85,13 @@ def table_name(rows: int) -> str:
     return f"orders_{rows}"
 
 
-def ensure_tables(rows: int, dialects: list[str], recreate: bool = False) -> list[BenchTable]:
-    """The bench tables of `rows` rows in each dialect, created (server-side) when missing."""
+def ensure_tables(rows: int, dialects: list[str], recreate: bool = False,
+                  mysql_url: str = MYSQL_URL) -> list[BenchTable]:
+    """The bench tables of `rows` rows in each dialect, created (server-side) when missing;
+    `mysql_url`: another MariaDB than BENCH_MYSQL_URL's (bench.mysql_speed's private one)."""
     made = []
     for dialect in dialects:
-        table = _table(dialect, rows)
+        table = _table(dialect, rows, mysql_url)
         started = time.monotonic()
         created = _ENSURE[dialect](table, recreate)
         if created:
@@ -99,11 +101,11 @@ def ensure_tables(rows: int, dialects: list[str], recreate: bool = False) -> lis
     return made
 
 
-def _table(dialect: str, rows: int) -> BenchTable:
+def _table(dialect: str, rows: int, mysql_url: str = MYSQL_URL) -> BenchTable:
     if dialect == "sqlite":
         path = os.path.join(SQLITE_DIR, f"{table_name(rows)}.sqlite")
         return BenchTable(dialect, f"sqlite:///{path}", "main", table_name(rows), rows)
-    url = PG_URL if dialect == "postgresql" else MYSQL_URL
+    url = PG_URL if dialect == "postgresql" else mysql_url
     return BenchTable(dialect, url, SCHEMA, table_name(rows), rows)
 
 

@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
-from devstack.binlog_mariadb import BinlogMariaDB, binlog_mariadb
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
 from devstack.logical_postgres import LogicalPostgres, logical_postgres
+from devstack.private_mariadb import BinlogMariaDB, binlog_mariadb
 from tests.password_postgres import PasswordPostgres, password_postgres
 from tests.schedule import expected_seconds
 from worker.sinks.bigquery_client import make_bigquery_client

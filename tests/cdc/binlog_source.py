@@ -1,5 +1,5 @@
 """Fixtures of the MariaDB binlog CDC suites: a fresh database in the throwaway binlog MariaDB
-(devstack/binlog_mariadb.py), an `items` table in it, and the cdc request for it."""
+(devstack/private_mariadb.py), an `items` table in it, and the cdc request for it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from devstack.binlog_mariadb import BinlogMariaDB
+from devstack.private_mariadb import BinlogMariaDB
 from tests.conftest import unique
 
 ITEMS_DDL = (
