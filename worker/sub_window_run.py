@@ -69,15 +69,17 @@ class SubWindowedRun:
         try:
             with tracing.step("stage", dest_table=part.dest_table, load_type=part.spec.load_type):
                 part.stage(self.sink)
-            entry = sub_window_entry(part.entry(0), attempt.run_id, run_high, part.sub_window_at.number)
-            records: tuple[LedgerEntry, ...] = ()
-            if last:
-                records = (summary(attempt.run_id, [*done, entry], attempt.events.reserve_seq(),
-                                   attempt.number),)
             with tracing.step("commit", tables=1):
                 attempt.check_deadlines()
                 attempt.events.progress(Counters.total((part.progress_base, part.counters)),
                                         phase="committing", force=True, sub_window=part.sub_window_at)
+                # The entries after the committing event: run.completed's seq, reserved with the
+                # run's entry, must follow the seq of every event published before it.
+                entry = sub_window_entry(part.entry(0), attempt.run_id, run_high, part.sub_window_at.number)
+                records: tuple[LedgerEntry, ...] = ()
+                if last:
+                    records = (summary(attempt.run_id, [*done, entry], attempt.events.reserve_seq(),
+                                       attempt.number),)
                 crash_point("before_commit")
                 (in_force,) = self.sink.commit_job([(part.staging, entry)], records)
         finally:

@@ -51,6 +51,9 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     assert (completed.rows_loaded, completed.sub_windows) == (250, 3)
     progress = [e.sub_window for e in events if e.event_type == "run.progress"]
     assert {1, 2, 3} <= set(progress)
+    # In the order they were published, the events' seq rises (run.completed's seq is reserved
+    # with the run's ledger entry, after the last "committing" event's)
+    assert [e.seq for e in events] == sorted({e.seq for e in events})
     # Then the destination equals the source
     copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
     assert copied == orders_source.rows()
