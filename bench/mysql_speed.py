@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bench.datasets import BenchTable, ensure_tables
+from bench.datasets import MYSQL_URL, SCHEMA, BenchTable, ensure_tables
 from bench.measure import Sample, run_path
 
 BATCH_ROWS = 10_000
@@ -71,14 +71,12 @@ class Server:
 @contextmanager
 def bench_server(shared: bool, buffer_pool_mb: int) -> Iterator[Server]:
     if shared:
-        from bench.datasets import MYSQL_URL
-
         yield Server(MYSQL_URL, server_pid())
         return
     from devstack.private_mariadb import private_mariadb
 
     with private_mariadb("etl-bench-mariadb-", (f"--innodb-buffer-pool-size={buffer_pool_mb}M",)) as private:
-        url = f"mysql+mysqldb://root@127.0.0.1:{private.port}/etl_bench"
+        url = f"mysql+mysqldb://root@127.0.0.1:{private.port}/{SCHEMA}"
         yield Server(url, private.server_pid, buffer_pool_mb)
 
 

@@ -83,9 +83,6 @@ def _answers(port: int) -> bool:
         engine.dispose()
 
 
-BinlogMariaDB = PrivateMariaDB  # the CDC suites' name for theirs
-
-
 def binlog_mariadb() -> contextlib.AbstractContextManager[PrivateMariaDB]:
     return private_mariadb("etl-mariadb-binlog-", BINLOG_OPTIONS)
 

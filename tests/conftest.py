@@ -23,7 +23,7 @@ from google.cloud import bigquery
 
 from devstack.emulators import Emulator, start_bigquery, start_pubsub
 from devstack.logical_postgres import LogicalPostgres, logical_postgres
-from devstack.private_mariadb import BinlogMariaDB, binlog_mariadb
+from devstack.private_mariadb import PrivateMariaDB, binlog_mariadb
 from tests.password_postgres import PasswordPostgres, password_postgres
 from tests.schedule import expected_seconds
 from worker.sinks.bigquery_client import make_bigquery_client
@@ -223,7 +223,7 @@ def logical_pg() -> Iterator[LogicalPostgres]:
 
 
 @pytest.fixture(scope="session")
-def binlog_maria() -> Iterator[BinlogMariaDB]:
+def binlog_maria() -> Iterator[PrivateMariaDB]:
     """A throwaway MariaDB with a ROW binlog, for binlog CDC (one per xdist worker)."""
     _require_services("the binlog MariaDB")
     with binlog_mariadb() as server:

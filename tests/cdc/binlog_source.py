@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from devstack.private_mariadb import BinlogMariaDB
+from devstack.private_mariadb import PrivateMariaDB
 from tests.conftest import unique
 
 ITEMS_DDL = (
@@ -21,7 +21,7 @@ ITEMS_DDL = (
 
 @dataclass
 class BinlogSource:
-    server: BinlogMariaDB
+    server: PrivateMariaDB
     engine: sa.Engine
     schema: str
     data_source_id: int
@@ -55,7 +55,7 @@ _DATA_SOURCES = iter(range(1, 10**6))
 
 
 @pytest.fixture
-def binlog_source(binlog_maria: BinlogMariaDB) -> Iterator[BinlogSource]:
+def binlog_source(binlog_maria: PrivateMariaDB) -> Iterator[BinlogSource]:
     engine = sa.create_engine(binlog_maria.url, isolation_level="READ COMMITTED")
     schema = unique("b")
     data_source_id = 50_000 + next(_DATA_SOURCES) * 1000 + hash(schema) % 1000
