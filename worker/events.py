@@ -185,7 +185,10 @@ class RunEvents:
         }
         self._progress_interval_s = progress_interval_s
         self._clock = clock
-        self._started = clock()
+        # The same instant on both clocks: events count `elapsed_s` from `_started`, and the ledger
+        # entry's duration (BigQuery's clock at commit minus `started_at`) from `started_at`, so
+        # run.completed's duration never reads below a progress event's published before it.
+        self._started, self.started_at = clock(), utcnow()
         self._last_progress = self._started
         self._seq = 0
         self._counters: tuple[Counters, ...] = (Counters(),)
@@ -249,6 +252,9 @@ class RunEvents:
         several reports its tables in `tables` and their sums at the top level."""
         first = entries[0]
         top = {name: getattr(first, name) for name in _SHARED_WITH_ENTRY}
+        # To the millisecond like every other event's: rounding is monotonic, so the duration
+        # (BigQuery's clock at commit) cannot read below a progress event's published before it.
+        top["duration_seconds"] = round(first.duration_seconds, 3)
         watermark, watermark_key = _watermark(first)
         if len(entries) > 1:
             top |= _job_totals(entries)

@@ -26,7 +26,7 @@ from worker.errors import (
 from worker.events import Counters, RunEvents
 from worker.faults import crash_point
 from worker.ledger import JobPurpose, LedgerEntry, RunPurpose
-from worker.messages import EtlRunRequest, utcnow
+from worker.messages import EtlRunRequest
 from worker.modes import mode_of
 from worker.retry import RetryPolicy
 from worker.sinks.base import Sink
@@ -108,7 +108,7 @@ class _JobAttempt:
         self.source = runner._sources(request.source_type)
         self.specs = request.table_specs()
         self.counters = events.attempt_counters(len(self.specs))
-        self.attempt = Attempt(run_id, request, runner._options, events, interrupt, utcnow(),
+        self.attempt = Attempt(run_id, request, runner._options, events, interrupt,
                                tables=len(self.specs))
 
     def execute(self) -> RunResult:

@@ -54,8 +54,12 @@ class Attempt:
     options: RunOptions
     events: RunEvents
     interrupt: threading.Event
-    started_at: datetime
     tables: int = 1  # in the job
+
+    @property
+    def started_at(self) -> datetime:
+        """When this delivery started (the events' clock origin), not this attempt."""
+        return self.events.started_at
 
     @property
     def number(self) -> int:

@@ -23,7 +23,9 @@ from tests.e2e.stack import bq_rows, make_settings
 from worker.app import build_handler
 from worker.events import MemoryEventBus
 from worker.handlers.base import Delivery, Outcome, Redelivery
+from worker.ledger import LedgerEntry
 from worker.messages import Event
+from worker.sinks.bigquery import BigQuerySink
 
 
 def run(pubsub: Emulator, bq: Emulator, dataset: str, body: dict[str, Any], run_id: str,
@@ -54,6 +56,8 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     # In the order they were published, the events' seq rises (run.completed's seq is reserved
     # with the run's ledger entry, after the last "committing" event's)
     assert [e.seq for e in events] == sorted({e.seq for e in events})
+    # and their durations never go back (run.completed's is BigQuery's clock at the commit)
+    assert [e.duration_seconds for e in events] == sorted(e.duration_seconds for e in events)
     # Then the destination equals the source
     copied = [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")]
     assert copied == orders_source.rows()
@@ -63,6 +67,29 @@ def test_a_big_window_read_in_parallel_commits_in_sub_windows_and_copies_the_sou
     assert again.event_type == "run.completed" and again.sub_windows is None
     assert again.window_low == completed.window_high
     assert [normalise(r) for r in bq_rows(bq_client, bq_dataset, "orders", "id")] == orders_source.rows()
+
+
+@pytest.mark.parametrize("orders_source", ["postgresql"], indirect=True)
+def test_run_completed_counts_its_duration_from_where_the_delivery_started(
+    orders_source: SeededSource, pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a ledger look-up (before the attempt starts) that takes 0.3 s
+    slow_s, find_job = 0.3, BigQuerySink.find_job
+
+    def slow_find_job(self: BigQuerySink, run_id: str) -> tuple[LedgerEntry, ...]:
+        time.sleep(slow_s)
+        return find_job(self, run_id)
+
+    monkeypatch.setattr(BigQuerySink, "find_job", slow_find_job)
+    # When a window is committed in sub-windows
+    events = run(pubsub_emulator, bq_emulator, bq_dataset, orders_source.request("transactional"), "clock-1")
+    # Then run.completed's duration (BigQuery's clock at the commit, less the ledger's started_at)
+    # counts the look-up, as every progress event published before it does
+    completed, progress = events[-1], [e for e in events if e.event_type == "run.progress"]
+    assert completed.event_type == "run.completed", completed
+    assert progress[0].duration_seconds >= slow_s
+    assert completed.duration_seconds >= max(e.duration_seconds for e in progress)
 
 
 def dataset_tables(client: bigquery.Client, dataset: str) -> set[str]:

@@ -15,18 +15,21 @@ from worker.messages import json_schema
 
 
 def assert_valid_event_stream(events: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
-    """Every event valid against its schema; per attempt, seq strictly increasing in arrival order."""
+    """Every event valid against its schema; per attempt, in arrival order, seq strictly increasing
+    and duration_seconds never decreasing (run.completed's, from the ledger, included)."""
     mine = [e for e in events if e["run_id"] == run_id]
     for event in mine:
         attributes = event.pop("_attributes")
         assert attributes == {"event_type": event["event_type"], "run_id": run_id,
                               "data_source_id": str(event["data_source_id"])}
         jsonschema.validate(event, json_schema(event["event_type"]))
-    by_attempt: dict[int, list[int]] = {}
+    by_attempt: dict[int, list[tuple[int, float]]] = {}
     for event in mine:
-        by_attempt.setdefault(event["attempt"], []).append(event["seq"])
-    for seqs in by_attempt.values():
+        by_attempt.setdefault(event["attempt"], []).append((event["seq"], event["duration_seconds"]))
+    for attempt in by_attempt.values():
+        seqs, durations = [seq for seq, _ in attempt], [duration for _, duration in attempt]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), by_attempt
+        assert durations == sorted(durations), by_attempt
     return mine
 
 
