@@ -3,8 +3,8 @@
 Two tables, both on the bench tables (bench/datasets.py) of the MariaDB measured:
 
 - **floor**: the single-snapshot path against the server's CPU floor. In one consistent snapshot on
-  one connection, as the worker runs them, `SELECT COUNT(*)` and then the dump: the generic SELECT
-  of the worker's columns (`mysql_raw.raw_statement`, fetched unconverted by `_mysql`'s `fetch_row`
+  one connection, as the worker runs them, `SELECT COUNT(*)` and then the dump: the raw reader's
+  SELECT of the worker's columns (`mysql_raw.raw_statement`, fetched unconverted by `_mysql`'s `fetch_row`
   and dropped; the worker sends the same values as one line per row, which costs the server no
   more), each
   timed by mariadbd's CPU (utime + stime of /proc/<pid>/stat, every server thread). floor rows/s =

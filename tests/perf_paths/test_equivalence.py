@@ -9,11 +9,13 @@ own speed-ups (`fastpath`).
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
@@ -304,6 +306,19 @@ def test_mysql_raw_reads_carry_every_type_they_claim(
     assert used == [True, True]
 
 
+def _raw_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each raw read's statement, as sent."""
+    statements: list[str] = []
+    real = mysql_raw.raw_statement
+
+    def noted(*args: Any, **kwargs: Any) -> str:
+        statements.append(real(*args, **kwargs))
+        return statements[-1]
+
+    monkeypatch.setattr(mysql_raw, "raw_statement", noted)
+    return statements
+
+
 @pytest.mark.parametrize("lines", [False, True])
 def test_mysql_raw_reads_send_dates_and_json_as_columns_not_casts(
     lines: bool, my: Callable[[str], None], my_request: Callable[..., EtlRunRequest],
@@ -313,18 +328,48 @@ def test_mysql_raw_reads_send_dates_and_json_as_columns_not_casts(
     # the columns themselves, whose protocol text is the cast's (the tests above prove the values
     # equal), since the casts cost the server more CPU than the rest of the row
     my(MYSQL_RAW_TYPES)
-    statements: list[str] = []
-    real = mysql_raw.raw_statement
-
-    def noted(*args: Any, **kwargs: Any) -> str:
-        statements.append(real(*args, **kwargs))
-        return statements[-1]
-
-    monkeypatch.setattr(mysql_raw, "raw_statement", noted)
+    statements = _raw_statements(monkeypatch)
     columns = ["id", "dc", "dt", "dtm", "ts", "js", *([] if lines else ["bl"])]
     read_all(my_request("raw_types", selected_columns=columns), 700)
     (statement,) = statements
     assert "AS CHAR" not in statement.upper() and ("CONCAT_WS" in statement.upper()) is lines, statement
+
+
+def _random_doubles(count: int, seed: int) -> list[float]:
+    """Finite doubles of random bit patterns (every exponent, subnormals, both signs) and the ones
+    that go wrong first: the extremes, the smallest subnormal, 1 + ulp, -0."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, 2**64, size=4 * count, dtype=np.uint64, endpoint=False).view(np.float64)
+    chosen = [float(x) for x in drawn[np.isfinite(drawn)][:count]]
+    edges = [sys.float_info.max, -sys.float_info.max, 5e-324, -5e-324, sys.float_info.min,
+             1.0000000000000002, 0.1, 1 / 3, -0.0, 0.0, 2.0**53 + 2]
+    return [*edges, *chosen]
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_mariadb_doubles_read_as_their_bits_are_the_generic_values_bit_for_bit(
+    lines: bool, my: Callable[[str], None], my_request: Callable[..., EtlRunRequest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MariaDB's DOUBLE is sent as its eight bytes (worker/sources/mysql_doubles.py); the generic
+    # path reads the server's text. 3,000 random bit patterns, NULLs among them, both forms
+    doubles = _random_doubles(3000, seed=16)
+    rows = ", ".join(f"({i}, {d!r}, {'NULL' if i % 97 == 0 else d!r}, x'ff')" for i, d in enumerate(doubles))
+    my(f"CREATE TABLE dbl (id int, d double, n double, b blob); INSERT INTO dbl VALUES {rows}")
+    statements = _raw_statements(monkeypatch)
+    request = my_request("dbl", selected_columns=["id", "d", "n", *([] if lines else ["b"])])
+    fast, _ = read_all(request, 700)
+    with generic_path(monkeypatch):
+        generic, _ = read_all(request, 700)
+    assert len(statements) == 1 and statements[0].lower().count("column_create") == 2, statements
+    for name in ("d", "n"):
+        fast_values = pa.concat_arrays([b.column(name) for b in fast])
+        generic_values = pa.concat_arrays([b.column(name) for b in generic])
+        assert fast_values.is_null().equals(generic_values.is_null()), name
+        fast_bits, generic_bits = (np.asarray(v.fill_null(0.0)).view(np.uint64)
+                                   for v in (fast_values, generic_values))
+        assert np.array_equal(fast_bits, generic_bits), name  # -0.0 and 0.0 told apart, unlike ==
+    assert len(set(pa.concat_arrays([b.column("d") for b in fast]).to_pylist())) > 2900  # not vacuous
 
 
 _BYTES_COLUMNS = {"bl", "bn", "vb"}

@@ -13,6 +13,7 @@ in the same consistent snapshot, unbuffered (`SSCursor`); only the conversion ch
 | BYTES | themselves |
 | STRING (text, ENUM, SET) | UTF-8 text (the connection's character set is utf8mb4) |
 | INT64, FLOAT64, NUMERIC, BIGNUMERIC, BOOL (TINYINT(1)) | a vectorised cast of the text |
+| FLOAT64 of a MariaDB DOUBLE | its eight bytes, sent as hex (`mysql_doubles`: text costs the server most) |
 | DATE, DATETIME, TIMESTAMP (read as text in a UTC session) | a vectorised cast of strict ISO text |
 | JSON | `fastjson.json_column`: the generic JSON converter's result, proven in bulk per batch |
 
@@ -46,6 +47,7 @@ from worker.sources.arrays import NulledValues
 from worker.sources.converters import TEXT_ITSELF, FromText, cast_from_text
 from worker.sources.dialect import FastRead, Field
 from worker.sources.fastpath import from_text, gc_paused, inner_expr
+from worker.sources.mysql_doubles import bits_expr, doubles_from_bits, sent_as_bits
 from worker.sources.read_ahead import read_ahead
 from worker.sources.typemap import ReadMode
 
@@ -104,7 +106,9 @@ _PLAIN: dict[tuple[str, ReadMode], Callable[[Field], Finish | None]] = {
 }
 
 
-def _plan_column(field: Field) -> Finish | None:
+def _plan_column(field: Field, dialect: sa.Dialect) -> Finish | None:
+    if sent_as_bits(field, dialect):
+        return doubles_from_bits
     target = field.target
     if target.repeated:
         return None
@@ -119,7 +123,7 @@ def plan_raw(read: FastRead) -> list[Finish] | None:
     """Each column's finish, or None when any column cannot be proven identical this way."""
     if read.nulled.strict:
         return None  # strict mode stops at the first bad value, in the generic path's order
-    planned = [_plan_column(field) for field in read.fields]
+    planned = [_plan_column(field, read.conn.dialect) for field in read.fields]
     if any(finish is None for finish in planned):
         return None
     return [finish for finish in planned if finish is not None]
@@ -129,7 +133,7 @@ def plan_raw(read: FastRead) -> list[Finish] | None:
 def raw_statement(read: FastRead, cursor: Any, lines: bool = False) -> str:
     """The generic SELECT's values (`sent_expr`), its parameters bound by mysqlclient; `lines`: as
     one line per row (`line_select`)."""
-    values = [sent_expr(f) for f in read.fields]
+    values = [sent_expr(f, read.conn.dialect) for f in read.fields]
     query = line_select(read) if lines else sa.select(*values).select_from(read.table).where(*read.where)
     compiled = _compiled(query, read)
     params = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
@@ -148,9 +152,12 @@ def raw_statement(read: FastRead, cursor: Any, lines: bool = False) -> str:
 _SENT_AS_ITS_CAST = frozenset({"DATE", "DATETIME", "TIMESTAMP", "JSON"})
 
 
-def sent_expr(field: Field) -> sa.ColumnElement[Any]:
-    """What the raw reader selects for a field: the generic SELECT's read expression, unlabelled,
-    or the column itself where that expression is a cast to text the protocol sends anyway."""
+def sent_expr(field: Field, dialect: sa.Dialect) -> sa.ColumnElement[Any]:
+    """What the raw reader selects for a field: the generic SELECT's read expression, unlabelled;
+    the column itself where that expression is a cast to text the protocol sends anyway; a MariaDB
+    DOUBLE's bytes (`mysql_doubles`)."""
+    if sent_as_bits(field, dialect):
+        return bits_expr(field)
     expr = inner_expr(field.expr)
     target = field.target
     if (target.read == "text" and target.bq_type in _SENT_AS_ITS_CAST and isinstance(expr, sa.Cast)
@@ -176,7 +183,7 @@ def line_select(read: FastRead) -> sa.Select[Any]:
     """The generic SELECT's values, per row one binary line: texts separated by 0xFF, NULL as 0xFE."""
     separator: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFF AS BINARY)")
     null: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFE AS BINARY)")
-    values = [sa.func.ifnull(sent_expr(f), null) for f in read.fields]
+    values = [sa.func.ifnull(sent_expr(f, read.conn.dialect), null) for f in read.fields]
     return sa.select(sa.func.concat_ws(separator, *values)).select_from(read.table).where(*read.where)
 
 
