@@ -14,10 +14,17 @@ import sqlalchemy as sa
 from google.cloud import bigquery
 
 from tests.cdc.conftest import CdcSource
-from tests.cdc.random_writer import RandomWriter, assert_consecutive, changes, runs_while_writing
+from tests.cdc.random_writer import (
+    RandomWriter,
+    assert_consecutive,
+    changes,
+    random_run_once,
+    runs_while_writing,
+)
 from tests.cdc.test_cdc_postgres import RANDOM_TEXT, completed, dest, source_rows
 from tests.e2e.oneshot import RunOnce
 
+__all__ = ["random_run_once"]
 SEED = int(os.environ.get("ETL_CDC_SEED", "20261202"))
 
 
@@ -35,17 +42,17 @@ class Writer(RandomWriter):
 
 
 def test_cdc_runs_during_random_writes_end_with_the_source_exactly(
-    cdc_source: CdcSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str
+    cdc_source: CdcSource, random_run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str
 ) -> None:
     def run(name: str) -> dict[str, Any]:
-        report = completed(run_once(cdc_source.request(), name)).cdc
+        report = completed(random_run_once(cdc_source.request(), name)).cdc
         assert report is not None
         return report
 
     # Given a table of 100 rows, loaded by the first cdc run
     cdc_source.execute("INSERT INTO {schema}.items SELECT g, 'n' || g, g, g, jsonb_build_object('g', g), "
                        "NULL, NULL, now() FROM generate_series(1, 100) g")
-    completed(run_once(cdc_source.request(), "random-0"))
+    completed(random_run_once(cdc_source.request(), "random-0"))
     # When a writer changes it at random while cdc runs follow one another
     writer = Writer(sa.create_engine(cdc_source.server.url), f'"{cdc_source.schema}".items', SEED)
     writer.start()

@@ -11,18 +11,25 @@ the machine's); the size is WRITER_TRANSACTIONS transactions over RUNS runs (pri
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from google.cloud import bigquery
 
 from tests.cdc.binlog_source import BinlogSource, binlog_source
-from tests.cdc.random_writer import RandomWriter, assert_consecutive, changes, runs_while_writing
+from tests.cdc.random_writer import (
+    RandomWriter,
+    assert_consecutive,
+    changes,
+    random_run_once,
+    runs_while_writing,
+)
 from tests.cdc.test_cdc_mariadb import cdc, completed, dest, seed, source_rows
 from tests.e2e.oneshot import RunOnce
 from worker.cdc import mysql as cdc_mysql
 
-__all__ = ["binlog_source"]
+__all__ = ["binlog_source", "random_run_once"]
 SEED = int(os.environ.get("ETL_CDC_SEED", "20261202"))
 
 
@@ -44,8 +51,8 @@ class Writer(RandomWriter):
 
 @pytest.mark.parametrize("server", ["mariadb", "mysql"])
 def test_binlog_cdc_runs_during_random_writes_end_with_the_source_exactly(
-    server: str, binlog_source: BinlogSource, run_once: RunOnce, bq_client: bigquery.Client, bq_dataset: str,
-    monkeypatch: pytest.MonkeyPatch,
+    server: str, binlog_source: BinlogSource, random_run_once: RunOnce, bq_client: bigquery.Client,
+    bq_dataset: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if server == "mysql":  # MySQL's snapshot: under a brief global read lock, at SHOW MASTER STATUS
         monkeypatch.setattr(cdc_mysql.Server, "mariadb", property(lambda self: False))
@@ -55,9 +62,11 @@ def test_binlog_cdc_runs_during_random_writes_end_with_the_source_exactly(
     writer = Writer(engine, f"`{binlog_source.schema}`.items", SEED)
     writer.start()
     # When cdc runs follow one another, the first loading the snapshot while the writer goes on
-    first = cdc(completed(run_once(binlog_source.request(), "random-0")))
-    later = runs_while_writing(writer, lambda name: cdc(completed(run_once(binlog_source.request(), name))),
-                               join_s=300)
+    def run(name: str) -> dict[str, Any]:
+        return cdc(completed(random_run_once(binlog_source.request(), name)))
+
+    first = run("random-0")
+    later = runs_while_writing(writer, run, join_s=300)
     reports = [first, *later]
     # Then the destination equals the source, by key, every column
     assert dest(bq_client, bq_dataset) == source_rows(binlog_source), f"seed {SEED}"

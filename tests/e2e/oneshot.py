@@ -16,14 +16,16 @@ from worker.app import build_handler
 from worker.events import MemoryEventBus
 from worker.handlers.base import Delivery, Outcome, Redelivery
 from worker.messages import Event
+from worker.settings import Settings
 
 RunOnce = Callable[..., list[Event]]
+# Tiny, so that the few rows of a test cross batch and part boundaries.
+BATCH_ROWS = 7
+PART_ROWS = 11
 
 
-@pytest.fixture
-def run_once(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) -> RunOnce:
-    settings = make_settings(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
-                             ETL_BATCH_SIZE=7, ETL_PART_ROWS=11)
+def one_shot_runner(settings: Settings) -> RunOnce:
+    """`run_once` on these settings."""
 
     def one(body: dict[str, Any], run_id: str, expect: Outcome = Outcome.ACK) -> list[Event]:
         bus = MemoryEventBus()
@@ -34,3 +36,9 @@ def run_once(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) 
         return bus.events
 
     return one
+
+
+@pytest.fixture
+def run_once(pubsub_emulator: Emulator, bq_emulator: Emulator, bq_dataset: str) -> RunOnce:
+    return one_shot_runner(make_settings(pubsub_emulator.host_port, bq_emulator.host_port, bq_dataset,
+                                         ETL_BATCH_SIZE=BATCH_ROWS, ETL_PART_ROWS=PART_ROWS))

@@ -223,10 +223,15 @@ def mutated(draw: st.DrawFn, world: World) -> dict[str, Any]:
     return body
 
 
+# Built once: a filter makes a new strategy, which hypothesis validates on its first draw (for this
+# one-of of texts, 3 ms of every example when the filter was applied in each example's draw).
+not_canaries = identifiers.filter(lambda n: n not in CANARIES and n not in CANARY_COLUMNS)
+
+
 @st.composite
 def hostile_names(draw: st.DrawFn, world: World) -> dict[str, Any]:
     dialect = draw(st.sampled_from(("postgresql", "mysql")))
-    name = draw(identifiers.filter(lambda n: n not in CANARIES and n not in CANARY_COLUMNS))
+    name = draw(not_canaries)
     match draw(st.sampled_from(("schema", "table", "column", "cursor"))):
         case "schema":
             return world.base(dialect, table="x", schema_name=name)
