@@ -60,10 +60,11 @@ def doubles_from_bits(raw: pa.Array, field: Field, _nulled: NulledValues) -> pa.
     empty, full = lengths == len(_EMPTY), lengths == _WIDTH
     if raw.null_count or not np.all(empty | full):
         raise RuntimeError(f"{field.column.name}: a DOUBLE's dynamic column was not {_WIDTH} hex digits")
-    if np.any(empty) and pc.any(pc.not_equal(raw.filter(pa.array(empty)), _EMPTY)).as_py():
+    any_empty = bool(empty.any())
+    if any_empty and pc.any(pc.not_equal(raw.filter(pa.array(empty)), _EMPTY)).as_py():
         raise RuntimeError(f"{field.column.name}: a DOUBLE's dynamic column had another header")
     values = np.zeros(len(raw), dtype="<f8")
-    values[full] = _decoded(raw.filter(pa.array(full)) if np.any(empty) else raw, field)
+    values[full] = _decoded(raw.filter(pa.array(full)) if any_empty else raw, field)
     return pa.array(values, type=field.target.arrow_type, mask=empty)
 
 

@@ -133,8 +133,7 @@ def plan_raw(read: FastRead) -> list[Finish] | None:
 def raw_statement(read: FastRead, cursor: Any, lines: bool = False) -> str:
     """The generic SELECT's values (`sent_expr`), its parameters bound by mysqlclient; `lines`: as
     one line per row (`line_select`)."""
-    values = [sent_expr(f, read.conn.dialect) for f in read.fields]
-    query = line_select(read) if lines else sa.select(*values).select_from(read.table).where(*read.where)
+    query = line_select(read) if lines else sa.select(*_sent(read)).select_from(read.table).where(*read.where)
     compiled = _compiled(query, read)
     params = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
     bound = cursor.mogrify(str(compiled), params)
@@ -166,6 +165,10 @@ def sent_expr(field: Field, dialect: sa.Dialect) -> sa.ColumnElement[Any]:
     return expr
 
 
+def _sent(read: FastRead) -> list[sa.ColumnElement[Any]]:
+    return [sent_expr(f, read.conn.dialect) for f in read.fields]
+
+
 # --- one line per row ------------------------------------------------------------------------------
 # The server joins a row's texts into one value, so the driver builds one bytes object per row
 # rather than one per value (the client's largest cost after JSON). 0xFF separates values and 0xFE
@@ -183,7 +186,7 @@ def line_select(read: FastRead) -> sa.Select[Any]:
     """The generic SELECT's values, per row one binary line: texts separated by 0xFF, NULL as 0xFE."""
     separator: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFF AS BINARY)")
     null: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFE AS BINARY)")
-    values = [sa.func.ifnull(sent_expr(f, read.conn.dialect), null) for f in read.fields]
+    values = [sa.func.ifnull(value, null) for value in _sent(read)]
     return sa.select(sa.func.concat_ws(separator, *values)).select_from(read.table).where(*read.where)
 
 
