@@ -5,6 +5,13 @@ the bench tables for the MySQL speed bench (`private_mariadb` with its own optio
 `mariadb-install-db` into a temporary datadir (root with no password, over TCP on 127.0.0.1), then
 `mariadbd` on a free port as a child of devstack.reaper (devstack/emulators.py: it goes down with
 the calling process, even one killed by SIGKILL); stopped and removed on exit.
+
+Each server, its bootstrap included, has its own tmpdir: a MariaDB server deletes every `#sql*`
+file of its tmpdir when it starts (the temporary tables a crash left behind), so with the shared
+/tmp a server starting in one test process deleted the temporary tables of the servers already
+running in the others, and of concurrent bootstraps ("Unknown table 'mysql.tmp_user_sys'"): a failed
+install, or a server that failed under a test. 3 bootstraps in 12 failed that way when started
+together; none with a tmpdir each.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from devstack.emulators import _spawn, _wait_until, _with_retries, free_port, st
 
 DATABASE = "test"
 COMMAND_TIMEOUT_S = 120
+LOG_LINES = 40  # of mariadb-install-db's output, or of the server's log, in an error
 # Speed: a throwaway server need not survive a power cut.
 BASE_OPTIONS = ("--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve", "--max-connections=200")
 # What CDC needs (docs/cdc.md).
@@ -55,6 +63,14 @@ class PrivateMariaDB:
     def admin_engine(self) -> sa.Engine:
         return sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
 
+    def assert_running(self) -> None:
+        """Raise, with the end of the server's log, if it has exited: the test that finds it gone
+        says why, not only that a connection was refused."""
+        if self.process.poll() is not None:
+            lines = (self.base / "mariadbd.log").read_text(errors="replace").splitlines()
+            raise RuntimeError(f"the private mariadbd on port {self.port} exited with "
+                               f"{self.process.returncode}; its log ends:\n" + "\n".join(lines[-LOG_LINES:]))
+
 
 def _binary(name: str, fallback: str) -> str:
     return shutil.which(name) or shutil.which(fallback) or f"/usr/sbin/{name}"
@@ -64,11 +80,15 @@ def _user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _install(data: Path) -> None:
+def _install(data: Path, tmp: Path) -> None:
     # --no-defaults: the machine's my.cnf describes its own server, not this one.
     argv = [_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults", f"--datadir={data}",
-            "--auth-root-authentication-method=normal", "--skip-test-db", f"--user={_user()}"]
-    subprocess.run(argv, check=True, capture_output=True, timeout=COMMAND_TIMEOUT_S)
+            f"--tmpdir={tmp}", "--auth-root-authentication-method=normal", "--skip-test-db",
+            f"--user={_user()}"]
+    done = subprocess.run(argv, capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[:LOG_LINES]
+        raise RuntimeError(f"mariadb-install-db exited with {done.returncode}:\n" + "\n".join(said))
 
 
 def _answers(port: int) -> bool:
@@ -92,15 +112,16 @@ def private_mariadb(prefix: str, options: Sequence[str]) -> Iterator[PrivateMari
     """A running private server with BASE_OPTIONS and `options` (a later option wins) and an empty
     `test` database; stopped and removed on exit."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
-    data = base / "data"
+    data, tmp = base / "data", base / "tmp"
+    tmp.mkdir()
     try:
-        _install(data)
+        _install(data, tmp)
 
         def start(_attempt: int) -> tuple[subprocess.Popen[bytes], int]:
             port = free_port()  # another process may take it before mariadbd binds it: retried
             argv = [_binary("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", f"--port={port}",
                     "--bind-address=127.0.0.1", f"--socket={base / 'sock'}", f"--pid-file={base / 'pid'}",
-                    f"--user={_user()}", *BASE_OPTIONS, *options]
+                    f"--tmpdir={tmp}", f"--user={_user()}", *BASE_OPTIONS, *options]
             process, log_path = _spawn("mariadbd", argv, base)
             _wait_until(lambda: _answers(port), process, "mariadbd", log_path)
             return process, port

@@ -56,6 +56,7 @@ _DATA_SOURCES = iter(range(1, 10**6))
 
 @pytest.fixture
 def binlog_source(binlog_maria: PrivateMariaDB) -> Iterator[BinlogSource]:
+    binlog_maria.assert_running()
     engine = sa.create_engine(binlog_maria.url, isolation_level="READ COMMITTED")
     schema = unique("b")
     data_source_id = 50_000 + next(_DATA_SOURCES) * 1000 + hash(schema) % 1000
