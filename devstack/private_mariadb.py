@@ -8,10 +8,12 @@ the calling process, even one killed by SIGKILL); stopped and removed on exit.
 
 Each server, its bootstrap included, has its own tmpdir: a MariaDB server deletes every `#sql*`
 file of its tmpdir when it starts (the temporary tables a crash left behind), so with the shared
-/tmp a server starting in one test process deleted the temporary tables of the servers already
-running in the others, and of concurrent bootstraps ("Unknown table 'mysql.tmp_user_sys'"): a failed
-install, or a server that failed under a test. 3 bootstraps in 12 failed that way when started
-together; none with a tmpdir each.
+/tmp a server starting in one test process deleted the temporary tables of concurrent bootstraps
+(3 of 12 installs started together failed: "Unknown table 'mysql.tmp_user_sys'"; none with a tmpdir
+each) and the on-disk temporary tables of queries running on the servers already up, the machine's
+own on 3306 included: 10.11 then fails the query, or dies of SIGSEGV (seen in a probe: three
+sessions running a GROUP BY that spills to disk while other servers bootstrapped; and in CI, a test
+process's binlog server gone mid-session).
 """
 
 from __future__ import annotations
