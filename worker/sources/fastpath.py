@@ -38,10 +38,12 @@ def inner_expr(expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     return expr.element if isinstance(expr, sa.sql.elements.Label) else expr
 
 
-def compiled_select(read: FastRead) -> SQLCompiler:
+def compiled_select(read: FastRead, values: Sequence[sa.ColumnElement[Any]] | None = None) -> SQLCompiler:
     """The generic path's SELECT (same columns, read expressions, window), compiled for the snapshot's
-    dialect with every parameter still to bind: the fast readers run exactly this statement."""
-    query = sa.select(*(f.expr for f in read.fields)).select_from(read.table).where(*read.where)
+    dialect with every parameter still to bind: pg_copy runs exactly this statement; `values`, the
+    same table and window with other values selected (mysql_raw's own forms of the same values)."""
+    selected = values if values is not None else [f.expr for f in read.fields]
+    query = sa.select(*selected).select_from(read.table).where(*read.where)
     compiled = query.compile(dialect=read.conn.dialect, compile_kwargs={"render_postcompile": True})
     assert isinstance(compiled, SQLCompiler)
     return compiled

@@ -24,7 +24,7 @@ either) converts that column per value, from what mysqlclient would have returne
 text, with the generic converter: NULLs are counted exactly alike. Any other column (BIT, TIME, a
 converter declaring no form) and strict mode keep the whole table on the generic path: `plan_raw`
 returns None. Where every text of the table is UTF-8 and no column is BYTES, the server sends each
-row as one line (`line_select`): one bytes object per row instead of one per value, split by Arrow.
+row as one line (`line_value`): one bytes object per row instead of one per value, split by Arrow.
 This module never imports a dialect (docs/sources.md).
 """
 
@@ -41,12 +41,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from worker.sources.arrays import NulledValues
 from worker.sources.converters import TEXT_ITSELF, FromText, cast_from_text
 from worker.sources.dialect import FastRead, Field
-from worker.sources.fastpath import from_text, gc_paused, inner_expr
+from worker.sources.fastpath import compiled_select, from_text, gc_paused, inner_expr
 from worker.sources.mysql_doubles import bits_expr, doubles_from_bits, sent_as_bits
 from worker.sources.read_ahead import read_ahead
 from worker.sources.typemap import ReadMode
@@ -132,9 +131,8 @@ def plan_raw(read: FastRead) -> list[Finish] | None:
 # --- the statement and the stream ------------------------------------------------------------------
 def raw_statement(read: FastRead, cursor: Any, lines: bool = False) -> str:
     """The generic SELECT's values (`sent_expr`), its parameters bound by mysqlclient; `lines`: as
-    one line per row (`line_select`)."""
-    query = line_select(read) if lines else sa.select(*_sent(read)).select_from(read.table).where(*read.where)
-    compiled = _compiled(query, read)
+    one line per row (`line_value`)."""
+    compiled = compiled_select(read, [line_value(read)] if lines else _sent(read))
     params = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
     bound = cursor.mogrify(str(compiled), params)
     return bound.decode("utf-8") if isinstance(bound, bytes) else str(bound)
@@ -182,18 +180,11 @@ _NULL = b"\xfe"
 _UTF8 = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
 
 
-def line_select(read: FastRead) -> sa.Select[Any]:
-    """The generic SELECT's values, per row one binary line: texts separated by 0xFF, NULL as 0xFE."""
+def line_value(read: FastRead) -> sa.ColumnElement[Any]:
+    """The generic SELECT's values as one binary line per row: texts separated by 0xFF, NULL as 0xFE."""
     separator: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFF AS BINARY)")
     null: sa.ColumnElement[Any] = sa.literal_column("CAST(0xFE AS BINARY)")
-    values = [sa.func.ifnull(value, null) for value in _sent(read)]
-    return sa.select(sa.func.concat_ws(separator, *values)).select_from(read.table).where(*read.where)
-
-
-def _compiled(query: sa.Select[Any], read: FastRead) -> SQLCompiler:
-    compiled = query.compile(dialect=read.conn.dialect, compile_kwargs={"render_postcompile": True})
-    assert isinstance(compiled, SQLCompiler)
-    return compiled
+    return sa.func.concat_ws(separator, *(sa.func.ifnull(value, null) for value in _sent(read)))
 
 
 def lines_allowed(read: FastRead) -> bool:
