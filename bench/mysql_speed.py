@@ -1,6 +1,6 @@
 """MySQL/MariaDB speed against the server's own CPU (issue 16): `python -m bench.mysql_speed`.
 
-Two tables, both on the bench tables (bench/datasets.py) of the MariaDB measured:
+Three tables, all on the bench tables (bench/datasets.py) of the MariaDB measured:
 
 - **floor**: the single-snapshot path against the server's CPU floor. In one consistent snapshot on
   one connection, as the worker runs them, `SELECT COUNT(*)` and then the dump: `SELECT *` of the
@@ -15,9 +15,15 @@ Two tables, both on the bench tables (bench/datasets.py) of the MariaDB measured
   its rows/s ÷ floor rows/s is the ratio (goal ≥ 0.85). "Server busy" is mariadbd's CPU during
   the worker's own run ÷ the run's wall time (its COUNT, its SELECT, its few planning queries): how
   close the worker keeps the server to saturation, with no drift between two measurements.
+  "N-core ceiling" is the highest worker ÷ floor the run's CPU allows on this machine's N cores,
+  which the server shares with the worker: N * floor CPU ÷ (worker client CPU + server CPU of the
+  worker's run), since the run's wall time is at least its CPU spread over every core.
 - **parallel**: the chunked path (`worker-ranges`: primary-key ranges, each on its own
   connection and snapshot) with 1, 2, 4 readers against dlt's connectorx backend; rows/s, wall,
   the client's CPU (the measured part, every thread), the server's CPU meanwhile, CPU per 1M rows.
+- **stages**: where the single-snapshot path's client CPU goes, on the first floor table: the raw
+  reader's fetch, each column's conversion and the Parquet part, run in turn by one thread and
+  each timed by that thread's CPU (`stage_table`).
 
 By default both run on a private MariaDB (devstack/private_mariadb.py) whose buffer pool holds the
 tables, warmed by one unmeasured scan of each: the floor is CPU, and a server reading pages from disk
@@ -36,13 +42,19 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow as pa
 
 from bench.datasets import MYSQL_URL, SCHEMA, BenchTable, ensure_tables
 from bench.measure import Sample, run_path
+from bench.paths import catalog_request
 
 BATCH_ROWS = 10_000
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -149,9 +161,11 @@ def timed(name: str, readers: int, pid: int, run: Callable[[], Sample]) -> Run:
 
 
 # --- the tables ------------------------------------------------------------------------------------
+_CORES = os.cpu_count() or 1
 _FLOOR_HEADER = ("| rows | worker rows/s | worker s | server CPU s (worker run) | COUNT(*) server CPU s | "
                  "SELECT server CPU s | floor wall s | floor rows/s | worker ÷ floor (range) | "
-                 "server busy (range) | worker client CPU s |\n" + "|---:" * 11 + "|")
+                 f"server busy (range) | worker client CPU s | {_CORES}-core ceiling (range) |\n"
+                 + "|---:" * 12 + "|")
 
 
 def floor_table(tables: list[BenchTable], rounds: int, pid: int) -> str:
@@ -172,13 +186,22 @@ def floor_table(tables: list[BenchTable], rounds: int, pid: int) -> str:
 def _floor_row(table: BenchTable, floors: list[Floor], runs: list[Run]) -> str:
     ratios = [r.rows_per_s / f.rows_per_s for r, f in zip(runs, floors, strict=True)]
     busy = [r.server_cpu_s / r.sample.seconds for r in runs]  # mariadbd's cores, the worker's run
+    ceilings = [_ceiling(r, f) for r, f in zip(runs, floors, strict=True)]
     cells = [f"{table.rows:,}", f"{_med(r.rows_per_s for r in runs):,.0f}",
              f"{_med(r.sample.seconds for r in runs):.2f}",
              f"{_med(r.server_cpu_s for r in runs):.2f}", f"{_med(f.count_cpu_s for f in floors):.2f}",
              f"{_med(f.select_cpu_s for f in floors):.2f}", f"{_med(f.wall_s for f in floors):.2f}",
              f"{_med(f.rows_per_s for f in floors):,.0f}", f"**{_med(ratios):.2f}** {_range(ratios)}",
-             f"{_med(busy):.2f} {_range(busy)}", f"{_med(r.sample.cpu_s or 0.0 for r in runs):.2f}"]
+             f"{_med(busy):.2f} {_range(busy)}", f"{_med(r.sample.cpu_s or 0.0 for r in runs):.2f}",
+             f"{_med(ceilings):.2f} {_range(ceilings)}"]
     return "| " + " | ".join(cells) + " |"
+
+
+def _ceiling(run: Run, floor: Floor) -> float:
+    """The highest worker ÷ floor this run's CPU allows when the server shares the machine's cores
+    with the worker: its wall time is at least (client CPU + server CPU) ÷ cores."""
+    spent_s = (run.sample.cpu_s or 0.0) + run.server_cpu_s
+    return _CORES * (floor.count_cpu_s + floor.select_cpu_s) / max(spent_s, 1e-9)
 
 
 def _range(values: list[float]) -> str:
@@ -208,6 +231,52 @@ def parallel_table(table: BenchTable, readers: Sequence[int], rounds: int, pid: 
         lines.append(f"| {name} | {count} | {rows / wall:,.0f} | {wall:.2f} | {client:.2f} | {server:.2f} | "
                      f"{(client + server) / (rows / 1e6):.2f} |")
     return "\n".join(lines)
+
+
+# --- where the worker's client CPU goes --------------------------------------------------------------
+def stage_table(table: BenchTable) -> str:
+    """The raw reader's stages on `table`, each timed by the CPU of the one thread that runs them
+    all in turn (no stage waits on another): the fetch (the driver's rows made one binary array per
+    column: the read-ahead thread's part), each column's conversion (the consumer's) and the
+    Parquet part (the part writer's). Per 1M rows."""
+    from worker.sources import get_source, mysql_raw
+    from worker.sources.fastpath import gc_paused
+    from worker.sources.sqlalchemy_source import SqlAlchemyTable
+    from worker.spool import part_writer
+
+    costs: dict[str, float] = {}
+    request = catalog_request("mysql", table.url, table.schema, table.table)
+    with (get_source("mysql").snapshot(request) as snapshot,
+          tempfile.TemporaryDirectory(prefix="etl-bench-") as spool):
+        assert isinstance(snapshot, SqlAlchemyTable)
+        read = snapshot.read_plan(None, BATCH_ROWS)
+        finishes = mysql_raw.plan_raw(read)
+        if finishes is None:
+            raise RuntimeError(f"the raw reader does not read {table.table}")
+        writer = part_writer(Path(spool) / "part.parquet", read.schema)
+        with mysql_raw.raw_result(read) as fetch, gc_paused():
+            while (raw := _timed(costs, "fetch", fetch)) is not None:
+                arrays = [_timed(costs, f"convert {field.column.name} ({field.target.bq_type})",
+                                 functools.partial(finish, values, field, read.nulled))
+                          for values, finish, field in zip(raw, finishes, read.fields, strict=True)]
+                batch = pa.RecordBatch.from_arrays(arrays, schema=read.schema)
+                _timed(costs, "Parquet", functools.partial(writer.write_batch, batch))
+        _timed(costs, "Parquet", writer.close)
+    total, millions = sum(costs.values()), table.rows / 1e6
+    lines = ["| stage | client CPU s per 1M rows | share |", "|---|---:|---:|"]
+    lines += [f"| {stage} | {cpu_s / millions:.3f} | {cpu_s / total:.0%} |" for stage, cpu_s in costs.items()]
+    lines.append(f"| all | {total / millions:.3f} | 100% |")
+    return "\n".join(lines)
+
+
+R = TypeVar("R")
+
+
+def _timed(costs: dict[str, float], stage: str, step: Callable[[], R]) -> R:
+    started = time.thread_time()
+    result = step()
+    costs[stage] = costs.get(stage, 0.0) + time.thread_time() - started
+    return result
 
 
 def _med(values: Iterable[float]) -> float:
@@ -252,6 +321,8 @@ def _run(args: argparse.Namespace, server: Server) -> int:
     print(f"\nMariaDB single-snapshot path against the server's CPU floor ({where}), median of {rounds}")
     print(floors)
     print(f"\nMariaDB chunked parallel path, {parallel.rows:,} rows, median of {rounds}\n{ranges}")
+    print(f"\nWhere the single-snapshot path's client CPU goes, {tables[0].rows:,} rows (one thread)")
+    print(stage_table(tables[0]))
     return 0
 
 

@@ -40,6 +40,9 @@ def test_mysql_speed_bench_quick_prints_the_floor_and_the_ranges() -> None:
     assert "| rows | worker rows/s | worker s |" in out and "| 10,000 |" in out
     ranged = [line for line in out.splitlines() if line.startswith("| worker-ranges |")]
     assert [line.split("|")[2].strip() for line in ranged] == ["1", "2"]
+    assert "-core ceiling (range) |" in out  # the floor table's CPU bound
+    stages = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
+    assert {"fetch", "convert payload (JSON)", "Parquet", "all"} <= set(stages), out
 
 
 def test_the_ranged_path_reads_every_row_once() -> None:

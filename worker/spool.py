@@ -38,6 +38,12 @@ PARQUET_DICTIONARY = False
 WRITES_AHEAD = 2
 
 
+def part_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer with the parts' settings (above)."""
+    return pq.ParquetWriter(path, schema, compression=PARQUET_COMPRESSION, use_dictionary=PARQUET_DICTIONARY,
+                            write_statistics=PARQUET_STATISTICS)
+
+
 class PartWriter:
     """Writes batches into `part-NNNNN.parquet` files of at most `part_rows` rows.
 
@@ -122,11 +128,7 @@ class PartWriter:
     def _current_writer(self) -> pq.ParquetWriter:
         if self._open is None:
             path = self.directory / f"part-{self.parts_written:05d}.parquet"
-            writer = pq.ParquetWriter(
-                path, self.schema, compression=PARQUET_COMPRESSION, use_dictionary=PARQUET_DICTIONARY,
-                write_statistics=PARQUET_STATISTICS,
-            )
-            self._open = (writer, path)
+            self._open = (part_writer(path, self.schema), path)
         return self._open[0]
 
     def _close_part(self) -> Path:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -264,6 +265,18 @@ def fast_batches(read: FastRead) -> Iterator[pa.RecordBatch] | None:
 
 def raw_batches(read: FastRead, finishes: list[Finish]) -> Iterator[pa.RecordBatch]:
     """The generic path's batches (exactly `batch_rows` rows, the last shorter), read raw."""
+    with raw_result(read) as fetch, gc_paused():
+        # The next rows are fetched and made Arrow columns of bytes on a thread (the driver waits
+        # on the server without the GIL) while Arrow converts these (mostly without it).
+        for raw in read_ahead(fetch, name="mysql-fetch"):
+            yield to_batch(raw, finishes, read)
+
+
+@contextmanager
+def raw_result(read: FastRead) -> Iterator[Callable[[], list[pa.Array] | None]]:
+    """The raw statement running unbuffered on the read's connection, with no converters; yields
+    the fetch of its next `batch_rows` rows as one binary array per column (None at the end).
+    Closing the cursor reads what an early stop left, so the connection stays usable."""
     import MySQLdb.cursors  # the dialect's driver; imported here so the module loads without it
 
     dbapi = read.conn.connection.dbapi_connection
@@ -278,15 +291,10 @@ def raw_batches(read: FastRead, finishes: list[Finish]) -> Iterator[pa.RecordBat
             cursor.execute(statement)
         finally:
             dbapi.converter = converters
-        with gc_paused():
-            # The next rows are fetched and made Arrow columns of bytes on a thread (the driver
-            # waits on the server without the GIL) while Arrow converts these (mostly without it).
-            fetch = (partial(_line_columns, cursor, read.batch_rows, len(read.fields)) if lines
-                     else partial(_raw_columns, cursor, read.batch_rows))
-            for raw in read_ahead(fetch, name="mysql-fetch"):
-                yield _to_batch(raw, finishes, read)
+        yield (partial(_line_columns, cursor, read.batch_rows, len(read.fields)) if lines
+               else partial(_raw_columns, cursor, read.batch_rows))
     finally:
-        cursor.close()  # reads what an early stop left, so the connection stays usable
+        cursor.close()
 
 
 def _raw_columns(cursor: Any, batch_rows: int) -> list[pa.Array] | None:
@@ -295,7 +303,8 @@ def _raw_columns(cursor: Any, batch_rows: int) -> list[pa.Array] | None:
     return [pa.array(values, type=pa.binary()) for values in zip(*rows, strict=True)] if rows else None
 
 
-def _to_batch(raw: list[pa.Array], finishes: list[Finish], read: FastRead) -> pa.RecordBatch:
+def to_batch(raw: list[pa.Array], finishes: list[Finish], read: FastRead) -> pa.RecordBatch:
+    """One batch of the generic path's arrays from one fetch's raw columns."""
     arrays = [
         finish(values, field, read.nulled)
         for values, finish, field in zip(raw, finishes, read.fields, strict=True)
